@@ -47,7 +47,7 @@ def main() -> None:
     try:
         app()
     except RagkitError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")

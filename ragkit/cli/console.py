@@ -18,12 +18,11 @@ def setup_logging(verbose: bool = False) -> None:
         handler = RichHandler(console=err, show_time=False, show_path=False, markup=False)
         logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
-    logger.propagate = False
 
 
 def fail(message: str, code: int = 1) -> None:
     """Print one readable error line and exit non-zero."""
     import typer
 
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

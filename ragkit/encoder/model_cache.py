@@ -105,7 +105,8 @@ def _build(model: PackagedModel, final: Path) -> None:
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{model.name}-build-"))
     tmp.chmod(0o755)
     try:
-        _convert_into(model, tmp)
+        source_sha256 = export_gguf(model, tmp)
+        _write_manifest(model, tmp, source_sha256)
         if final.exists():
             trash = Path(tempfile.mkdtemp(dir=root, prefix=f".{model.name}-old-"))
             os.replace(final, trash / "old")
@@ -130,7 +131,8 @@ def _no_gguf_progress_bar() -> Iterator[None]:
         gguf_utils.tqdm = original
 
 
-def _convert_into(model: PackagedModel, out: Path) -> None:
+def export_gguf(model: PackagedModel, out: Path) -> str:
+    """Dequantize the package's GGUF into ``out`` as safetensors; return the GGUF's SHA-256."""
     import torch
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -154,10 +156,14 @@ def _convert_into(model: PackagedModel, out: Path) -> None:
     expected = lm.state_dict()
     for weights in sorted(out.glob("*.safetensors")):
         with safe_open(str(weights), framework="pt") as stored:
-            for key in stored:
+            for key in stored.keys():  # noqa: SIM118 - safe_open is not iterable
                 if not torch.equal(stored.get_tensor(key), expected[key]):
                     raise CacheError(f"verification failed: tensor {key} differs after saving")
+    return source_sha256
 
+
+def _write_manifest(model: PackagedModel, out: Path, source_sha256: str) -> None:
+    """Record size, mtime and SHA-256 of every file; written last, so it marks completeness."""
     files = {}
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         stat = path.stat()
@@ -171,7 +177,6 @@ def _convert_into(model: PackagedModel, out: Path) -> None:
         "name": model.name,
         "package": model.distribution,
         "package_version": model.version(),
-        "source_file": gguf.name,
         "source_sha256": source_sha256,
         "files": files,
     }
