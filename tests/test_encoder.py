@@ -198,3 +198,30 @@ def test_corrupt_saved_config_is_a_clear_error(tiny_backbone_dir: Path, tmp_path
     (saved / "ragkit.json").write_text("{not json")
     with pytest.raises(EncoderFormatError, match="cannot read"):
         Encoder.from_pretrained(str(saved))
+
+
+def test_hub_id_downloads_safetensors_only(monkeypatch: pytest.MonkeyPatch, tiny_backbone_dir: Path) -> None:
+    """The hub path (for real users) goes through snapshot_download with safe patterns."""
+    import huggingface_hub
+
+    calls = []
+
+    def fake_snapshot_download(repo_id: str, allow_patterns: list[str]) -> str:
+        calls.append((repo_id, allow_patterns))
+        return str(tiny_backbone_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    enc = Encoder.from_pretrained("some-org/tiny-llama")
+    assert enc.backbone.source == "hub" and enc.config.backbone == "some-org/tiny-llama"
+    assert calls[0][0] == "some-org/tiny-llama"
+    patterns = calls[0][1]
+    assert "*.safetensors" in patterns and not any(p.endswith((".bin", ".pt", ".pth")) for p in patterns)
+    # same weights, same fingerprint, whether named by hub id or by folder
+    assert enc.fingerprint == Encoder.from_pretrained(str(tiny_backbone_dir)).fingerprint
+
+
+def test_bad_device_and_dtype_fail_before_loading() -> None:
+    with pytest.raises(InvalidInputError, match="dtype"):
+        Encoder.from_pretrained("no-such-model", dtype="int4")
+    with pytest.raises(InvalidInputError, match="device"):
+        Encoder.from_pretrained("no-such-model", device="tpu:7")

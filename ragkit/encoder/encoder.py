@@ -25,8 +25,13 @@ from ragkit.errors import EncoderFormatError, InvalidInputError
 log = logging.getLogger("ragkit")
 
 DEFAULT_BATCH_SIZE = 32
-TOKENS_PER_ROW = 128
-"""Default padded-token budget per batch is ``batch_size * TOKENS_PER_ROW``."""
+CPU_TOKENS_PER_BATCH = 512
+"""Default padded-token budget per batch on CPU.
+
+Measured on 2 cores (bench/encode.py, BENCHMARKS.md): throughput peaks at a few hundred
+tokens per forward pass and falls with bigger batches, whose activations spill the caches.
+GPUs are limited by ``batch_size`` alone unless ``max_tokens_per_batch`` is given.
+"""
 
 
 def resolve_device(device: str | None):
@@ -42,6 +47,18 @@ def resolve_device(device: str | None):
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("device 'cuda' was requested but no CUDA GPU is available")
     return resolved
+
+
+def resolve_dtype(dtype: str | None, device):
+    """``None`` picks bf16 on CUDA (as the paper trains and evaluates), fp32 on CPU."""
+    import torch
+
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in choices:
+        raise InvalidInputError(f"dtype must be one of {', '.join(choices)}, not {dtype!r}")
+    return choices[dtype]
 
 
 class Encoder:
@@ -109,7 +126,7 @@ class Encoder:
             raise InvalidInputError(f"max_length must be a positive integer, got {max_length!r}")
         if padding_side not in (None, "left", "right"):
             raise InvalidInputError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
-        resolve_device(device)
+        resolve_dtype(dtype, resolve_device(device))
         if name_or_path == "default":
             name_or_path = DEFAULT_BACKBONE
         saved = Path(str(name_or_path)).expanduser()
@@ -167,25 +184,14 @@ class Encoder:
         padding_side: str | None = None,
     ) -> Encoder:
         """Wrap an already loaded model (tests, the trainer): set attention, move, verify."""
-        import torch
-
         target = resolve_device(device)
-        if dtype is None:
-            torch_dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
-        else:
-            torch_dtype = {
-                "float32": torch.float32,
-                "bfloat16": torch.bfloat16,
-                "float16": torch.float16,
-            }.get(dtype)
-            if torch_dtype is None:
-                raise InvalidInputError(f"dtype must be float32, bfloat16 or float16, not {dtype!r}")
-        model = model.to(device=target, dtype=torch_dtype).eval()
+        model = model.to(device=target, dtype=resolve_dtype(dtype, target)).eval()
         set_bidirectional(model, config.bidirectional)
         encoder = cls(
             model, tokenizer, config, backbone=backbone, adapters=adapters, padding_side=padding_side
         )
-        encoder.probe_result = probe(model, vocab_size=len(tokenizer), pad_id=encoder._inputs.pad_id)
+        vocab_size = model.get_input_embeddings().num_embeddings
+        encoder.probe_result = probe(model, vocab_size=vocab_size, pad_id=encoder._inputs.pad_id)
         check_attention(model, encoder.probe_result, bidirectional=config.bidirectional)
         return encoder
 
@@ -244,8 +250,8 @@ class Encoder:
     ) -> np.ndarray:
         """Embed texts; returns float32 ``[len(texts), dimension]`` in input order.
 
-        Texts are sorted by length and batched under a padded-token budget (default
-        ``batch_size * 128``), so little compute goes to padding. Texts longer than
+        Texts are sorted by length and batched under a padded-token budget (default 512
+        on CPU, ``batch_size * max_length`` on GPU), so little compute goes to padding. Texts longer than
         ``max_length`` tokens are truncated, counted in ``last_truncated`` and logged.
         ``instruction`` is prepended and attended to but excluded from pooling.
         """
@@ -264,10 +270,12 @@ class Encoder:
                 len(items),
                 self.config.max_length,
             )
-        budget = max_tokens_per_batch or batch_size * TOKENS_PER_ROW
-        batches = plan_batches([len(e.ids) for e in encoded], batch_size, max(budget, 1))
-        out = np.empty((len(items), self.dimension), dtype=np.float32)
         device = self.device
+        if max_tokens_per_batch is None:
+            cpu = device.type == "cpu"
+            max_tokens_per_batch = CPU_TOKENS_PER_BATCH if cpu else batch_size * self.config.max_length
+        batches = plan_batches([len(e.ids) for e in encoded], batch_size, max_tokens_per_batch)
+        out = np.empty((len(items), self.dimension), dtype=np.float32)
         progress = _progress(show_progress, len(batches), sum(len(e.ids) for e in encoded))
         with progress as advance, torch.inference_mode():
             for indices in batches:
