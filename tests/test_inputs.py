@@ -71,3 +71,8 @@ def test_collate_left_and_right_padding() -> None:
 def test_bad_texts_are_rejected(texts, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         validate_texts(texts)
+
+
+def test_any_iterable_of_strings_is_accepted() -> None:
+    assert validate_texts(t for t in ("a", "b")) == ["a", "b"]
+    assert validate_texts(("a",)) == ["a"]

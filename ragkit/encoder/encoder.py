@@ -8,7 +8,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -240,7 +240,7 @@ class Encoder:
     # ---------------------------------------------------------------- encoding
     def encode(
         self,
-        texts: Sequence[str] | str,
+        texts: Iterable[str] | str,
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         normalize: bool = True,
@@ -294,14 +294,14 @@ class Encoder:
         return out[0] if single else out
 
     def encode_queries(
-        self, texts: Sequence[str] | str, *, instruction: str | None = None, **kwargs
+        self, texts: Iterable[str] | str, *, instruction: str | None = None, **kwargs
     ) -> np.ndarray:
         """Embed queries with the encoder's query instruction (or the one given)."""
         if instruction is None:
             instruction = self.config.instructions.get("query", "")
         return self.encode(texts, instruction=instruction, **kwargs)
 
-    def encode_documents(self, texts: Sequence[str] | str, **kwargs) -> np.ndarray:
+    def encode_documents(self, texts: Iterable[str] | str, **kwargs) -> np.ndarray:
         """Embed documents: no instruction, as in the paper."""
         return self.encode(texts, instruction="", **kwargs)
 

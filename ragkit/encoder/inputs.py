@@ -7,7 +7,7 @@ the tokenizer would have merged across the seam, and whichever side the batch is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ragkit.errors import InvalidInputError
@@ -24,16 +24,17 @@ class EncodedText:
 
 def validate_texts(texts: object) -> list[str]:
     """Check texts up front so one bad item fails fast with its position, not mid-batch."""
-    if isinstance(texts, str | bytes) or not isinstance(texts, Sequence):
+    if isinstance(texts, str | bytes) or not isinstance(texts, Iterable):
         raise InvalidInputError(f"texts must be a list of strings, got {type(texts).__name__}")
-    if len(texts) == 0:
+    texts = list(texts)
+    if not texts:
         raise InvalidInputError("no texts to encode: the list is empty")
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise InvalidInputError(f"text #{i} is {type(text).__name__}, not str")
         if not text.strip():
             raise InvalidInputError(f"text #{i} is empty; there is nothing to embed")
-    return list(texts)
+    return texts
 
 
 class InputBuilder:

@@ -141,7 +141,7 @@ def export_gguf(model: PackagedModel, out: Path) -> str:
     scratch.mkdir()
     gguf = model.locate(scratch)
     source_sha256 = sha256_file(gguf)
-    log.info("converting %s from %s (once)", model.name, gguf)
+    log.info("converting %s to safetensors in %s (only the first time)", model.name, out.parent)
     with quiet_transformers(), _no_gguf_progress_bar():
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         lm = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
