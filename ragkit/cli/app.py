@@ -6,19 +6,20 @@ from typing import Annotated
 
 import typer
 
-from ragkit.cli import encoder_commands
+from ragkit.cli import encoder_commands, eval_command
 from ragkit.cli.console import err, setup_logging
 
 app = typer.Typer(
     name="ragkit",
     help="Turn a decoder-only LLM into a bidirectional text encoder (LLM2Vec) and retrieve with it.",
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command(rich_help_panel="Encoder")(encoder_commands.info)
 app.command(rich_help_panel="Encoder")(encoder_commands.embed)
+app.command("eval", rich_help_panel="Evaluation")(eval_command.eval_command)
 
 
 def _version(value: bool) -> None:

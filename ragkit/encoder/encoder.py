@@ -247,6 +247,7 @@ class Encoder:
         show_progress: bool | None = None,
         instruction: str = "",
         max_tokens_per_batch: int | None = None,
+        warn_truncated: bool = True,
     ) -> np.ndarray:
         """Embed texts; returns float32 ``[len(texts), dimension]`` in input order.
 
@@ -263,7 +264,7 @@ class Encoder:
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         encoded = self._inputs.build(items, instruction or "")
         self.last_truncated = sum(item.truncated for item in encoded)
-        if self.last_truncated:
+        if self.last_truncated and warn_truncated:
             log.warning(
                 "%d of %d texts were longer than max_length=%d tokens and were truncated",
                 self.last_truncated,

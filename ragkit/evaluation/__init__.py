@@ -1,0 +1,1 @@
+"""Built-in evaluation: is the LLM2Vec encoder better than the causal baseline, on your data?"""

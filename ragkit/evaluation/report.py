@@ -1,0 +1,140 @@
+"""Evaluation output for people: a terminal table, a Markdown report and a chart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.table import Table
+
+_COLUMNS = (
+    ("ndcg@10", "nDCG@10"),
+    ("recall@10", "R@10"),
+    ("recall@100", "R@100"),
+    ("mrr@10", "MRR@10"),
+    ("map@100", "MAP@100"),
+)
+
+
+def _delta(entry: dict) -> tuple[str, str]:
+    if entry.get("delta_vs_causal_mean") is None:
+        return "–", "–"
+    low, high = entry["ci95"]
+    p = entry["p_value"]
+    return f"{entry['delta_vs_causal_mean']:+.3f} [{low:+.3f}, {high:+.3f}]", f"{p:.3g}"
+
+
+def retrieval_table(result: dict) -> Table:
+    title = (
+        f"{result['dataset']} · {result['split']} · {result['num_queries']} queries · "
+        f"{result['corpus_size']:,} documents"
+    )
+    if result["corpus_size"] != result["full_corpus_size"]:
+        title += f" (sampled from {result['full_corpus_size']:,}, seed {result['seed']})"
+    table = Table(title=title, title_justify="left")
+    table.add_column("system", style="bold")
+    for _, label in _COLUMNS:
+        table.add_column(label, justify="right")
+    table.add_column("Δ nDCG@10 vs causal-mean [95% CI]", justify="right")
+    table.add_column("p", justify="right")
+    best = max(e["ndcg@10"] for e in result["systems"].values())
+    for name, entry in result["systems"].items():
+        cells = [f"{entry[key]:.3f}" for key, _ in _COLUMNS]
+        if entry["ndcg@10"] == best:
+            cells[0] = f"[green]{cells[0]}[/]"
+        table.add_row(name, *cells, *_delta(entry))
+    return table
+
+
+def sts_table(result: dict) -> Table:
+    table = Table(title=f"{result['dataset']} · {result['pairs']} pairs", title_justify="left")
+    table.add_column("system", style="bold")
+    table.add_column("Spearman", justify="right")
+    table.add_column("Pearson", justify="right")
+    for name, entry in result["systems"].items():
+        table.add_row(name, f"{entry['spearman']:.3f}", f"{entry['pearson']:.3f}")
+    return table
+
+
+def markdown_report(result: dict, command: str | None = None) -> str:
+    lines = [f"# Retrieval evaluation: {result['dataset']} ({result['split']})", ""]
+    lines.append(
+        f"{result['num_queries']} queries, {result['corpus_size']:,} documents"
+        + (
+            f" (sampled from {result['full_corpus_size']:,} with seed {result['seed']}: every "
+            "judged document plus random others)"
+            if result["corpus_size"] != result["full_corpus_size"]
+            else " (full corpus)"
+        )
+        + f"; exact inner-product search; {result['seconds']:.0f} s."
+    )
+    if command:
+        lines += ["", "```bash", command, "```"]
+    lines += [
+        "",
+        "| system | "
+        + " | ".join(label for _, label in _COLUMNS)
+        + " | Δ nDCG@10 vs causal-mean [95% CI] | p |",
+        "|---" * (len(_COLUMNS) + 3) + "|",
+    ]
+    for name, entry in result["systems"].items():
+        delta, p = _delta(entry)
+        lines.append(
+            f"| {name} | " + " | ".join(f"{entry[k]:.3f}" for k, _ in _COLUMNS) + f" | {delta} | {p} |"
+        )
+    lines += [
+        "",
+        "Δ: paired per-query difference; interval from a 10,000-sample bootstrap over queries; "
+        "p from a paired randomisation test (10,000 sign flips), two-sided.",
+        "",
+        "![nDCG@10 by system](ndcg.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def ndcg_chart(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["systems"])
+    values = [result["systems"][n]["ndcg@10"] for n in names]
+    low = [v - result["systems"][n]["ndcg@10_ci95"][0] for n, v in zip(names, values, strict=True)]
+    high = [result["systems"][n]["ndcg@10_ci95"][1] - v for n, v in zip(names, values, strict=True)]
+    colors = ["#2b8a3e" if n == "ragkit" else "#868e96" if n == "causal-mean" else "#4c6ef5" for n in names]
+    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(names)), 3.8), dpi=120)
+    bars = ax.bar(names, values, yerr=[low, high], capsize=5, color=colors)
+    for bar, value in zip(bars, values, strict=True):
+        ax.text(
+            bar.get_x() + bar.get_width() / 2,
+            value / 2,
+            f"{value:.3f}",
+            ha="center",
+            color="white",
+            fontsize=9,
+            fontweight="bold",
+        )
+    ax.set_ylabel("nDCG@10 (95% CI)")
+    ax.set_ylim(0, min(1.0, max(v + h for v, h in zip(values, high, strict=True)) * 1.15))
+    ax.set_title(
+        f"{result['dataset']} {result['split']}: {result['num_queries']} queries, "
+        f"{result['corpus_size']:,} docs",
+        fontsize=10,
+    )
+    ax.spines[["top", "right"]].set_visible(False)
+    plt.xticks(rotation=20, ha="right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_outputs(result: dict, out: Path, command: str | None = None) -> list[Path]:
+    """``results.json``, ``report.md`` and ``ndcg.png`` in ``out`` (created if needed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "results.json", out / "report.md", out / "ndcg.png"]
+    paths[0].write_text(json.dumps(result, indent=2) + "\n")
+    paths[1].write_text(markdown_report(result, command))
+    ndcg_chart(result, paths[2])
+    return paths

