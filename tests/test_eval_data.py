@@ -36,15 +36,15 @@ def test_missing_files_and_malformed_lines(tmp_path: Path) -> None:
     lines = (folder / "corpus.jsonl").read_text().splitlines()
     lines[3] = '{"_id": "d3", "text": broken'
     (folder / "corpus.jsonl").write_text("\n".join(lines))
-    with pytest.raises(DatasetError, match="corpus.jsonl line 4: not valid JSON"):
+    with pytest.raises(DatasetError, match=r"corpus\.jsonl line 4: not valid JSON"):
         load_beir(folder)
     folder = write_beir(tmp_path / "ds2", CORPUS, QUERIES, QRELS)
     (folder / "queries.jsonl").write_text('{"_id": "q1"}\n')
-    with pytest.raises(DatasetError, match="queries.jsonl line 1: needs the fields _id, text"):
+    with pytest.raises(DatasetError, match=r"queries\.jsonl line 1: needs the fields _id, text"):
         load_beir(folder)
     folder = write_beir(tmp_path / "ds3", CORPUS, QUERIES, QRELS)
     (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\n")
-    with pytest.raises(DatasetError, match="test.tsv line 2: expected 3"):
+    with pytest.raises(DatasetError, match=r"test\.tsv line 2: expected 3"):
         load_beir(folder)
 
 
