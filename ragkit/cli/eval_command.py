@@ -64,7 +64,8 @@ def eval_command(
 
     if dataset is None and sts is None:
         fail("give a BEIR dataset folder, or --sts FILE")
-    command = "ragkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    invoked_as_cli = Path(sys.argv[0]).name in ("ragkit", "__main__.py")
+    command = "ragkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if invoked_as_cli else None
     with RichReporter(err) as reporter:
         if sts is not None:
             from ragkit.evaluation.sts import evaluate_sts
