@@ -225,3 +225,14 @@ def test_bad_device_and_dtype_fail_before_loading() -> None:
         Encoder.from_pretrained("no-such-model", dtype="int4")
     with pytest.raises(InvalidInputError, match="device"):
         Encoder.from_pretrained("no-such-model", device="tpu:7")
+
+
+def test_encode_pooled_matches_separate_encodes(tiny_backbone_dir: Path) -> None:
+    enc = Encoder.from_pretrained(str(tiny_backbone_dir), bidirectional=False)
+    pooled = enc.encode_pooled(TEXTS, ["mean", "last_token", "weighted_mean"], instruction="find")
+    for mode, vectors in pooled.items():
+        alone = Encoder.from_pretrained(str(tiny_backbone_dir), bidirectional=False, pooling=mode)
+        np.testing.assert_allclose(vectors, alone.encode(TEXTS, instruction="find"), atol=1e-6)
+        # a pooling view of the loaded model is the same encoder as loading it with that pooling
+        assert enc.with_pooling(mode).fingerprint == alone.fingerprint
+    assert enc.with_pooling("mean").model is enc.model

@@ -35,13 +35,13 @@ def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def count_encoded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     counts: list[int] = []
-    original = Encoder.encode
+    original = Encoder.encode_pooled
 
-    def counting(self, texts, **kwargs):
+    def counting(self, texts, poolings, **kwargs):
         counts.append(len(texts))
-        return original(self, texts, **kwargs)
+        return original(self, texts, poolings, **kwargs)
 
-    monkeypatch.setattr(Encoder, "encode", counting)
+    monkeypatch.setattr(Encoder, "encode_pooled", counting)
     return counts
 
 
@@ -133,3 +133,30 @@ def test_eval_errors(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "corpus.jsonl not found" in str(result.exception)
     result = runner.invoke(app, ["eval", str(tmp_path), "--systems", "bm99"])
     assert "unknown system(s) bm99" in str(result.exception)
+
+
+def test_causal_baselines_share_one_model_and_pass(
+    scifact_sample: Path,
+    tiny_backbone_dir: Path,
+    fresh_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ragkit.evaluation.retrieval import evaluate_retrieval
+
+    loads: list[str | None] = []
+    original = Encoder.from_pretrained.__func__
+
+    def counting(cls, name="default", **kwargs):
+        loads.append(kwargs.get("pooling"))
+        return original(cls, name, **kwargs)
+
+    monkeypatch.setattr(Encoder, "from_pretrained", classmethod(counting))
+    both = evaluate_retrieval(
+        scifact_sample, encoder=str(tiny_backbone_dir), systems="causal-mean,causal-last"
+    )
+    assert loads == [None, "mean"]  # the encoder under test, then one model for both baselines
+    monkeypatch.setenv("RAGKIT_HOME", str(tmp_path / "other-home"))
+    alone = evaluate_retrieval(scifact_sample, encoder=str(tiny_backbone_dir), systems="causal-last")
+    assert alone["systems"]["causal-last"]["ndcg@10"] == both["systems"]["causal-last"]["ndcg@10"]
+    assert alone["per_query_ndcg@10"]["causal-last"] == both["per_query_ndcg@10"]["causal-last"]

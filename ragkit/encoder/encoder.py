@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
@@ -88,10 +89,10 @@ class Encoder:
         if self.padding_side not in ("left", "right"):
             raise InvalidInputError(f"padding_side must be 'left' or 'right', not {self.padding_side!r}")
         self._inputs = InputBuilder(tokenizer, config.max_length)
+        self._tokenizer_hash = tokenizer_hash(tokenizer)
+        self._adapter_hashes = [a.content_hash() for a in self.adapters]
         self.fingerprint = fingerprint(
-            config,
-            tokenizer_hash=tokenizer_hash(tokenizer),
-            adapter_hashes=[a.content_hash() for a in self.adapters],
+            config, tokenizer_hash=self._tokenizer_hash, adapter_hashes=self._adapter_hashes
         )
         self.probe_result: ProbeResult | None = None
         self.last_truncated = 0
@@ -251,15 +252,45 @@ class Encoder:
     ) -> np.ndarray:
         """Embed texts; returns float32 ``[len(texts), dimension]`` in input order.
 
-        Texts are sorted by length and batched under a padded-token budget (default 512
-        on CPU, ``batch_size * max_length`` on GPU), so little compute goes to padding. Texts longer than
-        ``max_length`` tokens are truncated, counted in ``last_truncated`` and logged.
-        ``instruction`` is prepended and attended to but excluded from pooling.
+        Texts are sorted by length and batched under a padded-token budget (default 512 on
+        CPU, ``batch_size * max_length`` on GPU), so little compute goes to padding. Texts
+        longer than ``max_length`` tokens are truncated, counted in ``last_truncated`` and
+        logged. ``instruction`` is prepended and attended to but excluded from pooling.
+        """
+        single = isinstance(texts, str)
+        pooled = self.encode_pooled(
+            [texts] if single else texts,
+            [self.config.pooling],
+            batch_size=batch_size,
+            normalize=normalize,
+            show_progress=show_progress,
+            instruction=instruction,
+            max_tokens_per_batch=max_tokens_per_batch,
+            warn_truncated=warn_truncated,
+        )[self.config.pooling]
+        return pooled[0] if single else pooled
+
+    def encode_pooled(
+        self,
+        texts: Iterable[str],
+        poolings: list[str],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        normalize: bool = True,
+        show_progress: bool | None = None,
+        instruction: str = "",
+        max_tokens_per_batch: int | None = None,
+        warn_truncated: bool = True,
+    ) -> dict[str, np.ndarray]:
+        """Like :meth:`encode`, but read out several poolings from one forward pass.
+
+        Evaluation compares mean and last-token pooling of the same causal model; sharing
+        the forward pass halves that cost. ``encode`` is this with the configured pooling.
         """
         import torch
 
-        single = isinstance(texts, str)
-        items = validate_texts([texts] if single else texts)
+        poolings = [validate_pooling(p) for p in dict.fromkeys(poolings)]
+        items = validate_texts(texts)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         encoded = self._inputs.build(items, instruction or "")
@@ -276,7 +307,7 @@ class Encoder:
             cpu = device.type == "cpu"
             max_tokens_per_batch = CPU_TOKENS_PER_BATCH if cpu else batch_size * self.config.max_length
         batches = plan_batches([len(e.ids) for e in encoded], batch_size, max_tokens_per_batch)
-        out = np.empty((len(items), self.dimension), dtype=np.float32)
+        out = {p: np.empty((len(items), self.dimension), dtype=np.float32) for p in poolings}
         progress = _progress(show_progress, len(batches), sum(len(e.ids) for e in encoded))
         with progress as advance, torch.inference_mode():
             for indices in batches:
@@ -287,12 +318,23 @@ class Encoder:
                     position_ids=batch["position_ids"].to(device),
                     use_cache=False,
                 ).last_hidden_state
-                vectors = pool(hidden, batch["pool_mask"].to(device), self.config.pooling)
-                if normalize:
-                    vectors = torch.nn.functional.normalize(vectors, dim=-1)
-                out[indices] = vectors.float().cpu().numpy()
+                mask = batch["pool_mask"].to(device)
+                for mode in poolings:
+                    vectors = pool(hidden, mask, mode)
+                    if normalize:
+                        vectors = torch.nn.functional.normalize(vectors, dim=-1)
+                    out[mode][indices] = vectors.float().cpu().numpy()
                 advance(int(batch["attention_mask"].sum()))
-        return out[0] if single else out
+        return out
+
+    def with_pooling(self, pooling: str) -> Encoder:
+        """The same loaded model read out with another pooling: no reload, its own fingerprint."""
+        view = copy.copy(self)
+        view.config = EncoderConfig(**{**self.config.__dict__, "pooling": validate_pooling(pooling)})
+        view.fingerprint = fingerprint(
+            view.config, tokenizer_hash=self._tokenizer_hash, adapter_hashes=self._adapter_hashes
+        )
+        return view
 
     def encode_queries(
         self, texts: Iterable[str] | str, *, instruction: str | None = None, **kwargs

@@ -13,8 +13,15 @@ from ragkit.evaluation.bm25 import bm25_run
 from ragkit.evaluation.metrics import METRICS, mean_metrics, per_query
 from ragkit.evaluation.progress import Reporter, SilentReporter
 from ragkit.evaluation.stats import mean_interval, paired_comparison
-from ragkit.evaluation.systems import BASELINE, dense_systems, minilm_folder, parse_systems
-from ragkit.evaluation.vector_cache import VectorCache
+from ragkit.evaluation.systems import (
+    BASELINE,
+    dense_systems,
+    load_group,
+    minilm_folder,
+    parse_systems,
+    shared_groups,
+)
+from ragkit.evaluation.vector_cache import VectorCache, cached_encode
 
 TOP_K = 100
 
@@ -40,52 +47,65 @@ def exact_search(
     }
 
 
-def _dense_run(system, dataset: BeirDataset, instruction: str, *, batch_size: int, reporter: Reporter):
-    encoder = system.load()
+def _dense_runs(group, dataset: BeirDataset, instruction: str, *, batch_size: int, reporter: Reporter):
+    """Runs for a group of systems sharing one model: one forward pass, several poolings."""
+    encoders = load_group(group)
+    primary = encoders[0]
+    poolings = [e.config.pooling for e in encoders]
     doc_ids, query_ids = list(dataset.corpus), list(dataset.queries)
-    cache = VectorCache(encoder.fingerprint)
-    query_instruction = instruction if system.use_instruction else ""
+    caches = [VectorCache(e.fingerprint) for e in encoders]
+    query_instruction = instruction if group[0].use_instruction else ""
+    label = " + ".join(s.name for s in group)
     truncated = 0
 
-    def encode_documents(texts: list[str]) -> np.ndarray:
+    def encode(texts: list[str], prefix: str) -> list[np.ndarray]:
         nonlocal truncated
-        vectors = encoder.encode_documents(
-            texts, batch_size=batch_size, show_progress=False, warn_truncated=False
+        pooled = primary.encode_pooled(
+            texts,
+            poolings,
+            instruction=prefix,
+            batch_size=batch_size,
+            show_progress=False,
+            warn_truncated=False,
         )
-        truncated += encoder.last_truncated
-        return vectors
+        if not prefix:
+            truncated += primary.last_truncated
+        return [pooled[p] for p in poolings]
 
     try:
-        with reporter.task(f"{system.name} · documents", len(doc_ids)) as advance:
-            docs = cache.encode(
-                [dataset.corpus[d] for d in doc_ids], "", encode_documents, on_progress=advance
+        with reporter.task(f"{label} · documents", len(doc_ids)) as advance:
+            docs = cached_encode(
+                caches, [dataset.corpus[d] for d in doc_ids], "", lambda t: encode(t, ""), on_progress=advance
             )
-        with reporter.task(f"{system.name} · queries", len(query_ids)) as advance:
-            queries = cache.encode(
+        with reporter.task(f"{label} · queries", len(query_ids)) as advance:
+            queries = cached_encode(
+                caches,
                 [dataset.queries[q] for q in query_ids],
                 query_instruction,
-                lambda t: encoder.encode_queries(
-                    t, instruction=query_instruction, batch_size=batch_size, show_progress=False
-                ),
+                lambda t: encode(t, query_instruction),
                 on_progress=advance,
             )
     finally:
-        cache.close()
-    info = {
-        "fingerprint": encoder.fingerprint,
-        "backbone": encoder.config.backbone,
-        "bidirectional": encoder.config.bidirectional,
-        "pooling": encoder.config.pooling,
-        "max_length": encoder.config.max_length,
-        "instruction": query_instruction,
-        "truncated_documents_encoded_now": truncated,
-    }
+        for cache in caches:
+            cache.close()
     if truncated:
         reporter.note(
-            f"{system.name}: {truncated} documents were longer than {encoder.config.max_length} "
+            f"{label}: {truncated} documents were longer than {primary.config.max_length} "
             "tokens and were truncated"
         )
-    return exact_search(docs, queries, doc_ids, query_ids), info
+    results = {}
+    for system, enc, doc_vectors, query_vectors in zip(group, encoders, docs, queries, strict=True):
+        info = {
+            "fingerprint": enc.fingerprint,
+            "backbone": enc.config.backbone,
+            "bidirectional": enc.config.bidirectional,
+            "pooling": enc.config.pooling,
+            "max_length": enc.config.max_length,
+            "instruction": query_instruction,
+            "truncated_documents_encoded_now": truncated,
+        }
+        results[system.name] = (exact_search(doc_vectors, query_vectors, doc_ids, query_ids), info)
+    return results
 
 
 def evaluate_retrieval(
@@ -128,21 +148,22 @@ def evaluate_retrieval(
         )
     instruction = under_test.config.instructions.get("query", "") if under_test else ""
 
-    per_system: dict[str, dict[str, dict[str, float]]] = {}
+    runs: dict[str, dict] = {}
     details: dict[str, dict] = {}
-    for name in names:
-        if name == "bm25":
-            with reporter.task("bm25 · index and search", 1) as advance:
-                run = bm25_run(list(dataset.corpus), list(dataset.corpus.values()), dataset.queries, TOP_K)
-                advance(1)
-            details[name] = {"library": "bm25s", "k1": 1.2, "b": 0.75, "stemmer": "snowball-english"}
-        else:
-            [system] = dense_systems([name], under_test, max_length=max_length, device=device)
-            run, details[name] = _dense_run(
-                system, dataset, instruction, batch_size=batch_size, reporter=reporter
+    if "bm25" in names:
+        with reporter.task("bm25 · index and search", 1) as advance:
+            runs["bm25"] = bm25_run(
+                list(dataset.corpus), list(dataset.corpus.values()), dataset.queries, TOP_K
             )
-            gc.collect()
-        per_system[name] = per_query(dataset.qrels, run)
+            advance(1)
+        details["bm25"] = {"library": "bm25s", "k1": 1.2, "b": 0.75, "stemmer": "snowball-english"}
+    dense = dense_systems(names, under_test, max_length=max_length, device=device) if under_test else []
+    for group in shared_groups(dense):
+        group_runs = _dense_runs(group, dataset, instruction, batch_size=batch_size, reporter=reporter)
+        for name, (run, info) in group_runs.items():
+            runs[name], details[name] = run, info
+        gc.collect()
+    per_system = {name: per_query(dataset.qrels, runs[name]) for name in names}
 
     query_ids = sorted(dataset.qrels)
     result_systems = {}

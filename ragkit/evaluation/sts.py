@@ -11,8 +11,8 @@ import numpy as np
 
 from ragkit.evaluation.beir import DatasetError
 from ragkit.evaluation.progress import Reporter, SilentReporter
-from ragkit.evaluation.systems import dense_systems, minilm_folder, parse_systems
-from ragkit.evaluation.vector_cache import VectorCache
+from ragkit.evaluation.systems import dense_systems, load_group, minilm_folder, parse_systems, shared_groups
+from ragkit.evaluation.vector_cache import VectorCache, cached_encode
 
 
 def load_sts(path: str | Path) -> tuple[np.ndarray, list[str], list[str]]:
@@ -69,28 +69,32 @@ def evaluate_sts(
     sentences = list(dict.fromkeys(first + second))
     position = {s: i for i, s in enumerate(sentences)}
     results = {}
-    for system in dense_systems(names, under_test, max_length=max_length, device=device):
-        enc = system.load()
-        cache = VectorCache(enc.fingerprint)
+    for group in shared_groups(dense_systems(names, under_test, max_length=max_length, device=device)):
+        encoders = load_group(group)
+        poolings = [e.config.pooling for e in encoders]
+        caches = [VectorCache(e.fingerprint) for e in encoders]
+
+        def encode(texts: list[str], primary=encoders[0], poolings=poolings) -> list[np.ndarray]:
+            pooled = primary.encode_pooled(texts, poolings, batch_size=batch_size, show_progress=False)
+            return [pooled[p] for p in poolings]
+
+        label = " + ".join(s.name for s in group)
         try:
-            with reporter.task(f"{system.name} · sentences", len(sentences)) as advance:
-                vectors = cache.encode(
-                    sentences,
-                    "",
-                    lambda t, e=enc: e.encode_documents(t, batch_size=batch_size, show_progress=False),
-                    on_progress=advance,
-                )
+            with reporter.task(f"{label} · sentences", len(sentences)) as advance:
+                all_vectors = cached_encode(caches, sentences, "", encode, on_progress=advance)
         finally:
-            cache.close()
-        a = vectors[[position[s] for s in first]]
-        b = vectors[[position[s] for s in second]]
-        cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-        results[system.name] = {
-            "spearman": float(stats.spearmanr(cosine, gold).statistic),
-            "pearson": float(stats.pearsonr(cosine, gold).statistic),
-            "fingerprint": enc.fingerprint,
-        }
-        del enc
+            for cache in caches:
+                cache.close()
+        for system, enc, vectors in zip(group, encoders, all_vectors, strict=True):
+            a = vectors[[position[s] for s in first]]
+            b = vectors[[position[s] for s in second]]
+            cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+            results[system.name] = {
+                "spearman": float(stats.spearmanr(cosine, gold).statistic),
+                "pearson": float(stats.pearsonr(cosine, gold).statistic),
+                "fingerprint": enc.fingerprint,
+            }
+        del encoders
         gc.collect()
     return {
         "dataset": Path(path).name,

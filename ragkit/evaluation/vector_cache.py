@@ -63,19 +63,40 @@ class VectorCache:
         on_progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         """Vectors for ``texts`` in order; missing ones come from ``encode`` in chunks."""
-        keys = [_key(instruction, t) for t in texts]
-        cached = self.get(list(dict.fromkeys(keys)))
-        missing = list(dict.fromkeys(i for i, k in enumerate(keys) if k not in cached))
-        if on_progress:
-            on_progress(len(texts) - len(missing))
-        # Longest first inside the whole set, so chunks stay length-homogeneous.
-        missing.sort(key=lambda i: -len(texts[i]))
-        for start in range(0, len(missing), chunk):
-            indices = missing[start : start + chunk]
-            vectors = encode([texts[i] for i in indices])
+        return cached_encode(
+            [self], texts, instruction, lambda t: [encode(t)], chunk=chunk, on_progress=on_progress
+        )[0]
+
+
+def cached_encode(
+    caches: list[VectorCache],
+    texts: list[str],
+    instruction: str,
+    encode: Callable[[list[str]], list[np.ndarray]],
+    *,
+    chunk: int = 256,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[np.ndarray]:
+    """Vectors for ``texts`` from several caches that one ``encode`` call fills together.
+
+    ``encode`` returns one array per cache (e.g. mean and last-token pooling of a single
+    forward pass). A text missing from any cache is encoded once for all of them.
+    """
+    keys = [_key(instruction, t) for t in texts]
+    unique = list(dict.fromkeys(keys))
+    found = [cache.get(unique) for cache in caches]
+    missing = [i for i, k in enumerate(keys) if any(k not in f for f in found)]
+    if on_progress:
+        on_progress(len(texts) - len(missing))
+    # Longest first across the whole set, so chunks stay length-homogeneous.
+    missing.sort(key=lambda i: -len(texts[i]))
+    for start in range(0, len(missing), chunk):
+        indices = missing[start : start + chunk]
+        outputs = encode([texts[i] for i in indices])
+        for cache, store, vectors in zip(caches, found, outputs, strict=True):
             fresh = {keys[i]: v for i, v in zip(indices, vectors, strict=True)}
-            self.put(fresh)
-            cached.update(fresh)
-            if on_progress:
-                on_progress(len(indices))
-        return np.stack([cached[k] for k in keys]).astype(np.float32)
+            cache.put(fresh)
+            store.update(fresh)
+        if on_progress:
+            on_progress(len(indices))
+    return [np.stack([store[k] for k in keys]).astype(np.float32) for store in found]
