@@ -67,33 +67,22 @@ def eval_command(
     invoked_as_cli = Path(sys.argv[0]).name in ("ragkit", "__main__.py")
     command = "ragkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if invoked_as_cli else None
     with RichReporter(err) as reporter:
+        common = {
+            "encoder": encoder,
+            "systems": systems,
+            "max_length": max_length,
+            "batch_size": batch_size,
+            "device": device,
+            "reporter": reporter,
+        }
         if sts is not None:
             from ragkit.evaluation.sts import evaluate_sts
 
-            result = evaluate_sts(
-                sts,
-                encoder=encoder,
-                systems=systems,
-                max_length=max_length,
-                batch_size=batch_size,
-                device=device,
-                reporter=reporter,
-            )
+            result = evaluate_sts(sts, **common)
         else:
             from ragkit.evaluation.retrieval import evaluate_retrieval
 
-            result = evaluate_retrieval(
-                dataset,
-                split=split,
-                encoder=encoder,
-                systems=systems,
-                max_docs=max_docs,
-                seed=seed,
-                max_length=max_length,
-                batch_size=batch_size,
-                device=device,
-                reporter=reporter,
-            )
+            result = evaluate_retrieval(dataset, split=split, max_docs=max_docs, seed=seed, **common)
     if out_dir is not None:
         if sts is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
