@@ -106,18 +106,20 @@ def ndcg_chart(result: dict, path: Path) -> None:
     colors = ["#2b8a3e" if n == "ragkit" else "#868e96" if n == "causal-mean" else "#4c6ef5" for n in names]
     fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(names)), 3.8), dpi=120)
     bars = ax.bar(names, values, yerr=[low, high], capsize=5, color=colors)
-    for bar, value in zip(bars, values, strict=True):
+    top = max(v + h for v, h in zip(values, high, strict=True))
+    for bar, value, above in zip(bars, values, high, strict=True):
+        # Above the error bar, so short bars keep a readable label.
         ax.text(
             bar.get_x() + bar.get_width() / 2,
-            value / 2,
+            value + above + 0.015 * top,
             f"{value:.3f}",
             ha="center",
-            color="white",
+            va="bottom",
             fontsize=9,
             fontweight="bold",
         )
     ax.set_ylabel("nDCG@10 (95% CI)")
-    ax.set_ylim(0, min(1.0, max(v + h for v, h in zip(values, high, strict=True)) * 1.15))
+    ax.set_ylim(0, min(1.05, top * 1.15))
     ax.set_title(
         f"{result['dataset']} {result['split']}: {result['num_queries']} queries, "
         f"{result['corpus_size']:,} docs",
