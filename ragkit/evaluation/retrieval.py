@@ -58,7 +58,7 @@ def _dense_runs(group, dataset: BeirDataset, instruction: str, *, batch_size: in
     label = " + ".join(s.name for s in group)
     truncated = 0
 
-    def encode(texts: list[str], prefix: str) -> list[np.ndarray]:
+    def encode(texts: list[str], prefix: str, documents: bool) -> list[np.ndarray]:
         nonlocal truncated
         pooled = primary.encode_pooled(
             texts,
@@ -68,21 +68,25 @@ def _dense_runs(group, dataset: BeirDataset, instruction: str, *, batch_size: in
             show_progress=False,
             warn_truncated=False,
         )
-        if not prefix:
+        if documents:
             truncated += primary.last_truncated
         return [pooled[p] for p in poolings]
 
     try:
         with reporter.task(f"{label} · documents", len(doc_ids)) as advance:
             docs = cached_encode(
-                caches, [dataset.corpus[d] for d in doc_ids], "", lambda t: encode(t, ""), on_progress=advance
+                caches,
+                [dataset.corpus[d] for d in doc_ids],
+                "",
+                lambda t: encode(t, "", True),
+                on_progress=advance,
             )
         with reporter.task(f"{label} · queries", len(query_ids)) as advance:
             queries = cached_encode(
                 caches,
                 [dataset.queries[q] for q in query_ids],
                 query_instruction,
-                lambda t: encode(t, query_instruction),
+                lambda t: encode(t, query_instruction, False),
                 on_progress=advance,
             )
     finally:
