@@ -188,3 +188,38 @@ def scifact_sample(tmp_path_factory) -> Path:
         {q: queries_all[q] for q in query_ids},
         kept,
     )
+
+
+@pytest.fixture
+def tiny_causal_dir(tmp_path: Path) -> Path:
+    """A tiny Llama *with its LM head* (what MNTP trains) saved as a model folder."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    config = tf.LlamaConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=0,
+    )
+    folder = tmp_path / "tiny-causal"
+    tf.LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    make_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path: Path) -> Path:
+    """120 seeded word-salad passages, one per line."""
+    import random
+
+    rng = random.Random(0)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 20))) for _ in range(120)]
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path

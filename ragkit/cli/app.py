@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ragkit.cli import encoder_commands, eval_command
+from ragkit.cli import encoder_commands, eval_command, train_command
 from ragkit.cli.console import err, setup_logging
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.command(rich_help_panel="Encoder")(encoder_commands.info)
 app.command(rich_help_panel="Encoder")(encoder_commands.embed)
+app.command("train", rich_help_panel="Training")(train_command.train_command)
 app.command("eval", rich_help_panel="Evaluation")(eval_command.eval_command)
 
 

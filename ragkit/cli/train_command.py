@@ -1,0 +1,123 @@
+"""``ragkit train``: MNTP then SimCSE with LoRA, into a ragkit encoder folder."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ragkit.cli.console import err
+from ragkit.cli.options import DeviceOption
+
+
+def train_command(
+    backbone: Annotated[
+        str,
+        typer.Option(
+            help="Decoder to train: smollm2-135m, gemma3-270m, a Hugging Face id (org/name) or a "
+            "local model folder."
+        ),
+    ] = "smollm2-135m",
+    corpus: Annotated[
+        str | None,
+        typer.Option(
+            help="Training text: a folder of documents (.md .txt .rst .html), a .txt file (one "
+            "passage per line) or a .jsonl file with a 'text' field. Default: the packaged "
+            "English Wikipedia summaries."
+        ),
+    ] = None,
+    stages: Annotated[
+        str, typer.Option(help="Stages to run, in order: mntp, simcse or both.")
+    ] = "mntp,simcse",
+    recipe: Annotated[
+        str,
+        typer.Option(
+            help="'quick' (about 30 min on a 2-core CPU) or 'paper' (LLM2Vec's settings, for GPUs)."
+        ),
+    ] = "quick",
+    steps: Annotated[
+        int | None, typer.Option(help="Optimizer steps per stage (overrides the recipe).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Passages per step, over all processes.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens per passage during training.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (linear warm-up and decay).")] = None,
+    lora_layers: Annotated[
+        int | None, typer.Option(help="Put LoRA on the top N layers only (cheaper); default: the recipe's.")
+    ] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Write a checkpoint every N steps.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for data order, masking and dropout.")] = 0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: the trained encoder.")] = Path(
+        "ragkit-encoder"
+    ),
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run in --out from its last checkpoint.")
+    ] = False,
+    gradient_checkpointing: Annotated[
+        bool,
+        typer.Option("--gradient-checkpointing", help="Trade compute for memory (long sequences on GPUs)."),
+    ] = False,
+    adapter_dtype: Annotated[
+        str, typer.Option(help="How LoRA weights are stored: float16, bfloat16 or float32.")
+    ] = "float16",
+    device: DeviceOption = None,
+) -> None:
+    """Train an LLM2Vec encoder: bidirectional attention, MNTP, then unsupervised SimCSE.
+
+    Each stage trains a LoRA (r=16 on attention and MLP projections) that is merged before the
+    next. The output folder is a ragkit encoder: use it with `--encoder OUT` in `ragkit eval`,
+    `index` and `ask`. Checkpoints are written as it goes; `--resume` continues after a crash.
+    Runs unchanged under `accelerate launch --num_processes N -m ragkit train ...` (DDP).
+
+    Example: `ragkit train --recipe quick --out my-encoder`
+    """
+    from ragkit.errors import InvalidInputError
+    from ragkit.trainer.loop import TrainOptions, train
+    from ragkit.trainer.recipe import get_recipe, parse_stages
+
+    if adapter_dtype not in ("float16", "bfloat16", "float32"):
+        raise InvalidInputError("--adapter-dtype must be float16, bfloat16 or float32")
+    chosen = get_recipe(recipe).with_overrides(
+        steps=steps,
+        batch_size=batch_size,
+        max_length=max_length,
+        lr=lr,
+        checkpoint_every=checkpoint_every,
+        lora_top_layers=lora_layers,
+    )
+    options = TrainOptions(
+        out=out,
+        backbone=backbone,
+        corpus=corpus,
+        stages=parse_stages(stages),
+        recipe=chosen,
+        seed=seed,
+        resume=resume,
+        device=device,
+        gradient_checkpointing=gradient_checkpointing,
+        adapter_dtype=adapter_dtype,
+        command="ragkit train " + shlex.join(a for a in sys.argv[2:] if a != "--resume"),
+    )
+    result = train(options)
+    _summary(result)
+
+
+def _summary(result) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"trained encoder → {result.out}", title_justify="left")
+    for column in ("stage", "steps", "final loss", "tokens/s", "minutes"):
+        table.add_column(column, justify="right" if column != "stage" else "left")
+    for stage, stats in result.stages.items():
+        loss = stats.get("final_loss")
+        table.add_row(
+            stage,
+            str(stats.get("steps", "")),
+            "" if loss is None else f"{loss:.4f}",
+            str(stats.get("tokens_per_s", "")),
+            f"{float(stats.get('seconds', 0)) / 60:.1f}" if "seconds" in stats else "(done earlier)",
+        )
+    err.print(table)
+    err.print(f"use it with: [bold]--encoder {result.out}[/]  (model card: {result.out / 'README.md'})")

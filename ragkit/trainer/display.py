@@ -1,0 +1,46 @@
+"""The live training display: stage, step, loss, learning rate, tokens/s and ETA."""
+
+from __future__ import annotations
+
+import sys
+
+
+class TrainDisplay:
+    """A rich progress bar per stage, or nothing when stderr is not a terminal."""
+
+    def __init__(self, enabled: bool | None):
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._progress = None
+        self._task = None
+
+    def __enter__(self) -> TrainDisplay:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]} · lr {task.fields[lr]} · {task.fields[rate]} tok/s"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self._progress.start()
+        return self
+
+    def start_stage(self, stage: str, total: int, done: int) -> None:
+        if self._progress is not None:
+            self._task = self._progress.add_task(
+                stage, total=total, completed=done, loss="-", lr="-", rate="-"
+            )
+
+    def update(self, step: int, loss: float, lr: float, tokens_per_s: float) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(
+                self._task, completed=step, loss=f"{loss:.4f}", lr=f"{lr:.2e}", rate=f"{tokens_per_s:,.0f}"
+            )
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()
