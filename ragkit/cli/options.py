@@ -22,6 +22,9 @@ DeviceOption = Annotated[
 ]
 CausalOption = Annotated[
     bool,
-    typer.Option("--causal", help="Keep the backbone's causal attention (the paper's baseline)."),
+    typer.Option(
+        "--causal",
+        help="Use the encoder's backbone, causal and without trained adapters (the paper's baseline).",
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]

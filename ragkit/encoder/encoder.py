@@ -35,6 +35,26 @@ GPUs are limited by ``batch_size`` alone unless ``max_tokens_per_batch`` is give
 """
 
 
+DEFAULT_ENCODER_DIR = Path(__file__).resolve().parent.parent / "default_encoder"
+"""The encoder ragkit ships: SmolLM2-135M + MNTP + SimCSE LoRA (model card in its README)."""
+
+
+def resolve_name(name_or_path: str) -> str:
+    """``"default"`` means the shipped trained encoder (the bare backbone if it is absent)."""
+    if name_or_path != "default":
+        return name_or_path
+    return str(DEFAULT_ENCODER_DIR) if (DEFAULT_ENCODER_DIR / CONFIG_NAME).is_file() else DEFAULT_BACKBONE
+
+
+def backbone_of(name_or_path: str) -> str:
+    """The backbone under an encoder name: what the paper's causal baseline is built from."""
+    resolved = resolve_name(name_or_path)
+    saved = Path(resolved).expanduser()
+    if (saved / CONFIG_NAME).is_file():
+        return EncoderConfig.load(saved).backbone
+    return resolved
+
+
 def resolve_device(device: str | None):
     """``None`` picks CUDA when present, else CPU."""
     import torch
@@ -128,9 +148,8 @@ class Encoder:
         if padding_side not in (None, "left", "right"):
             raise InvalidInputError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
         resolve_dtype(dtype, resolve_device(device))
-        if name_or_path == "default":
-            name_or_path = DEFAULT_BACKBONE
-        saved = Path(str(name_or_path)).expanduser()
+        saved = Path(resolve_name(name_or_path)).expanduser()
+        name_or_path = str(saved) if (saved / CONFIG_NAME).is_file() else resolve_name(name_or_path)
         adapters: list[Adapter] = []
         if (saved / CONFIG_NAME).is_file():
             config = EncoderConfig.load(saved)

@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,6 +154,8 @@ def train(options: TrainOptions) -> TrainResult:
     import torch
     from accelerate import Accelerator
 
+    # peft still asks transformers for a deprecated attribute; the warning means nothing to users.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     started = time.perf_counter()
     out = Path(options.out).expanduser()
     backbone = resolve_backbone(options.backbone)
