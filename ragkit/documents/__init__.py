@@ -1,0 +1,1 @@
+"""Reading documents: finding files, extracting text blocks with line ranges and headings."""

@@ -1,0 +1,21 @@
+"""PDF through pypdf (optional extra ``ragkit[pdf]``); a page stands in for a line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ragkit.documents.blocks import Block
+from ragkit.documents.text import parse_text
+
+PDF_HINT = "pip install 'ragkit[pdf]'"
+
+
+def parse_pdf(path: Path) -> list[Block]:
+    """One block per paragraph; ``start_line``/``end_line`` are page numbers for PDFs."""
+    from pypdf import PdfReader
+
+    blocks: list[Block] = []
+    for number, page in enumerate(PdfReader(str(path)).pages, start=1):
+        for block in parse_text(page.extract_text() or ""):
+            blocks.append(Block(block.text, number, number, (f"page {number}",)))
+    return blocks

@@ -1,0 +1,185 @@
+"""The SQLite side of an index: documents, chunks (with their vectors) and meta.
+
+SQLite is the source of truth, as in txtai: the FAISS file is a derived, rebuildable view
+whose ids are the chunk row ids. Chunk ids come from AUTOINCREMENT, so an id is never
+reused and a stale FAISS entry can never point at a different chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ragkit.errors import RagkitError
+
+SCHEMA_VERSION = 1
+DB_NAME = "index.db"
+
+
+class IndexStoreError(RagkitError):
+    """The index folder is missing, from another version, or bound to another encoder."""
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    id: int
+    path: str
+    hash: str
+    mtime: float
+    size: int
+
+
+def connect(folder: Path, *, readonly: bool = False):
+    """Open the database (WAL, foreign keys on) through sqlite-utils."""
+    import sqlite_utils
+
+    path = folder / DB_NAME
+    if readonly:
+        if not path.is_file():
+            raise IndexStoreError(f"no index at {folder} (run `ragkit index PATH` first)")
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return sqlite_utils.Database(conn)
+
+
+def create_schema(db) -> None:
+    if "meta" not in db.table_names():
+        db["meta"].create({"key": str, "value": str}, pk="key")
+    if "documents" not in db.table_names():
+        db["documents"].create(
+            {
+                "id": int,
+                "path": str,
+                "hash": str,
+                "mtime": float,
+                "size": int,
+                "metadata": str,
+                "chunks": int,
+                "indexed_at": float,
+            },
+            pk="id",
+        )
+        db["documents"].create_index(["path"], unique=True)
+    if "chunks" not in db.table_names():
+        # AUTOINCREMENT needs raw SQL: sqlite-utils creates plain INTEGER PRIMARY KEYs.
+        db.execute(
+            """CREATE TABLE chunks (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+                ordinal INTEGER NOT NULL,
+                text TEXT NOT NULL,
+                start_line INTEGER NOT NULL,
+                end_line INTEGER NOT NULL,
+                heading TEXT NOT NULL,
+                tokens INTEGER NOT NULL,
+                vector BLOB NOT NULL
+            )"""
+        )
+        db["chunks"].create_index(["document_id"])
+
+
+def get_meta(db) -> dict[str, str]:
+    if "meta" not in db.table_names():
+        return {}
+    return {row["key"]: row["value"] for row in db["meta"].rows}
+
+
+def set_meta(db, values: dict) -> None:
+    db["meta"].upsert_all(
+        [{"key": k, "value": v if isinstance(v, str) else json.dumps(v)} for k, v in values.items()], pk="key"
+    )
+
+
+def documents(db) -> dict[str, StoredDocument]:
+    return {
+        row["path"]: StoredDocument(row["id"], row["path"], row["hash"], row["mtime"], row["size"])
+        for row in db.query("SELECT id, path, hash, mtime, size FROM documents")
+    }
+
+
+def replace_document(
+    db, *, path: str, hash: str, mtime: float, size: int, metadata: dict, chunks: list, vectors
+) -> list[int]:
+    """Swap a document's chunks in one transaction; returns the new chunk ids.
+
+    Called inside ``with db.conn:`` by the builder so that several documents can share a
+    transaction; either way a reader sees each document entirely old or entirely new.
+    """
+    row = db.execute("SELECT id FROM documents WHERE path = ?", [path]).fetchone()
+    if row is not None:
+        db.execute("DELETE FROM chunks WHERE document_id = ?", [row[0]])
+        db.execute(
+            "UPDATE documents SET hash = ?, mtime = ?, size = ?, metadata = ?, chunks = ?, indexed_at = ? "
+            "WHERE id = ?",
+            [hash, mtime, size, json.dumps(metadata), len(chunks), time.time(), row[0]],
+        )
+        document_id = row[0]
+    else:
+        cursor = db.execute(
+            "INSERT INTO documents (path, hash, mtime, size, metadata, chunks, indexed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [path, hash, mtime, size, json.dumps(metadata), len(chunks), time.time()],
+        )
+        document_id = cursor.lastrowid
+    ids = []
+    half = np.asarray(vectors, dtype=np.float16)
+    for ordinal, (chunk, vector) in enumerate(zip(chunks, half, strict=True)):
+        cursor = db.execute(
+            "INSERT INTO chunks (document_id, ordinal, text, start_line, end_line, heading, tokens, vector) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                document_id,
+                ordinal,
+                chunk.text,
+                chunk.start_line,
+                chunk.end_line,
+                chunk.heading,
+                chunk.tokens,
+                vector.tobytes(),
+            ],
+        )
+        ids.append(cursor.lastrowid)
+    return ids
+
+
+def touch_document(db, path: str, mtime: float) -> None:
+    """Same content, new mtime: remember it so the next run skips hashing the file again."""
+    db.execute("UPDATE documents SET mtime = ? WHERE path = ?", [mtime, path])
+
+
+def remove_document(db, path: str) -> int:
+    row = db.execute("SELECT id, chunks FROM documents WHERE path = ?", [path]).fetchone()
+    if row is None:
+        return 0
+    db.execute("DELETE FROM chunks WHERE document_id = ?", [row[0]])
+    db.execute("DELETE FROM documents WHERE id = ?", [row[0]])
+    return int(row[1] or 0)
+
+
+def chunk_ids(db) -> np.ndarray:
+    return np.fromiter((r[0] for r in db.execute("SELECT id FROM chunks ORDER BY id")), dtype=np.int64)
+
+
+def all_vectors(db, dimension: int, batch: int = 50_000):
+    """Yield (ids, float32 vectors) in id order, in batches, for (re)building FAISS."""
+    last = -1
+    while True:
+        rows = db.execute(
+            "SELECT id, vector FROM chunks WHERE id > ? ORDER BY id LIMIT ?", [last, batch]
+        ).fetchall()
+        if not rows:
+            return
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16).reshape(len(rows), dimension)
+        yield ids, vectors.astype(np.float32)
+        last = int(ids[-1])
