@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ragkit.documents.blocks import Block
 from ragkit.errors import InvalidInputError
@@ -124,5 +124,8 @@ class Chunker:
                 if sum(p.tokens for p in current) + piece.tokens > self.max_tokens:
                     current = []
             current.append(piece)
+        if current and not chunks:
+            # A document that is only a title is still worth finding by its title.
+            current = [replace(p, is_heading=False) for p in current]
         flush(carry=False)
         return chunks

@@ -1,0 +1,224 @@
+"""``ragkit index`` and ``ragkit status``: build, update and inspect an index folder."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ragkit.cli.console import err, out
+from ragkit.cli.options import DeviceOption, EncoderOption, JsonOption
+
+IndexDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--index",
+        "-i",
+        help="Index folder. Default: .ragkit in the current directory, or $RAGKIT_INDEX.",
+        show_default=False,
+    ),
+]
+
+
+class _IndexProgress:
+    """Files, chunks, tokens/s and ETA while documents are embedded."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._bar = None
+        self._task = None
+        self._tokens = 0
+        self._chunks = 0
+        self._started = time.perf_counter()
+
+    def start(self, files: int) -> None:
+        if not self.enabled or files == 0:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(
+            TextColumn("[bold]indexing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("files · {task.fields[chunks]} chunks · {task.fields[rate]} tok/s"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task("index", total=files, chunks=0, rate="-")
+        self._started = time.perf_counter()
+
+    def advance_file(self, chunks: int = 0, tokens: int = 0) -> None:
+        self._chunks += chunks
+        self._tokens += tokens
+        if self._bar is not None:
+            rate = self._tokens / max(time.perf_counter() - self._started, 1e-9)
+            self._bar.update(self._task, advance=1, chunks=self._chunks, rate=f"{rate:,.0f}")
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def index_command(
+    path: Annotated[
+        Path,
+        typer.Argument(help="Folder (or file) of documents: .md .txt .rst .html, .pdf with ragkit[pdf]."),
+    ],
+    index_dir: IndexDirOption = None,
+    encoder: EncoderOption = "default",
+    include: Annotated[
+        list[str] | None, typer.Option(help="Only files matching this glob (repeatable).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Skip files matching this glob (repeatable).")
+    ] = None,
+    chunk_tokens: Annotated[
+        int, typer.Option(min=8, help="Tokens per chunk at most (encoder's tokenizer).")
+    ] = 256,
+    overlap: Annotated[
+        int, typer.Option(min=0, help="Tokens shared by consecutive chunks of a section.")
+    ] = 32,
+    index_type: Annotated[
+        str, typer.Option(help="auto (flat when small, HNSW when large), flat, hnsw or ivfpq.")
+    ] = "auto",
+    rebuild: Annotated[
+        bool,
+        typer.Option("--rebuild", help="Re-embed everything into a fresh index (swapped in at the end)."),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be indexed or removed; change nothing.")
+    ] = False,
+    wait: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait for another index run on the same index.")
+    ] = 0.0,
+    device: DeviceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Embed a folder of documents into a FAISS index with SQLite metadata.
+
+    Rerunning re-embeds only new or changed files (content hash) and drops deleted ones.
+    Hidden and git-ignored files are skipped. Safe to interrupt at any moment: the next run
+    finishes the work.
+
+    Example: `ragkit index ./docs` then `ragkit ask "how do I install it?"`
+    """
+    import sys
+
+    from ragkit.indexer.builder import IndexOptions, build_index
+    from ragkit.indexer.index import default_index_dir
+
+    options = IndexOptions(
+        source=path,
+        index_dir=index_dir or default_index_dir(),
+        encoder=encoder,
+        include=include or [],
+        exclude=exclude or [],
+        chunk_tokens=chunk_tokens,
+        overlap=overlap,
+        index_type=index_type,
+        rebuild=rebuild,
+        dry_run=dry_run,
+        device=device,
+        wait_seconds=wait,
+    )
+    started = time.perf_counter()
+    progress = _IndexProgress(enabled=sys.stderr.isatty() and not as_json)
+    try:
+        summary = build_index(options, progress)
+    finally:
+        progress.stop()
+    elapsed = time.perf_counter() - started
+    if as_json:
+        out.print_json(data=_summary_dict(summary, options, elapsed))
+    elif dry_run:
+        _print_dry_run(summary)
+    else:
+        _print_summary(summary, options, elapsed)
+    nothing = not summary.chunks_total and not dry_run
+    if nothing:
+        raise typer.Exit(1)
+
+
+def _summary_dict(summary, options, elapsed: float) -> dict:
+    return {
+        "index": str(options.index_dir),
+        "added": summary.added,
+        "updated": summary.updated,
+        "removed": summary.removed,
+        "unchanged": summary.unchanged,
+        "skipped": dict(summary.skipped),
+        "skipped_files": [{"path": p, "reason": r} for p, r in summary.skipped_files],
+        "chunks_written": summary.chunks_written,
+        "chunks_total": summary.chunks_total,
+        "index_type": summary.index_spec,
+        "seconds": {k: round(v, 3) for k, v in {**summary.seconds, "total": elapsed}.items()},
+        "would_index": summary.would_index,
+    }
+
+
+def _print_dry_run(summary) -> None:
+    for path in summary.would_index:
+        err.print(f"[green]would index[/] {path}")
+    for path in summary.removed:
+        err.print(f"[red]would remove[/] {path}")
+    err.print(
+        f"{len(summary.would_index)} to index, {len(summary.removed)} to remove, "
+        f"{summary.unchanged} unchanged, {sum(summary.skipped.values())} skipped"
+    )
+
+
+def _print_summary(summary, options, elapsed: float) -> None:
+    from rich.table import Table
+
+    for path, reason in summary.skipped_files:
+        err.print(f"[yellow]skipped[/] {path}: {reason}")
+    table = Table(title=f"index {options.index_dir}", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("added", str(len(summary.added)))
+    table.add_row("updated", str(len(summary.updated)))
+    table.add_row("removed", str(len(summary.removed)))
+    table.add_row("unchanged", str(summary.unchanged))
+    for reason, n in summary.skipped.most_common():
+        table.add_row(f"skipped: {reason}", str(n))
+    table.add_row("chunks embedded", f"{summary.chunks_written:,}")
+    table.add_row("chunks in index", f"{summary.chunks_total:,}")
+    table.add_row("index type", str(summary.index_spec.get("kind", "?")))
+    table.add_row("time", f"{elapsed:.1f} s")
+    err.print(table)
+    if not summary.chunks_total:
+        err.print("[bold red]error:[/] nothing could be indexed")
+
+
+def status_command(index_dir: IndexDirOption = None, as_json: JsonOption = False) -> None:
+    """Show an index: documents, chunks, dimension, index type, encoder, size, last update."""
+    from rich.table import Table
+
+    from ragkit.indexer.index import Index
+
+    info = Index.open(index_dir).status()
+    if as_json:
+        out.print_json(data=info)
+        return
+    table = Table(title=f"ragkit index {info['index']}", title_justify="left", show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    rows = {
+        "documents of": info["root"],
+        "documents": f"{info['documents']:,}",
+        "chunks": f"{info['chunks']:,}",
+        "dimension": str(info["dimension"]),
+        "index type": json.dumps(info["index_type"]),
+        "encoder": f"{info['encoder']} ({info['encoder_fingerprint']})",
+        "chunking": f"{info['chunk_tokens']} tokens, {info['overlap']} overlap",
+        "size on disk": f"{info['size_bytes'] / 1e6:.1f} MB",
+        "last update": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["updated_at"])),
+    }
+    for key, value in rows.items():
+        table.add_row(key, value)
+    out.print(table)

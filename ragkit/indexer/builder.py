@@ -1,0 +1,284 @@
+"""``ragkit index``: bring an index in line with a folder, touching only what changed.
+
+Order of work, chosen so a kill -9 at any moment is harmless: documents are replaced in
+SQLite transactions (each document entirely old or entirely new), and only then is the FAISS
+file rebuilt from the stored vectors and renamed into place. If the process dies in between,
+the next open sees FAISS ids that disagree with the chunk ids and repairs from SQLite; the
+next run finds the remaining files still changed and finishes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ragkit.documents.discover import discover
+from ragkit.documents.readers import DEFAULT_MAX_BYTES, SkipFile, parse_document, read_bytes
+from ragkit.errors import InvalidInputError
+from ragkit.indexer import store, vectors
+from ragkit.indexer.chunking import Chunker
+from ragkit.indexer.locking import index_lock
+
+GROUP_CHUNKS = 256
+"""Chunks encoded per group: big enough to batch well, small enough to commit often."""
+
+
+@dataclass
+class IndexOptions:
+    """What ``ragkit index`` was asked to do."""
+
+    source: Path
+    index_dir: Path
+    encoder: str = "default"
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    chunk_tokens: int = 256
+    overlap: int = 32
+    index_type: str = "auto"
+    rebuild: bool = False
+    dry_run: bool = False
+    max_bytes: int = DEFAULT_MAX_BYTES
+    device: str | None = None
+    wait_seconds: float = 0.0
+    show_progress: bool | None = None
+
+
+@dataclass
+class IndexSummary:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
+    chunks_written: int = 0
+    chunks_total: int = 0
+    tokens: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: Counter())
+    index_spec: dict = field(default_factory=dict)
+    would_index: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
+
+
+def _sha256(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def build_index(options: IndexOptions, progress=None) -> IndexSummary:
+    """Index ``options.source`` into ``options.index_dir``; see the module docstring."""
+    source = Path(options.source).expanduser()
+    target = Path(options.index_dir).expanduser()
+    found = discover(source, include=options.include, exclude=options.exclude)
+    if source.is_dir() and not found.files and not (target / store.DB_NAME).is_file():
+        reasons = ", ".join(f"{n} {why}" for why, n in found.skipped.most_common()) or "it is empty"
+        raise InvalidInputError(f"nothing to index in {source}: no supported documents ({reasons})")
+    target.mkdir(parents=True, exist_ok=True)
+    with index_lock(target, options.wait_seconds):
+        if options.rebuild and not options.dry_run:
+            return _rebuild(options, found, target, progress)
+        return _update(options, found, target, progress)
+
+
+def _rebuild(options: IndexOptions, found, target: Path, progress) -> IndexSummary:
+    """Build a complete new index beside the old one, then swap: the old one stays usable."""
+    fresh = target.parent / f".{target.name}.rebuild"
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir()
+    summary = _update(options, found, fresh, progress, fresh_root=True)
+    old = target.parent / f".{target.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    keep = {"index.lock"}
+    old.mkdir()
+    for item in target.iterdir():
+        if item.name not in keep:
+            os.replace(item, old / item.name)
+    for item in fresh.iterdir():
+        os.replace(item, target / item.name)
+    shutil.rmtree(fresh, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    return summary
+
+
+def _load_encoder(options: IndexOptions):
+    from ragkit.encoder import Encoder
+
+    return Encoder.from_pretrained(options.encoder, device=options.device)
+
+
+def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bool = False) -> IndexSummary:
+    summary = IndexSummary()
+    summary.skipped.update(found.skipped)
+    started = time.perf_counter()
+    db = store.connect(target)
+    store.create_schema(db)
+    meta = store.get_meta(db)
+    root = str(found.root)
+    if meta.get("root") and meta["root"] != root and not fresh_root:
+        raise InvalidInputError(
+            f"the index at {target} holds documents of {meta['root']}, not {root}; use --index "
+            "for a separate index, or --rebuild to replace it"
+        )
+    encoder = _load_encoder(options)
+    summary.seconds["loading the encoder"] = time.perf_counter() - started
+    if meta.get("encoder_fingerprint") and meta["encoder_fingerprint"] != encoder.fingerprint:
+        raise InvalidInputError(
+            f"the index at {target} was built with encoder {meta.get('encoder', '?')} "
+            f"(fingerprint {meta['encoder_fingerprint']}); this run uses {options.encoder} "
+            f"({encoder.fingerprint}). Use --rebuild to re-embed everything, or the original --encoder"
+        )
+    tokenizer = encoder.tokenizer
+
+    def count(texts: list[str]) -> list[int]:
+        if not texts:
+            return []
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
+
+    chunker = Chunker(count, min(options.chunk_tokens, encoder.max_length), options.overlap)
+    stored = store.documents(db)
+
+    # Decide what changed: size+mtime first, the content hash when those differ.
+    phase = time.perf_counter()
+    pending: list[tuple[str, Path, bytes, str, os.stat_result]] = []
+    for relative, path in found.files.items():
+        try:
+            stat = path.stat()
+        except OSError:
+            summary.skipped["vanished while indexing"] += 1
+            continue
+        old = stored.get(relative)
+        if old is not None and old.size == stat.st_size and old.mtime == stat.st_mtime:
+            summary.unchanged += 1
+            continue
+        try:
+            raw = read_bytes(path, options.max_bytes)
+        except SkipFile as skip:
+            summary.skipped[skip.reason] += 1
+            summary.skipped_files.append((relative, skip.reason))
+            continue
+        digest = _sha256(raw)
+        if old is not None and old.hash == digest:
+            if not options.dry_run:
+                with db.conn:
+                    store.touch_document(db, relative, stat.st_mtime)
+            summary.unchanged += 1
+            continue
+        pending.append((relative, path, raw, digest, stat))
+    removed = sorted(set(stored) - set(found.files)) if found.root == Path(root) else []
+    summary.seconds["scanning"] = time.perf_counter() - phase
+
+    if options.dry_run:
+        summary.would_index = [p[0] for p in pending]
+        summary.removed = removed
+        return summary
+
+    if progress is not None:
+        progress.start(len(pending))
+    group: list[tuple] = []
+    group_chunks = 0
+    for relative, path, raw, digest, stat in pending:
+        phase = time.perf_counter()
+        try:
+            blocks = parse_document(path, raw)
+            chunks = chunker.split(blocks)
+            if not chunks:
+                raise SkipFile("no text")
+        except SkipFile as skip:
+            summary.skipped[skip.reason] += 1
+            summary.skipped_files.append((relative, skip.reason))
+            if progress is not None:
+                progress.advance_file()
+            continue
+        finally:
+            summary.seconds["parsing and chunking"] += time.perf_counter() - phase
+        group.append((relative, digest, stat, chunks, relative in stored))
+        group_chunks += len(chunks)
+        if group_chunks >= GROUP_CHUNKS:
+            _write_group(db, encoder, group, summary, progress)
+            group, group_chunks = [], 0
+    if group:
+        _write_group(db, encoder, group, summary, progress)
+
+    if removed:
+        with db.conn:
+            for relative in removed:
+                store.remove_document(db, relative)
+        summary.removed = removed
+
+    phase = time.perf_counter()
+    count_chunks = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+    spec = vectors.choose(options.index_type, count_chunks, encoder.dimension)
+    recorded = meta.get("index_spec")
+    if summary.changed or fresh_root or recorded is None or _spec_changed(recorded, spec, options.index_type):
+        index = vectors.build(spec, encoder.dimension, store.all_vectors(db, encoder.dimension))
+        vectors.write_atomic(index, target)
+        recorded_spec = spec.to_dict()
+    else:
+        import json
+
+        recorded_spec = json.loads(recorded)
+    with db.conn:
+        store.set_meta(
+            db,
+            {
+                "schema_version": str(store.SCHEMA_VERSION),
+                "encoder": options.encoder,
+                "encoder_fingerprint": encoder.fingerprint,
+                "dimension": str(encoder.dimension),
+                "index_spec": recorded_spec,
+                "root": root,
+                "chunk_tokens": str(chunker.max_tokens),
+                "overlap": str(chunker.overlap),
+                "updated_at": str(time.time()),
+            },
+        )
+    summary.seconds["storing"] += time.perf_counter() - phase
+    summary.index_spec = recorded_spec
+    summary.chunks_total = count_chunks
+    db.conn.close()
+    return summary
+
+
+def _spec_changed(recorded: str, spec, requested: str) -> bool:
+    import json
+
+    if requested == "auto":
+        return False
+    return json.loads(recorded).get("kind") != spec.kind
+
+
+def _write_group(db, encoder, group, summary: IndexSummary, progress) -> None:
+    """Encode a group's chunks in one call, then store each document in one transaction."""
+    phase = time.perf_counter()
+    texts = [chunk.text for *_, chunks, _ in group for chunk in chunks]
+    vectors_ = encoder.encode_documents(texts, show_progress=False, warn_truncated=False)
+    summary.seconds["encoding"] += time.perf_counter() - phase
+    summary.tokens += sum(chunk.tokens for *_, chunks, _ in group for chunk in chunks)
+    phase = time.perf_counter()
+    offset = 0
+    with db.conn:
+        for relative, digest, stat, chunks, existed in group:
+            store.replace_document(
+                db,
+                path=relative,
+                hash=digest,
+                mtime=stat.st_mtime,
+                size=stat.st_size,
+                metadata={"suffix": Path(relative).suffix.lower()},
+                chunks=chunks,
+                vectors=vectors_[offset : offset + len(chunks)],
+            )
+            offset += len(chunks)
+            (summary.updated if existed else summary.added).append(relative)
+    summary.chunks_written += len(texts)
+    summary.seconds["storing"] += time.perf_counter() - phase
+    if progress is not None:
+        for *_, chunks, _ in group:
+            progress.advance_file(chunks=len(chunks), tokens=sum(c.tokens for c in chunks))

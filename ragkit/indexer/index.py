@@ -1,0 +1,192 @@
+"""``ragkit.Index``: a read-only view of an index folder, safe while an index run writes.
+
+Opening checks the FAISS ids against the chunk ids; when they disagree (a run was killed
+between its SQLite commit and its FAISS rename, or is still going) the vectors are rebuilt
+in memory from SQLite, and written back when no index run holds the lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ragkit.errors import InvalidInputError
+from ragkit.indexer import store, vectors
+
+DEFAULT_INDEX_DIR = ".ragkit"
+INDEX_ENV = "RAGKIT_INDEX"
+
+
+def default_index_dir() -> Path:
+    return Path(os.environ.get(INDEX_ENV) or DEFAULT_INDEX_DIR)
+
+
+@dataclass
+class Hit:
+    rank: int
+    score: float
+    text: str
+    source: str
+    start_line: int
+    end_line: int
+    heading: str
+    chunk_id: int
+    metadata: dict = field(default_factory=dict)
+
+
+class Index:
+    """An opened index: ``len(index)`` chunks, ``search`` (the encoder loads on first use)."""
+
+    def __init__(self, folder: Path, db, meta: dict, faiss_index, repaired: bool):
+        self.folder, self.db, self.meta = folder, db, meta
+        self.faiss_index = faiss_index
+        self.repaired = repaired
+        self._encoder = None
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike | None = None, *, encoder=None) -> Index:
+        folder = Path(folder).expanduser() if folder is not None else default_index_dir()
+        db = store.connect(folder, readonly=True)
+        meta = store.get_meta(db)
+        if not meta:
+            raise InvalidInputError(f"{folder} is not a finished ragkit index (no metadata yet)")
+        if meta.get("schema_version") != str(store.SCHEMA_VERSION):
+            raise InvalidInputError(
+                f"{folder} was written by another ragkit version (schema {meta.get('schema_version')}); "
+                "rebuild it with `ragkit index PATH --rebuild`"
+            )
+        index, repaired = cls._consistent_vectors(folder, db, meta)
+        opened = cls(folder, db, meta, index, repaired)
+        if encoder is not None:
+            opened.use_encoder(encoder)
+        return opened
+
+    @staticmethod
+    def _consistent_vectors(folder: Path, db, meta: dict):
+        dimension = int(meta["dimension"])
+        index = vectors.read(folder)
+        ids = store.chunk_ids(db)
+        if index is not None and index.d == dimension and np.array_equal(vectors.ids_of(index), ids):
+            return index, False
+        spec = vectors.IndexSpec(
+            json.loads(meta["index_spec"])["kind"],
+            {k: v for k, v in json.loads(meta["index_spec"]).items() if k != "kind"},
+        )
+        index = vectors.build(spec, dimension, store.all_vectors(db, dimension))
+        _write_back_if_idle(folder, index)
+        return index, True
+
+    def __len__(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM chunks").fetchone()[0])
+
+    @property
+    def fingerprint(self) -> str:
+        return self.meta["encoder_fingerprint"]
+
+    def use_encoder(self, encoder) -> None:
+        """Bind a loaded encoder (or a spec); a different fingerprint is refused."""
+        if isinstance(encoder, str):
+            from ragkit.encoder import Encoder
+
+            encoder = Encoder.from_pretrained(encoder)
+        if encoder.fingerprint != self.fingerprint:
+            raise InvalidInputError(
+                f"the index at {self.folder} was built with encoder {self.meta.get('encoder')} "
+                f"(fingerprint {self.fingerprint}), not {encoder.fingerprint}; its vectors would be "
+                "meaningless to this encoder. Rebuild it with `ragkit index PATH --rebuild --encoder ...`"
+            )
+        self._encoder = encoder
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            self.use_encoder(self.meta.get("encoder", "default"))
+        return self._encoder
+
+    def status(self) -> dict:
+        size = sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+        documents = int(self.db.execute("SELECT count(*) FROM documents").fetchone()[0])
+        return {
+            "index": str(self.folder),
+            "root": self.meta.get("root"),
+            "documents": documents,
+            "chunks": len(self),
+            "dimension": int(self.meta["dimension"]),
+            "index_type": json.loads(self.meta["index_spec"]),
+            "encoder": self.meta.get("encoder"),
+            "encoder_fingerprint": self.fingerprint,
+            "chunk_tokens": int(self.meta.get("chunk_tokens", 0)),
+            "overlap": int(self.meta.get("overlap", 0)),
+            "size_bytes": size,
+            "updated_at": float(self.meta.get("updated_at", 0)),
+            "repaired_on_open": self.repaired,
+        }
+
+    def search(self, query: str, k: int = 5) -> list[Hit]:
+        return self.search_many([query], k)[0]
+
+    def search_many(self, queries: list[str], k: int = 5) -> list[list[Hit]]:
+        if not isinstance(k, int) or k < 1:
+            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        if any(not isinstance(q, str) or not q.strip() for q in queries):
+            raise InvalidInputError("the query is empty; there is nothing to search for")
+        if len(self) == 0:
+            return [[] for _ in queries]
+        matrix = self.encoder.encode_queries(queries, show_progress=False)
+        scores, ids = self.faiss_index.search(np.ascontiguousarray(matrix, dtype=np.float32), k)
+        return [self._hits(row_scores, row_ids) for row_scores, row_ids in zip(scores, ids, strict=True)]
+
+    def _hits(self, scores, ids) -> list[Hit]:
+        wanted = [int(i) for i in ids if i >= 0]
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        rows = {
+            row[0]: row
+            for row in self.db.execute(
+                "SELECT c.id, c.text, d.path, c.start_line, c.end_line, c.heading, d.metadata "
+                f"FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id IN ({marks})",
+                wanted,
+            )
+        }
+        hits = []
+        for score, chunk_id in zip(scores, ids, strict=True):
+            row = rows.get(int(chunk_id))
+            if row is None:
+                continue  # removed by a concurrent index run after the vectors were loaded
+            hits.append(
+                Hit(
+                    len(hits) + 1,
+                    float(score),
+                    row[1],
+                    row[2],
+                    row[3],
+                    row[4],
+                    row[5],
+                    row[0],
+                    json.loads(row[6] or "{}"),
+                )
+            )
+        return hits
+
+
+def _write_back_if_idle(folder: Path, index) -> None:
+    from filelock import FileLock, Timeout
+
+    from ragkit.indexer.locking import LOCK_NAME
+
+    if not os.access(folder, os.W_OK):
+        return
+    lock = FileLock(str(folder / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return  # an index run is writing; it will write a consistent file itself
+    try:
+        vectors.write_atomic(index, folder)
+    finally:
+        lock.release()

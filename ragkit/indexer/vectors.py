@@ -1,0 +1,127 @@
+"""The FAISS side of an index: which structure, building it, writing it atomically.
+
+Vectors are L2-normalised, so inner product is cosine. Every structure is wrapped in
+``IndexIDMap2`` so FAISS ids are the SQLite chunk ids. The file is written to a temporary
+name and renamed, so a reader or a crash never sees half an index.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ragkit.errors import InvalidInputError
+
+FAISS_NAME = "vectors.faiss"
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivfpq")
+AUTO_FLAT_LIMIT = 200_000
+"""Up to here exact search stays fast on a CPU (see BENCHMARKS.md); beyond it, HNSW."""
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """The chosen structure and its parameters, as recorded in the index's meta table."""
+
+    kind: str
+    params: dict
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, **self.params}
+
+
+def choose(requested: str, count: int, dimension: int) -> IndexSpec:
+    if requested not in INDEX_TYPES:
+        raise InvalidInputError(f"--index-type must be one of {', '.join(INDEX_TYPES)}, not {requested!r}")
+    kind = requested if requested != "auto" else ("flat" if count <= AUTO_FLAT_LIMIT else "hnsw")
+    if kind == "flat":
+        return IndexSpec("flat", {})
+    if kind == "hnsw":
+        return IndexSpec("hnsw", {"m": 32, "ef_construction": 80, "ef_search": 128})
+    nlist = int(max(16, min(65536, 4 * np.sqrt(max(count, 1)))))
+    m = next(m for m in (48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1) if dimension % m == 0)
+    return IndexSpec("ivfpq", {"nlist": nlist, "m": m, "nbits": 8, "nprobe": 32, "refine": True})
+
+
+def build(spec: IndexSpec, dimension: int, batches) -> object:
+    """Build the structure from ``(ids, vectors)`` batches (all of them, for training)."""
+    import faiss
+
+    pairs = list(batches)
+    ids = np.concatenate([i for i, _ in pairs]) if pairs else np.empty(0, dtype=np.int64)
+    vectors = np.concatenate([v for _, v in pairs]) if pairs else np.empty((0, dimension), dtype=np.float32)
+    if spec.kind == "flat":
+        inner = faiss.IndexFlatIP(dimension)
+    elif spec.kind == "hnsw":
+        inner = faiss.IndexHNSWFlat(dimension, spec.params["m"], faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = spec.params["ef_construction"]
+        inner.hnsw.efSearch = spec.params["ef_search"]
+    else:
+        quantizer = faiss.IndexFlatIP(dimension)
+        ivf = faiss.IndexIVFPQ(
+            quantizer,
+            dimension,
+            spec.params["nlist"],
+            spec.params["m"],
+            spec.params["nbits"],
+            faiss.METRIC_INNER_PRODUCT,
+        )
+        if len(vectors):
+            ivf.train(vectors)
+        ivf.nprobe = spec.params["nprobe"]
+        inner = faiss.IndexRefineFlat(ivf) if spec.params.get("refine") else ivf
+    index = faiss.IndexIDMap2(inner)
+    if len(ids):
+        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+    return index
+
+
+def ids_of(index) -> np.ndarray:
+    import faiss
+
+    return np.sort(faiss.vector_to_array(index.id_map).astype(np.int64))
+
+
+def write_atomic(index, folder: Path) -> Path:
+    import faiss
+
+    target = folder / FAISS_NAME
+    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".vectors-", suffix=".tmp")
+    os.close(handle)
+    try:
+        faiss.write_index(index, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def read(folder: Path):
+    """The FAISS index in ``folder``, or None when missing or unreadable (to be rebuilt)."""
+    import faiss
+
+    path = folder / FAISS_NAME
+    if not path.is_file():
+        return None
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError:
+        return None
+
+
+def to_gpu_if_available(index):
+    """Search on a GPU when faiss-gpu and CUDA are present; CPU otherwise (the default)."""
+    import faiss
+
+    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
+        return index
+    try:
+        return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    except RuntimeError:
+        return index  # structures without a GPU version (HNSW) stay on the CPU
