@@ -26,6 +26,8 @@ from ragkit.indexer.locking import index_lock
 
 GROUP_CHUNKS = 256
 """Chunks encoded per group: big enough to batch well, small enough to commit often."""
+STEP_DELAY_ENV = "RAGKIT_INDEX_STEP_DELAY"
+"""Seconds to sleep after each committed group: lets tests kill a run between its commits."""
 
 
 @dataclass
@@ -200,7 +202,7 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
             summary.seconds["parsing and chunking"] += time.perf_counter() - phase
         group.append((relative, digest, stat, chunks, relative in stored))
         group_chunks += len(chunks)
-        if group_chunks >= GROUP_CHUNKS:
+        if group_chunks >= int(os.environ.get("RAGKIT_INDEX_GROUP_CHUNKS", GROUP_CHUNKS)):
             _write_group(db, encoder, group, summary, progress)
             group, group_chunks = [], 0
     if group:
@@ -279,6 +281,9 @@ def _write_group(db, encoder, group, summary: IndexSummary, progress) -> None:
             (summary.updated if existed else summary.added).append(relative)
     summary.chunks_written += len(texts)
     summary.seconds["storing"] += time.perf_counter() - phase
+    delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
+    if delay:
+        time.sleep(delay)
     if progress is not None:
         for *_, chunks, _ in group:
             progress.advance_file(chunks=len(chunks), tokens=sum(c.tokens for c in chunks))

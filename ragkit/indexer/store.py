@@ -15,14 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ragkit.errors import RagkitError
+from ragkit.errors import InvalidInputError
 
 SCHEMA_VERSION = 1
 DB_NAME = "index.db"
-
-
-class IndexStoreError(RagkitError):
-    """The index folder is missing, from another version, or bound to another encoder."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +37,7 @@ def connect(folder: Path, *, readonly: bool = False):
     path = folder / DB_NAME
     if readonly:
         if not path.is_file():
-            raise IndexStoreError(f"no index at {folder} (run `ragkit index PATH` first)")
+            raise InvalidInputError(f"no index at {folder} (run `ragkit index PATH` first)")
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
     else:
         folder.mkdir(parents=True, exist_ok=True)
