@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["Encoder", "RagkitError", "__version__"]
+__all__ = ["Encoder", "Hit", "Index", "RagkitError", "__version__"]
 
 if TYPE_CHECKING:
     from ragkit.encoder import Encoder
     from ragkit.errors import RagkitError
+    from ragkit.indexer.index import Hit, Index
 
 
 def __getattr__(name: str):
@@ -21,6 +22,10 @@ def __getattr__(name: str):
         from ragkit.encoder import Encoder
 
         return Encoder
+    if name in ("Index", "Hit"):
+        from ragkit.indexer import index
+
+        return getattr(index, name)
     if name == "RagkitError":
         from ragkit.errors import RagkitError
 

@@ -34,8 +34,8 @@ def test_folder_reads_markdown_text_rst_html_and_skips_the_rest(tmp_path):
         f"{LONG} Fourth.",
         f"{LONG} Fifth & last.",
     ]
-    assert corpus.skipped == {"other file types": 1, "binary": 1, "not UTF-8": 1}
-    assert "5 passages" in corpus.describe() and "1 binary" in corpus.describe()
+    assert corpus.skipped == {"unsupported file type": 1, "binary content": 1, "not valid UTF-8 (byte 3)": 1}
+    assert "5 passages" in corpus.describe() and "1 binary content" in corpus.describe()
 
 
 def test_txt_and_jsonl(tmp_path):

