@@ -23,9 +23,11 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/ragkit info
-	$(BIN)/ragkit embed "A man is playing a guitar." "A person plays an instrument." \
-		| $(BIN)/python -c "import json,sys; d=json.load(sys.stdin); v=d['vectors']; \
-print(f\"{len(v)} vectors of {d['dimension']} dims, fingerprint {d['fingerprint']}, cosine {sum(a*b for a,b in zip(*v)):.3f}\")"
+	$(BIN)/ragkit index docs --index .ragkit
+	$(BIN)/ragkit status --index .ragkit
+	$(BIN)/python -c "from ragkit import Index; \
+[print(f'{h.rank}. {h.score:.3f} {h.source}:{h.start_line}-{h.end_line} [{h.heading}]') \
+ for h in Index.open('.ragkit').search('How do I resume an interrupted training run?', k=3)]"
 
 test: install lint
 	$(BIN)/python -m pytest -ra

@@ -244,3 +244,52 @@ def test_missing_and_empty_paths_are_clear_errors(tmp_path, tiny_backbone_dir):
         _build(tmp_path / "empty", tmp_path / "index", str(tiny_backbone_dir))
     with pytest.raises(InvalidInputError, match="no index at"):
         Index.open(tmp_path / "no-index")
+
+
+def test_cli_index_status_json_and_exit_codes(docs, tmp_path, tiny_backbone_dir, capsys):
+    from test_trainer_run import run_cli
+
+    index_dir = tmp_path / "index"
+    code, err = run_cli(
+        ["index", str(docs), "-i", str(index_dir), "-e", str(tiny_backbone_dir), "--json"], capsys
+    )
+    assert code == 0, err
+    code, err = run_cli(["status", "-i", str(index_dir), "--json"], capsys)
+    assert code == 0
+    code, err = run_cli(
+        ["index", str(tmp_path / "nowhere"), "-i", str(index_dir), "-e", str(tiny_backbone_dir)], capsys
+    )
+    assert code == 1 and err.startswith("error:") and "does not exist" in err
+    code, err = run_cli(["status", "-i", str(tmp_path / "none")], capsys)
+    assert code == 1 and "no index at" in err
+    only_binary = tmp_path / "binary"
+    only_binary.mkdir()
+    (only_binary / "x.md").write_bytes(b"\x00\x01" * 10)
+    code, err = run_cli(
+        ["index", str(only_binary), "-i", str(tmp_path / "i2"), "-e", str(tiny_backbone_dir)], capsys
+    )
+    assert code == 1 and "x.md: binary content" in err and "nothing could be indexed" in err
+
+
+def test_cli_json_outputs_parse(docs, tmp_path, tiny_backbone_dir):
+    from typer.testing import CliRunner
+
+    from ragkit.cli.app import app
+
+    runner = CliRunner()
+    index_dir = tmp_path / "index"
+    result = runner.invoke(
+        app, ["index", str(docs), "-i", str(index_dir), "-e", str(tiny_backbone_dir), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert sorted(summary["added"]) == ["guide.md", "page.html", "plain.txt", "sub/notes.rst"]
+    assert summary["chunks_total"] > 0 and summary["index_type"] == {"kind": "flat"}
+    status = json.loads(runner.invoke(app, ["status", "-i", str(index_dir), "--json"]).stdout)
+    assert (
+        status["documents"] == 4 and status["chunks"] == summary["chunks_total"] and status["dimension"] == 32
+    )
+    dry = runner.invoke(
+        app, ["index", str(docs), "-i", str(index_dir), "-e", str(tiny_backbone_dir), "--dry-run", "--json"]
+    )
+    assert json.loads(dry.stdout)["would_index"] == []
