@@ -60,7 +60,7 @@ class Index:
                 "rebuild it with `ragkit index PATH --rebuild`"
             )
         index, repaired = cls._consistent_vectors(folder, db, meta)
-        opened = cls(folder, db, meta, index, repaired)
+        opened = cls(folder, db, meta, vectors.to_gpu_if_available(index), repaired)
         if encoder is not None:
             opened.use_encoder(encoder)
         return opened

@@ -206,6 +206,7 @@ def _save_adapter(adapter: Adapter, folder: Path, dtype: str) -> None:
     stored = Adapter(adapter.name, adapter.config, {k: v.to(cast) for k, v in adapter.tensors.items()})
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the encoder folder is meant to be shared
     try:
         stored.save(tmp)
         os.replace(tmp, folder)
