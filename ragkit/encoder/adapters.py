@@ -9,6 +9,7 @@ is exactly the paper's MNTP-then-SimCSE stacking.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +92,10 @@ def merge_adapters(model, adapters: list[Adapter]):
         settings["task_type"] = None
         settings["inference_mode"] = True
         try:
-            peft_model = get_peft_model(model, LoraConfig(**settings))
+            with warnings.catch_warnings():
+                # peft asks transformers for a deprecated attribute; nothing for users to act on.
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+                peft_model = get_peft_model(model, LoraConfig(**settings))
             state = {_PEFT_PREFIX + k: v for k, v in adapter.tensors.items()}
             result = set_peft_model_state_dict(peft_model, state)
         except (TypeError, ValueError, KeyError, RuntimeError) as exc:
