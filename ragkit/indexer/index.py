@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from ragkit.errors import InvalidInputError
 from ragkit.indexer import store, vectors
 
 DEFAULT_INDEX_DIR = ".ragkit"
+RRF_DEPTH = 50
+"""How deep each ranking goes before fusion in hybrid search."""
 INDEX_ENV = "RAGKIT_INDEX"
 
 
@@ -126,22 +129,64 @@ class Index:
             "repaired_on_open": self.repaired,
         }
 
-    def search(self, query: str, k: int = 5) -> list[Hit]:
-        return self.search_many([query], k)[0]
+    def search(
+        self, query: str, k: int = 5, filter: str | dict | None = None, hybrid: bool = False
+    ) -> list[Hit]:
+        """Top ``k`` chunks for ``query``.
 
-    def search_many(self, queries: list[str], k: int = 5) -> list[list[Hit]]:
-        if not isinstance(k, int) or k < 1:
+        ``filter`` is a path glob (``"docs/*.md"``) or a dict of a ``path`` glob and document
+        metadata values; it is applied inside the vector search, so ``k`` hits come back
+        whenever ``k`` chunks match. ``hybrid=True`` fuses the dense ranking with SQLite
+        FTS5 BM25 by reciprocal rank fusion; a hit's score is then the fused score.
+        """
+        return self.search_many([query], k, filter=filter, hybrid=hybrid)[0]
+
+    def search_many(
+        self, queries: list[str], k: int = 5, filter: str | dict | None = None, hybrid: bool = False
+    ) -> list[list[Hit]]:
+        from ragkit.indexer.filters import matching_ids, search_parameters
+
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-        if any(not isinstance(q, str) or not q.strip() for q in queries):
+        if isinstance(queries, str) or any(not isinstance(q, str) or not q.strip() for q in queries):
             raise InvalidInputError("the query is empty; there is nothing to search for")
-        if len(self) == 0:
+        allowed = matching_ids(self.db, filter)
+        if len(self) == 0 or (allowed is not None and len(allowed) == 0):
             return [[] for _ in queries]
-        matrix = self.encoder.encode_queries(queries, show_progress=False)
-        scores, ids = self.faiss_index.search(np.ascontiguousarray(matrix, dtype=np.float32), k)
-        return [self._hits(row_scores, row_ids) for row_scores, row_ids in zip(scores, ids, strict=True)]
+        depth = max(k, RRF_DEPTH) if hybrid else k
+        matrix = np.ascontiguousarray(
+            self.encoder.encode_queries(queries, show_progress=False), dtype=np.float32
+        )
+        if allowed is None:
+            scores, ids = self.faiss_index.search(matrix, depth)
+        else:
+            params, _selector = search_parameters(self.faiss_index, allowed)
+            scores, ids = self.faiss_index.search(matrix, depth, params=params)
+        results = []
+        for query, row_scores, row_ids in zip(queries, scores, ids, strict=True):
+            dense = [(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]
+            if hybrid:
+                dense = reciprocal_rank_fusion([dense, self._lexical(query, depth, allowed)])[:k]
+            results.append(self._hits(dense[:k]))
+        return results
 
-    def _hits(self, scores, ids) -> list[Hit]:
-        wanted = [int(i) for i in ids if i >= 0]
+    def _lexical(self, query: str, depth: int, allowed) -> list[tuple[int, float]]:
+        """FTS5 BM25 ranking of chunks; the query's words are OR-ed, never parsed as syntax."""
+        words = re.findall(r"\w+", query)
+        if not words:
+            return []
+        match = " OR ".join('"' + w.replace('"', "") + '"' for w in words)
+        sql = "SELECT rowid, bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ?"
+        params: list = [match]
+        if allowed is not None:
+            sql += f" AND rowid IN ({','.join('?' * len(allowed))})"
+            params.extend(int(i) for i in allowed)
+        sql += " ORDER BY bm25(chunks_fts) LIMIT ?"
+        params.append(depth)
+        return [(int(r[0]), -float(r[1])) for r in self.db.execute(sql, params)]
+
+    def _hits(self, ranked: list[tuple[int, float]]) -> list[Hit]:
+        wanted = [chunk_id for chunk_id, _ in ranked]
         if not wanted:
             return []
         marks = ",".join("?" * len(wanted))
@@ -154,24 +199,22 @@ class Index:
             )
         }
         hits = []
-        for score, chunk_id in zip(scores, ids, strict=True):
-            row = rows.get(int(chunk_id))
+        for chunk_id, score in ranked:
+            row = rows.get(chunk_id)
             if row is None:
                 continue  # removed by a concurrent index run after the vectors were loaded
-            hits.append(
-                Hit(
-                    len(hits) + 1,
-                    float(score),
-                    row[1],
-                    row[2],
-                    row[3],
-                    row[4],
-                    row[5],
-                    row[0],
-                    json.loads(row[6] or "{}"),
-                )
-            )
+            metadata = json.loads(row[6] or "{}")
+            hits.append(Hit(len(hits) + 1, score, row[1], row[2], row[3], row[4], row[5], row[0], metadata))
         return hits
+
+
+def reciprocal_rank_fusion(rankings: list[list[tuple[int, float]]], k: int = 60) -> list[tuple[int, float]]:
+    """Cormack et al.'s RRF: each list adds 1/(k + rank); robust to incomparable scores."""
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, (chunk_id, _) in enumerate(ranking, start=1):
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (k + rank)
+    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
 
 
 def _write_back_if_idle(folder: Path, index) -> None:

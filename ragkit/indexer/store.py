@@ -82,6 +82,22 @@ def create_schema(db) -> None:
             )"""
         )
         db["chunks"].create_index(["document_id"])
+    if "chunks_fts" not in db.table_names():
+        # Full-text index for hybrid search, kept in step with chunks by triggers, so it is
+        # updated inside the same transactions and can never disagree with them.
+        db.execute(
+            "CREATE VIRTUAL TABLE chunks_fts USING fts5(text, heading, content='chunks', "
+            "content_rowid='id', tokenize='porter unicode61')"
+        )
+        db.execute(
+            "CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN "
+            "INSERT INTO chunks_fts(rowid, text, heading) VALUES (new.id, new.text, new.heading); END"
+        )
+        db.execute(
+            "CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN "
+            "INSERT INTO chunks_fts(chunks_fts, rowid, text, heading) "
+            "VALUES ('delete', old.id, old.text, old.heading); END"
+        )
 
 
 def get_meta(db) -> dict[str, str]:

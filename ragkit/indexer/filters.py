@@ -1,0 +1,80 @@
+"""Search filters as parameterised SQL, turned into a FAISS id selector.
+
+Filtering *inside* the vector search (rather than over-fetching and discarding) is what
+guarantees ``k`` results whenever ``k`` matching chunks exist.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ragkit.errors import InvalidInputError
+
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_filter_args(items: list[str]) -> dict[str, str]:
+    """``["path=docs/*.md", "suffix=.md"]`` (the CLI's repeated --filter) → a dict."""
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            out["path"] = item  # a bare glob filters on the path
+            continue
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def filter_sql(filter: str | dict | None) -> tuple[str, list]:
+    """A WHERE clause over ``chunks c JOIN documents d`` and its parameters."""
+    if filter is None:
+        return "1", []
+    if isinstance(filter, str):
+        filter = {"path": filter}
+    if not isinstance(filter, dict) or not filter:
+        raise InvalidInputError("filter must be a path glob or a dict like {'path': 'docs/*.md'}")
+    clauses, params = [], []
+    for key, value in filter.items():
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise InvalidInputError(f"filter key {key!r} must be a plain name")
+        if key == "path":
+            globs = value if isinstance(value, list | tuple) else [value]
+            clauses.append("(" + " OR ".join("d.path GLOB ?" for _ in globs) + ")")
+            params.extend(str(g) for g in globs)
+        else:
+            clauses.append(f"json_extract(d.metadata, '$.{key}') = ?")
+            params.append(value)
+    return " AND ".join(clauses), params
+
+
+def matching_ids(db, filter: str | dict | None):
+    """Chunk ids that pass the filter (None when there is no filter)."""
+    import numpy as np
+
+    if filter is None:
+        return None
+    where, params = filter_sql(filter)
+    rows = db.execute(
+        f"SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id WHERE {where}", params
+    )
+    return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+
+def search_parameters(index, ids):
+    """FAISS search parameters restricting the search to ``ids`` (for any of our structures)."""
+    import faiss
+
+    selector = faiss.IDSelectorBatch(ids)
+    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+    if isinstance(inner, faiss.IndexHNSW):
+        params = faiss.SearchParametersHNSW(sel=selector, efSearch=inner.hnsw.efSearch)
+    elif isinstance(inner, faiss.IndexRefine | faiss.IndexIVF):
+        base = faiss.downcast_index(inner.base_index) if isinstance(inner, faiss.IndexRefine) else inner
+        ivf = faiss.SearchParametersIVF(sel=selector, nprobe=base.nprobe)
+        if isinstance(inner, faiss.IndexRefine):
+            params = faiss.IndexRefineSearchParameters(sel=selector, base_index_params=ivf)
+        else:
+            params = ivf
+    else:
+        params = faiss.SearchParameters(sel=selector)
+    return params, selector  # the selector must outlive the search call

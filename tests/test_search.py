@@ -1,0 +1,84 @@
+"""Search: filters inside the vector search, hybrid fusion, the Hit fields."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from conftest import WORDS
+from ragkit.errors import InvalidInputError
+from ragkit.indexer.builder import IndexOptions, build_index
+from ragkit.indexer.index import Index, reciprocal_rank_fusion
+
+
+@pytest.fixture
+def corpus_index(tmp_path: Path, tiny_backbone_dir: Path) -> Index:
+    rng = random.Random(7)
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    for i in range(12):
+        paragraphs = [
+            "the cat sat on the mat " + " ".join(rng.choice(WORDS) for _ in range(10)) for _ in range(3)
+        ]
+        (docs / f"main-{i}.md").write_text(f"# Main {i}\n\n" + "\n\n".join(paragraphs) + "\n")
+    for i in range(2):
+        paragraphs = ["stock market fell " + " ".join(rng.choice(WORDS) for _ in range(10)) for _ in range(3)]
+        (docs / "sub" / f"notes-{i}.rst").write_text(
+            f"Notes {i}\n========\n\n" + "\n\n".join(paragraphs) + "\n"
+        )
+    (docs / "main-0.md").write_text("# Main 0\n\nthe zebra passage about guitar music\n")
+    build_index(
+        IndexOptions(
+            source=docs,
+            index_dir=tmp_path / "index",
+            encoder=str(tiny_backbone_dir),
+            chunk_tokens=14,
+            overlap=0,
+        )
+    )
+    return Index.open(tmp_path / "index")
+
+
+def test_filters_apply_inside_the_search_so_k_hits_come_back(corpus_index: Index):
+    query = "the cat sat on the mat"
+    unfiltered = corpus_index.search(query, k=5)
+    assert not any(h.source.startswith("sub/") for h in unfiltered)  # a post-filter would return nothing
+    filtered = corpus_index.search(query, k=5, filter="sub/*")
+    assert len(filtered) == 5 and all(h.source.startswith("sub/") for h in filtered)
+    assert [h.rank for h in filtered] == [1, 2, 3, 4, 5]
+    by_metadata = corpus_index.search(query, k=4, filter={"suffix": ".rst"})
+    assert len(by_metadata) == 4 and all(h.source.endswith(".rst") for h in by_metadata)
+    assert corpus_index.search(query, k=3, filter="nothing/*") == []
+
+
+def test_filter_values_are_parameters_and_keys_are_checked(corpus_index: Index):
+    assert corpus_index.search("cat", k=2, filter="x' OR '1'='1") == []
+    with pytest.raises(InvalidInputError, match="plain name"):
+        corpus_index.search("cat", k=2, filter={"suffix') OR 1=1 --": "x"})
+
+
+def test_hybrid_brings_up_an_exact_word_match(corpus_index: Index):
+    lexical = corpus_index._lexical("zebra", 5, None)
+    zebra = corpus_index.db.execute("SELECT id FROM chunks WHERE text LIKE '%zebra%'").fetchone()[0]
+    assert lexical[0][0] == zebra
+    hybrid = corpus_index.search("zebra", k=3, hybrid=True)
+    assert zebra in [h.chunk_id for h in hybrid]
+    assert all(0 < h.score <= 2 / 61 for h in hybrid)  # fused scores
+    filtered = corpus_index.search("zebra", k=3, hybrid=True, filter="sub/*")
+    assert filtered and all(h.source.startswith("sub/") for h in filtered)
+
+
+def test_reciprocal_rank_fusion_by_hand():
+    fused = reciprocal_rank_fusion([[(1, 0.9), (2, 0.8)], [(2, 5.0), (3, 4.0)]], k=60)
+    assert [i for i, _ in fused] == [2, 1, 3]
+    assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
+    assert fused[1][1] == pytest.approx(1 / 61)
+
+
+def test_search_many_and_bad_k(corpus_index: Index):
+    results = corpus_index.search_many(["cat", "market"], k=2)
+    assert len(results) == 2 and all(len(r) == 2 for r in results)
+    with pytest.raises(InvalidInputError, match="positive integer"):
+        corpus_index.search("cat", k=0)
