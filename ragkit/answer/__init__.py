@@ -1,0 +1,1 @@
+"""Short answers written from retrieved passages only, citing them as [1], [2]."""

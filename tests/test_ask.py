@@ -1,0 +1,112 @@
+"""``ragkit ask``: JSON schema, error lines, and the answer mode's citations (fake model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_trainer_run import run_cli
+from typer.testing import CliRunner
+
+from ragkit.answer.prompt import CitationFilter, build_messages, keep_valid_citations
+from ragkit.cli import ask_command
+from ragkit.cli.app import app
+from ragkit.indexer.builder import IndexOptions, build_index
+from ragkit.indexer.index import Index
+
+runner = CliRunner()
+HIT_FIELDS = {"rank", "score", "text", "source", "start_line", "end_line", "heading", "chunk_id"}
+
+
+@pytest.fixture
+def built(tmp_path: Path, tiny_backbone_dir: Path) -> Path:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text(
+        "# Cats\n\nthe cat sat on the mat\n\n## Dogs\n\nthe dog ran fast in the house\n"
+    )
+    (docs / "b.txt").write_text("stock market fell in the city\n")
+    build_index(
+        IndexOptions(
+            source=docs,
+            index_dir=tmp_path / "index",
+            encoder=str(tiny_backbone_dir),
+            chunk_tokens=8,
+            overlap=0,
+        )
+    )
+    return tmp_path / "index"
+
+
+def test_json_output_is_the_schema_and_nothing_else(built: Path):
+    result = runner.invoke(app, ["ask", "the cat sat", "-i", str(built), "-k", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert set(payload) == {"query", "hits"} and payload["query"] == "the cat sat"
+    assert len(payload["hits"]) == 2 and all(set(h) == HIT_FIELDS for h in payload["hits"])
+    assert [h["rank"] for h in payload["hits"]] == [1, 2]
+    assert payload["hits"][0]["score"] >= payload["hits"][1]["score"]
+
+
+def test_terminal_display_shows_source_lines_and_heading(built: Path):
+    result = runner.invoke(app, ["ask", "the dog ran fast in the house", "-i", str(built), "-k", "1"])
+    assert result.exit_code == 0
+    assert "a.md:7-7" in result.stdout and "Cats > Dogs" in result.stdout
+
+
+def test_error_cases_are_one_line_and_exit_1(built: Path, tmp_path: Path, tiny_backbone_dir: Path, capsys):
+    code, err = run_cli(["ask", "cat", "-i", str(tmp_path / "none")], capsys)
+    assert code == 1 and "no index at" in err and err.count("\n") == 1
+    code, err = run_cli(["ask", "  ", "-i", str(built)], capsys)
+    assert code == 1 and "query is empty" in err
+    from ragkit.encoder import Encoder
+
+    other = Encoder.from_pretrained(str(tiny_backbone_dir), pooling="last_token").save(tmp_path / "other")
+    code, err = run_cli(["ask", "cat", "-i", str(built), "-e", str(other)], capsys)
+    assert code == 1 and "built with encoder" in err
+    # An index whose documents were all deleted since.
+    empty_docs = tmp_path / "empty-docs"
+    empty_docs.mkdir()
+    (empty_docs / "a.md").write_text("the cat\n")
+    empty_index = tmp_path / "empty-index"
+    build_index(IndexOptions(source=empty_docs, index_dir=empty_index, encoder=str(tiny_backbone_dir)))
+    (empty_docs / "a.md").unlink()
+    (empty_docs / "keep.png").write_bytes(b"x")
+    build_index(IndexOptions(source=empty_docs, index_dir=empty_index, encoder=str(tiny_backbone_dir)))
+    code, err = run_cli(["ask", "cat", "-i", str(empty_index)], capsys)
+    assert code == 1 and "is empty" in err
+
+
+class FakeModel:
+    """Streams a canned answer in small pieces, citing a passage it was not given."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.messages = None
+
+    def stream(self, messages):
+        self.messages = messages
+        for i in range(0, len(self.text), 3):
+            yield self.text[i : i + 3]
+
+
+def test_answer_cites_only_the_passages_it_was_given(built: Path):
+    hits = Index.open(built).search("the cat sat", k=2)
+    model = FakeModel("Cats sit on mats [1]. Dogs run [2], markets fall [7] [12].")
+    answer = ask_command._answer("what do cats do?", hits, "fake", stream=False, model=model)
+    assert answer == "Cats sit on mats [1]. Dogs run [2], markets fall  ."
+    prompt = model.messages[-1]["content"]
+    assert (
+        "[1] " + hits[0].text[:20] in prompt and "[2] " + hits[1].text[:20] in prompt and "[3]" not in prompt
+    )
+
+
+def test_citation_filter_handles_pieces_split_inside_a_citation():
+    stream = CitationFilter(3)
+    pieces = ["see [", "1", "] and [", "4", "] or [3", "]", " end [2"]
+    text = "".join(stream.feed(p) for p in pieces) + stream.flush()
+    assert text == "see [1] and  or [3] end [2"
+    assert stream.dropped == [4]
+    assert keep_valid_citations("[0] [3] [4]", 3) == (" [3] ", [0, 4])
+    assert build_messages("q?", ["p1", "p2"])[1]["content"].startswith("Passages:\n\n[1] p1\n\n[2] p2")
