@@ -1,0 +1,114 @@
+"""LangChain adapters: a retriever over a ragkit index, and ragkit encoders as embeddings.
+
+    from ragkit.integrations.langchain import RagkitRetriever, RagkitEmbeddings
+
+    retriever = RagkitRetriever.from_index(".ragkit", k=4)
+    docs = retriever.invoke("how do I install it?")       # list[Document]
+
+Both are plain ``langchain_core`` objects, so they compose with LCEL (``retriever | ...``),
+``batch``, ``ainvoke`` and LangChain's vector stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict, PrivateAttr
+
+
+class RagkitRetriever(BaseRetriever):
+    """Top-k chunks of a ragkit index as LangChain ``Document``s with their sources."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    index_dir: str
+    k: int = 4
+    filter: str | dict | None = None
+    hybrid: bool = False
+    _index: Any = PrivateAttr(default=None)
+
+    @classmethod
+    def from_index(
+        cls, index_dir: str | Path, k: int = 4, filter: str | dict | None = None, hybrid: bool = False
+    ) -> RagkitRetriever:
+        """Open the index now, so a missing or foreign index fails here, not at the first query."""
+        from ragkit.indexer.index import Index
+
+        retriever = cls(index_dir=str(index_dir), k=k, filter=filter, hybrid=hybrid)
+        retriever._index = Index.open(index_dir)
+        return retriever
+
+    @property
+    def index(self):
+        if self._index is None:
+            from ragkit.indexer.index import Index
+
+            self._index = Index.open(self.index_dir)
+        return self._index
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        hits = self.index.search(query, k=self.k, filter=self.filter, hybrid=self.hybrid)
+        return [
+            Document(
+                page_content=hit.text,
+                metadata={
+                    "source": hit.source,
+                    "start_line": hit.start_line,
+                    "end_line": hit.end_line,
+                    "heading": hit.heading,
+                    "score": hit.score,
+                    "chunk_id": hit.chunk_id,
+                    "rank": hit.rank,
+                },
+                id=str(hit.chunk_id),
+            )
+            for hit in hits
+        ]
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        # Encoding is CPU/GPU-bound torch work: run it off the event loop.
+        return await asyncio.to_thread(
+            self._get_relevant_documents, query, run_manager=run_manager.get_sync()
+        )
+
+
+class RagkitEmbeddings(Embeddings):
+    """A ragkit encoder as LangChain embeddings: queries get the query instruction, documents none."""
+
+    def __init__(self, encoder: Any = "default", *, batch_size: int = 32, device: str | None = None):
+        self._spec, self._encoder = (encoder, None) if isinstance(encoder, str) else (None, encoder)
+        self.batch_size, self.device = batch_size, device
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from ragkit.encoder import Encoder
+
+            self._encoder = Encoder.from_pretrained(self._spec, device=self.device)
+        return self._encoder
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        return self.encoder.encode_documents(
+            list(texts), batch_size=self.batch_size, show_progress=False
+        ).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.encoder.encode_queries([text], show_progress=False)[0].tolist()
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self.embed_documents, texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        return await asyncio.to_thread(self.embed_query, text)
