@@ -20,7 +20,7 @@ def parse_markdown(text: str) -> list[Block]:
         if token.type in ("bullet_list_open", "ordered_list_open", "blockquote_open"):
             # A whole list (or quote) is one block: its items rarely stand alone.
             if depth_in_list == 0 and token.map:
-                start, end = token.map
+                start, end = _trim(lines, *token.map)
                 body = squash("\n".join(lines[start:end]))
                 if body:
                     blocks.append(Block(body, start + 1, end, trail.path))
@@ -37,7 +37,7 @@ def parse_markdown(text: str) -> list[Block]:
             if title:
                 blocks.append(Block(title, start + 1, end, path, is_heading=True))
         elif token.type in _LEAF_BLOCKS and token.map:
-            start, end = token.map
+            start, end = _trim(lines, *token.map)
             if token.type == "paragraph_open":
                 body = squash(tokens[index + 1].content)
             elif token.type in ("fence", "code_block"):
@@ -47,3 +47,10 @@ def parse_markdown(text: str) -> list[Block]:
             if body:
                 blocks.append(Block(body, start + 1, end, trail.path))
     return blocks
+
+
+def _trim(lines: list[str], start: int, end: int) -> tuple[int, int]:
+    """markdown-it's line maps include trailing blank lines; a source range should not."""
+    while end > start + 1 and not lines[end - 1].strip():
+        end -= 1
+    return start, end
