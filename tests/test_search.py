@@ -82,3 +82,59 @@ def test_search_many_and_bad_k(corpus_index: Index):
     assert len(results) == 2 and all(len(r) == 2 for r in results)
     with pytest.raises(InvalidInputError, match="positive integer"):
         corpus_index.search("cat", k=0)
+
+
+def test_searches_keep_working_during_an_index_run(tmp_path: Path, tiny_backbone_dir: Path):
+    """A real `ragkit index` subprocess rewrites the corpus while this process searches."""
+    import os
+    import subprocess
+    import sys
+
+    rng = random.Random(3)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(6):
+        (docs / f"d{i}.md").write_text(f"# D{i}\n\n" + " ".join(rng.choice(WORDS) for _ in range(40)) + "\n")
+    index_dir = tmp_path / "index"
+    build_index(
+        IndexOptions(
+            source=docs, index_dir=index_dir, encoder=str(tiny_backbone_dir), chunk_tokens=10, overlap=0
+        )
+    )
+    for i in range(6, 30):
+        (docs / f"d{i}.md").write_text(f"# D{i}\n\n" + " ".join(rng.choice(WORDS) for _ in range(40)) + "\n")
+    env = {
+        **os.environ,
+        "RAGKIT_INDEX_GROUP_CHUNKS": "2",
+        "RAGKIT_INDEX_STEP_DELAY": "0.1",
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "ragkit",
+        "index",
+        str(docs),
+        "-i",
+        str(index_dir),
+        "-e",
+        str(tiny_backbone_dir),
+        "--chunk-tokens",
+        "10",
+        "--overlap",
+        "0",
+    ]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    sizes, searches = set(), 0
+    try:
+        while process.poll() is None:
+            index = Index.open(index_dir)
+            hits = index.search("the cat sat on the mat", k=3)
+            assert len(hits) == 3 and all(h.text for h in hits)
+            sizes.add(len(index))
+            searches += 1
+    finally:
+        _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert searches >= 3 and len(sizes) >= 2  # searched while the index grew
+    assert len(Index.open(index_dir)) == max(sizes | {len(Index.open(index_dir))})
