@@ -24,6 +24,17 @@ WORDS = tuple(
     ).split()
 )
 
+TINY_CONFIG = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+)
+"""The shape of every tiny test model: a few thousand parameters, milliseconds per forward."""
+
 FAMILIES = ("llama", "mistral", "qwen2", "gemma", "gemma3_text", "phi3")
 
 
@@ -56,17 +67,8 @@ def make_model(family: str = "llama", attn: str = "sdpa", vocab_size: int = 128,
     import torch
     import transformers as tf
 
-    common = dict(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=0,
-        attn_implementation=attn,
-    )
+    common = dict(**TINY_CONFIG, pad_token_id=0, attn_implementation=attn)
+    common["vocab_size"] = vocab_size
     configs = {
         "llama": lambda: tf.LlamaConfig(**common),
         "mistral": lambda: tf.MistralConfig(**common, sliding_window=None),
@@ -197,16 +199,7 @@ def tiny_causal_dir(tmp_path: Path) -> Path:
     import transformers as tf
 
     torch.manual_seed(0)
-    config = tf.LlamaConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=0,
-    )
+    config = tf.LlamaConfig(**TINY_CONFIG, pad_token_id=0)
     folder = tmp_path / "tiny-causal"
     tf.LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     make_tokenizer().save_pretrained(folder)

@@ -23,6 +23,23 @@ def _batch(rows: int = 400, width: int = 64, seed: int = 0):
     return ids, attention
 
 
+def _tiny_masked_batch(rows: int, width: int, seed: int):
+    """A batch within the tiny models' 128-token vocabulary, masked with a fixed seed."""
+    ids, attention = _batch(rows=rows, width=width, seed=seed)
+    ids = ids % 128
+    ids[:, 0] = BOS
+    ids[attention == 0] = PAD
+    _, labels = mask_tokens(
+        ids,
+        attention,
+        special_ids={PAD, BOS},
+        mask_id=MASK,
+        vocab_size=128,
+        generator=torch.Generator().manual_seed(0),
+    )
+    return ids, attention, labels
+
+
 def test_masking_statistics_on_a_large_seeded_batch():
     ids, attention = _batch()
     masked, labels = mask_tokens(
@@ -101,18 +118,7 @@ def test_mntp_objective_equals_full_logits_cross_entropy(tiny_causal_dir):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_causal_dir).eval()
     set_bidirectional(model, True)
-    ids, attention = _batch(rows=3, width=10, seed=2)
-    ids = ids % 128
-    ids[:, 0] = BOS
-    ids[attention == 0] = PAD
-    _, labels = mask_tokens(
-        ids,
-        attention,
-        special_ids={PAD, BOS},
-        mask_id=MASK,
-        vocab_size=128,
-        generator=torch.Generator().manual_seed(0),
-    )
+    ids, attention, labels = _tiny_masked_batch(rows=3, width=10, seed=2)
     loss = MNTPObjective(model)(ids, attention, labels)
     logits = model(input_ids=ids, attention_mask=attention).logits
     expected = torch.nn.functional.cross_entropy(
@@ -162,18 +168,7 @@ def test_a_few_steps_lower_each_stage_loss(tiny_causal_dir):
         LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]),
     )
     params = [p for p in decoder.parameters() if p.requires_grad]
-    ids, attention = _batch(rows=8, width=12, seed=4)
-    ids = ids % 128
-    ids[:, 0] = BOS
-    ids[attention == 0] = PAD
-    _, labels = mask_tokens(
-        ids,
-        attention,
-        special_ids={PAD, BOS},
-        mask_id=MASK,
-        vocab_size=128,
-        generator=torch.Generator().manual_seed(0),
-    )
+    ids, attention, labels = _tiny_masked_batch(rows=8, width=12, seed=4)
     model.train()
     before, after = _steps_lower_loss(MNTPObjective(model), params, (ids, attention, labels))
     assert after < before * 0.9

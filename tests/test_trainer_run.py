@@ -38,6 +38,10 @@ def run_cli(args: list[str], capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+def _train_args(backbone: Path, corpus: Path, out: Path) -> list[str]:
+    return ["train", "--backbone", str(backbone), "--corpus", str(corpus), "--out", str(out), *SMALL]
+
+
 def _options(backbone: Path, corpus: Path, out: Path, **kw) -> TrainOptions:
     recipe = RECIPES["quick"].with_overrides(steps=6, batch_size=4, max_length=24, checkpoint_every=2)
     return TrainOptions(
@@ -59,16 +63,7 @@ def test_train_writes_a_loadable_encoder_with_card_curve_and_metrics(
 ):
     out = tmp_path / "enc"
     code, err = run_cli(
-        [
-            "train",
-            "--backbone",
-            str(tiny_causal_dir),
-            "--corpus",
-            str(tiny_corpus),
-            "--out",
-            str(out),
-            *SMALL,
-        ],
+        _train_args(tiny_causal_dir, tiny_corpus, out),
         capsys,
     )
     assert code == 0, err
@@ -136,31 +131,12 @@ def test_kill_9_then_resume_gives_the_same_weights_as_one_run(tiny_causal_dir, t
     assert not (out / "ragkit.json").exists()
 
     refused, err = run_cli(
-        [
-            "train",
-            "--backbone",
-            str(tiny_causal_dir),
-            "--corpus",
-            str(tiny_corpus),
-            "--out",
-            str(out),
-            *SMALL,
-        ],
+        _train_args(tiny_causal_dir, tiny_corpus, out),
         capsys,
     )
     assert refused == 1 and "--resume" in err
     code, err = run_cli(
-        [
-            "train",
-            "--backbone",
-            str(tiny_causal_dir),
-            "--corpus",
-            str(tiny_corpus),
-            "--out",
-            str(out),
-            *SMALL,
-            "--resume",
-        ],
+        [*_train_args(tiny_causal_dir, tiny_corpus, out), "--resume"],
         capsys,
     )
     assert code == 0, err
@@ -261,16 +237,7 @@ def test_refuses_an_output_folder_that_holds_something_else(tiny_causal_dir, tin
     out.mkdir()
     (out / "thesis.tex").write_text("years of work")
     code, err = run_cli(
-        [
-            "train",
-            "--backbone",
-            str(tiny_causal_dir),
-            "--corpus",
-            str(tiny_corpus),
-            "--out",
-            str(out),
-            *SMALL,
-        ],
+        _train_args(tiny_causal_dir, tiny_corpus, out),
         capsys,
     )
     assert code == 1 and "refusing to overwrite" in err
