@@ -71,6 +71,7 @@ def adapter_from_peft(name: str, peft_model) -> Adapter:
     state = get_peft_model_state_dict(peft_model)
     config = peft_model.peft_config["default"].to_dict()
     config = json.loads(json.dumps(config, default=lambda v: sorted(v) if isinstance(v, set) else str(v)))
+    config["base_model_name_or_path"] = None  # a local path would leak into shared encoders
     # A causal-LM wrapper holds the base model under ``base_model_prefix`` ("model");
     # drop that level so keys match the bare backbone the encoder loads.
     inner = peft_model.get_base_model()
@@ -88,7 +89,9 @@ def merge_adapters(model, adapters: list[Adapter]):
 
     known = {f.name for f in fields(LoraConfig)}
     for adapter in adapters:
-        settings = {k: v for k, v in adapter.config.items() if k in known and k != "peft_type"}
+        # The base model's path is where training happened to run: metadata, not a setting.
+        skip = {"peft_type", "base_model_name_or_path"}
+        settings = {k: v for k, v in adapter.config.items() if k in known and k not in skip}
         settings["task_type"] = None
         settings["inference_mode"] = True
         try:
