@@ -216,3 +216,19 @@ def tiny_corpus(tmp_path: Path) -> Path:
     path = tmp_path / "corpus.txt"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+CATS_AND_DOGS = "# Cats\n\nthe cat sat on the mat\n\n## Dogs\n\nthe dog ran fast in the house\n"
+
+
+def build_tiny_index(tmp_path: Path, backbone: Path, files: dict[str, str], **options) -> Path:
+    """Write ``files`` (relative path -> text) under tmp_path/docs and index them with a tiny model."""
+    from ragkit.indexer.builder import IndexOptions, build_index
+
+    docs = tmp_path / "docs"
+    for relative, text in files.items():
+        (docs / relative).parent.mkdir(parents=True, exist_ok=True)
+        (docs / relative).write_text(text)
+    options = {"chunk_tokens": 8, "overlap": 0, **options}
+    build_index(IndexOptions(source=docs, index_dir=tmp_path / "index", encoder=str(backbone), **options))
+    return tmp_path / "index"

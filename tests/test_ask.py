@@ -9,6 +9,7 @@ import pytest
 from test_trainer_run import run_cli
 from typer.testing import CliRunner
 
+from conftest import CATS_AND_DOGS, build_tiny_index
 from ragkit.answer.prompt import CitationFilter, build_messages, keep_valid_citations
 from ragkit.cli import ask_command
 from ragkit.cli.app import app
@@ -21,22 +22,9 @@ HIT_FIELDS = {"rank", "score", "text", "source", "start_line", "end_line", "head
 
 @pytest.fixture
 def built(tmp_path: Path, tiny_backbone_dir: Path) -> Path:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "a.md").write_text(
-        "# Cats\n\nthe cat sat on the mat\n\n## Dogs\n\nthe dog ran fast in the house\n"
+    return build_tiny_index(
+        tmp_path, tiny_backbone_dir, {"a.md": CATS_AND_DOGS, "b.txt": "stock market fell in the city\n"}
     )
-    (docs / "b.txt").write_text("stock market fell in the city\n")
-    build_index(
-        IndexOptions(
-            source=docs,
-            index_dir=tmp_path / "index",
-            encoder=str(tiny_backbone_dir),
-            chunk_tokens=8,
-            overlap=0,
-        )
-    )
-    return tmp_path / "index"
 
 
 def test_json_output_is_the_schema_and_nothing_else(built: Path):

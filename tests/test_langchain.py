@@ -14,29 +14,17 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
 
-from conftest import make_encoder
-from ragkit.indexer.builder import IndexOptions, build_index
+from conftest import CATS_AND_DOGS, build_tiny_index, make_encoder
 from ragkit.integrations.langchain import RagkitEmbeddings, RagkitRetriever
 
 
 @pytest.fixture
 def index_dir(tmp_path: Path, tiny_backbone_dir: Path) -> Path:
-    docs = tmp_path / "docs"
-    (docs / "sub").mkdir(parents=True)
-    (docs / "a.md").write_text(
-        "# Cats\n\nthe cat sat on the mat\n\n## Dogs\n\nthe dog ran fast in the house\n"
+    return build_tiny_index(
+        tmp_path,
+        tiny_backbone_dir,
+        {"a.md": CATS_AND_DOGS, "sub/b.txt": "stock market fell in the city\n\nthe red tree by the river\n"},
     )
-    (docs / "sub" / "b.txt").write_text("stock market fell in the city\n\nthe red tree by the river\n")
-    build_index(
-        IndexOptions(
-            source=docs,
-            index_dir=tmp_path / "index",
-            encoder=str(tiny_backbone_dir),
-            chunk_tokens=8,
-            overlap=0,
-        )
-    )
-    return tmp_path / "index"
 
 
 def test_invoke_ainvoke_and_batch_return_documents_with_sources(index_dir: Path):
