@@ -182,6 +182,75 @@ def test_lora_adapters_round_trip(tiny_backbone_dir: Path, tmp_path: Path) -> No
     assert np.abs(loaded.encode(TEXTS) - base.encode(TEXTS)).max() > 1e-3
 
 
+def _encoder_with_adapter(backbone: Path, out: Path, seed: int) -> Path:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    lm = AutoModelForCausalLM.from_pretrained(backbone)
+    config = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, target_modules=["q_proj", "down_proj"])
+    adapter = adapter_from_peft("mntp", get_peft_model(lm, config))
+    base = Encoder.from_pretrained(str(backbone))
+    return Encoder.from_model(
+        base.model, base.tokenizer, base.config, backbone=base.backbone, adapters=[adapter]
+    ).save(out)
+
+
+def test_merged_weights_are_cached_and_reload_without_peft(
+    tiny_backbone_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second load reads the merged safetensors: same vectors, no merge; damage is rebuilt."""
+    import ragkit.encoder.merged_cache as merged_cache
+
+    monkeypatch.setenv("RAGKIT_HOME", str(tmp_path / "home"))
+    saved = _encoder_with_adapter(tiny_backbone_dir, tmp_path / "enc", seed=1)
+    first = Encoder.from_pretrained(str(saved))
+    folders = list((tmp_path / "home" / "merged").iterdir())
+    assert len([f for f in folders if not f.name.startswith(".")]) == 1
+    expected = first.encode(TEXTS)
+
+    def no_merge(*args, **kwargs):
+        raise AssertionError("merged again although the cache was complete")
+
+    monkeypatch.setattr(merged_cache, "merge_adapters", no_merge)
+    again = Encoder.from_pretrained(str(saved))
+    np.testing.assert_array_equal(again.encode(TEXTS), expected)
+    assert again.fingerprint == first.fingerprint
+
+    # A truncated cache file is detected and rebuilt (which merges once more).
+    monkeypatch.undo()
+    monkeypatch.setenv("RAGKIT_HOME", str(tmp_path / "home"))
+    cached = merged_cache.merged_folder(first.backbone, first.adapters)
+    weights = next(cached.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    rebuilt = Encoder.from_pretrained(str(saved))
+    np.testing.assert_array_equal(rebuilt.encode(TEXTS), expected)
+
+    # Other adapter weights, another folder: stale merged weights are never picked up.
+    other = _encoder_with_adapter(tiny_backbone_dir, tmp_path / "enc2", seed=2)
+    second = Encoder.from_pretrained(str(other))
+    assert merged_cache.merged_folder(second.backbone, second.adapters) != cached
+    assert np.abs(second.encode(TEXTS) - expected).max() > 1e-3
+
+
+def test_unwritable_home_still_loads_the_encoder(
+    tiny_backbone_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    import ragkit.encoder.merged_cache as merged_cache
+
+    saved = _encoder_with_adapter(tiny_backbone_dir, tmp_path / "enc", seed=1)
+    expected = Encoder.from_pretrained(str(saved)).encode(TEXTS)
+
+    def refuse(*args, **kwargs):
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(merged_cache, "read_manifest", lambda folder: None)
+    monkeypatch.setattr(merged_cache, "ensure_built", refuse)
+    loaded = Encoder.from_pretrained(str(saved))
+    np.testing.assert_allclose(loaded.encode(TEXTS), expected, atol=1e-6)
+    assert "merging in memory" in caplog.text
+
+
 def test_adapter_weights_must_be_safetensors(tiny_backbone_dir: Path, tmp_path: Path) -> None:
     saved = Encoder.from_pretrained(str(tiny_backbone_dir)).save(tmp_path / "enc")
     config = json.loads((saved / "ragkit.json").read_text())

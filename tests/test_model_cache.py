@@ -84,7 +84,7 @@ def test_touched_but_intact_file_is_rehashed_not_rebuilt(fake_home: Path) -> Non
 
 def test_leftover_partial_build_is_cleaned(fake_home: Path) -> None:
     root = cache.cache_root()
-    partial = root / ".fake-model-build-killed"
+    partial = root / f".{cache.cached_folder(_fake_model()).name}-build-killed"
     partial.mkdir(parents=True)
     (partial / "model.safetensors").write_bytes(b"half")
     cache.ensure_converted(_fake_model())

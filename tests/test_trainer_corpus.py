@@ -8,7 +8,7 @@ import json
 import pytest
 
 from ragkit.errors import InvalidInputError
-from ragkit.trainer.corpus import load_corpus, wikipedia_path
+from ragkit.trainer.corpus import load_corpus, sentence_views, wikipedia_path
 from ragkit.trainer.recipe import RECIPES, StageRecipe, learning_rate, parse_stages
 
 LONG = "A paragraph long enough to be worth training on, about cats."
@@ -90,3 +90,17 @@ def test_causal_flag_means_the_backbone_of_a_saved_encoder(tiny_backbone_dir, tm
     saved = Encoder.from_pretrained(str(tiny_backbone_dir)).save(tmp_path / "enc")
     assert backbone_of(str(saved)) == str(tiny_backbone_dir.resolve())
     assert backbone_of("smollm2-135m") == "smollm2-135m"
+
+
+def test_sentence_views_cut_passages_into_sentences_of_five_words_or_more():
+    passages = [
+        "Ada Lovelace was an English mathematician. "
+        "She wrote the first published algorithm for a machine. Short one.",
+        "No sentence end here but enough words to count as one view",
+    ]
+    assert sentence_views(passages) == [
+        "Ada Lovelace was an English mathematician.",
+        "She wrote the first published algorithm for a machine.",
+        "No sentence end here but enough words to count as one view",
+    ]
+    assert sentence_views(["Too short. Also."]) == ["Too short. Also."]  # never an empty corpus

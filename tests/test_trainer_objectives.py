@@ -179,3 +179,29 @@ def test_a_few_steps_lower_each_stage_loss(tiny_causal_dir):
     objective = SimCSEObjective(decoder.base_model.model, temperature=0.05)
     before, after = _steps_lower_loss(objective, params, (ids, attention))
     assert after < before
+
+
+def test_hidden_dropout_hooks_only_act_in_training_and_remove_cleanly(tiny_causal_dir):
+    """SimCSE's views must differ in training; evaluation and the model after are untouched."""
+    from transformers import AutoModelForCausalLM
+
+    from ragkit.trainer.loop import _add_hidden_dropout
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal_dir).get_decoder()
+    ids = torch.randint(10, 100, (2, 9), generator=torch.Generator().manual_seed(0))
+    model.eval()
+    with torch.no_grad():
+        plain = model(input_ids=ids).last_hidden_state
+    hooks = _add_hidden_dropout(model, 0.1)
+    assert len(hooks) == 2 * model.config.num_hidden_layers  # one per attention and MLP block
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).last_hidden_state, plain)
+        model.train()
+        first, second = model(input_ids=ids).last_hidden_state, model(input_ids=ids).last_hidden_state
+    assert (first - second).abs().max() > 1e-3
+    for handle in hooks:
+        handle.remove()
+    with torch.no_grad():
+        model.eval()
+        assert torch.equal(model(input_ids=ids).last_hidden_state, plain)
+    assert _add_hidden_dropout(model, 0.0) == []

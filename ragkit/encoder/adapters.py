@@ -8,6 +8,7 @@ is exactly the paper's MNTP-then-SimCSE stacking.
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from dataclasses import dataclass
@@ -29,7 +30,8 @@ class Adapter:
     config: dict
     tensors: dict
 
-    def content_hash(self) -> str:
+    @functools.cached_property
+    def _hash(self) -> str:
         import hashlib
 
         digest = hashlib.sha256(canonical_json_hash(self.config).encode())
@@ -38,6 +40,10 @@ class Adapter:
             digest.update(key.encode())
             digest.update(tensor.numpy().tobytes())
         return digest.hexdigest()
+
+    def content_hash(self) -> str:
+        """SHA-256 of config and tensors (computed once: adapters are never edited in place)."""
+        return self._hash
 
     def save(self, folder: Path) -> None:
         from safetensors.torch import save_file

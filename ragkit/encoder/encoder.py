@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ragkit.encoder.adapters import Adapter, load_adapter, merge_adapters
+from ragkit.encoder.adapters import Adapter, load_adapter
 from ragkit.encoder.attention import ProbeResult, check_attention, probe, set_bidirectional
-from ragkit.encoder.backbone import Backbone, load_model, load_tokenizer, resolve_backbone
+from ragkit.encoder.backbone import Backbone, load_tokenizer, resolve_backbone
 from ragkit.encoder.config import CONFIG_NAME, EncoderConfig, fingerprint, tokenizer_hash
 from ragkit.encoder.inputs import InputBuilder, collate, plan_batches, validate_texts
+from ragkit.encoder.merged_cache import load_merged
 from ragkit.encoder.packaged import DEFAULT_BACKBONE
 from ragkit.encoder.pooling import pool, validate_pooling
 from ragkit.errors import EncoderFormatError, InvalidInputError
@@ -174,9 +175,7 @@ class Encoder:
         if instructions is not None:
             config.instructions = dict(instructions)
 
-        model = load_model(backbone.folder, attn_implementation=attn_implementation)
-        if adapters:
-            model = merge_adapters(model, adapters)
+        model = load_merged(backbone, adapters, attn_implementation=attn_implementation)
         encoder = cls.from_model(
             model,
             tokenizer,

@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -68,27 +68,47 @@ def read_manifest(folder: Path) -> dict | None:
 
 def ensure_converted(model: PackagedModel) -> tuple[Path, dict]:
     """Return the converted folder and its manifest, converting first if needed."""
-    folder = cached_folder(model)
+
+    def convert(out: Path) -> dict:
+        return {
+            "name": model.name,
+            "package": model.distribution,
+            "package_version": model.version(),
+            "source_sha256": export_gguf(model, out),
+        }
+
+    return ensure_built(cached_folder(model), convert, label=model.name)
+
+
+def ensure_built(folder: Path, build: Callable[[Path], dict], *, label: str) -> tuple[Path, dict]:
+    """Return ``folder`` and its manifest, running ``build(tmp)`` first if it is missing or damaged.
+
+    ``build`` writes the files into an empty private folder and returns extra manifest fields;
+    the folder is renamed into place only once complete, under a lock, so concurrent
+    processes build once and readers never see half a folder.
+    """
     manifest = read_manifest(folder)
     if manifest is not None:
         return folder, manifest
-    lock = FileLock(str(cache_root() / f".{model.name}.lock"))
+    root = folder.parent
+    root.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(root / f".lock-{folder.name}"))
     try:
         with lock.acquire(timeout=_LOCK_TIMEOUT_S):
             manifest = read_manifest(folder)  # another process may have finished meanwhile
             if manifest is not None:
                 return folder, manifest
             if folder.exists():
-                log.warning("cached copy of %s at %s is damaged; rebuilding it", model.name, folder)
-            _build(model, folder)
+                log.warning("cached copy of %s at %s is damaged; rebuilding it", label, folder)
+            _build(folder, build)
     except Timeout:
         raise CacheError(
-            f"waited {_LOCK_TIMEOUT_S} s for another process converting {model.name}; "
+            f"waited {_LOCK_TIMEOUT_S} s for another process building {label}; "
             f"if none is running, delete {lock.lock_file}"
         ) from None
     manifest = read_manifest(folder)
     if manifest is None:
-        raise CacheError(f"the converted copy of {model.name} at {folder} did not verify")
+        raise CacheError(f"the cached copy of {label} at {folder} did not verify")
     return folder, manifest
 
 
@@ -99,21 +119,21 @@ def _remove_stale_builds(root: Path, name: str) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _build(model: PackagedModel, final: Path) -> None:
-    root = final.parent
-    _remove_stale_builds(root, model.name)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{model.name}-build-"))
+def _build(final: Path, build: Callable[[Path], dict]) -> None:
+    root, name = final.parent, final.name
+    _remove_stale_builds(root, name)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-build-"))
     tmp.chmod(0o755)
     try:
-        source_sha256 = export_gguf(model, tmp)
-        _write_manifest(model, tmp, source_sha256)
+        info = build(tmp)
+        _write_manifest(tmp, info)
         if final.exists():
-            trash = Path(tempfile.mkdtemp(dir=root, prefix=f".{model.name}-old-"))
+            trash = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-old-"))
             os.replace(final, trash / "old")
             shutil.rmtree(trash, ignore_errors=True)
         os.replace(tmp, final)
     except OSError as exc:
-        raise CacheError(f"cannot write the converted {model.name} into {root}: {exc}") from exc
+        raise CacheError(f"cannot write the cached {name} into {root}: {exc}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -162,7 +182,7 @@ def export_gguf(model: PackagedModel, out: Path) -> str:
     return source_sha256
 
 
-def _write_manifest(model: PackagedModel, out: Path, source_sha256: str) -> None:
+def _write_manifest(out: Path, info: dict) -> None:
     """Record size, mtime and SHA-256 of every file; written last, so it marks completeness."""
     files = {}
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
@@ -172,14 +192,7 @@ def _write_manifest(model: PackagedModel, out: Path, source_sha256: str) -> None
             "mtime_ns": stat.st_mtime_ns,
             "sha256": sha256_file(path),
         }
-    manifest = {
-        "format": CACHE_FORMAT,
-        "name": model.name,
-        "package": model.distribution,
-        "package_version": model.version(),
-        "source_sha256": source_sha256,
-        "files": files,
-    }
+    manifest = {"format": CACHE_FORMAT, **info, "files": files}
     manifest_path = out / MANIFEST_NAME
     with open(manifest_path, "w") as handle:
         json.dump(manifest, handle, indent=2)

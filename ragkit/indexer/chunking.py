@@ -8,14 +8,12 @@ trailing blocks (or sentences), so an answer that straddles a break is found fro
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from ragkit.documents.blocks import Block
+from ragkit.documents.sentences import split_sentences
 from ragkit.errors import InvalidInputError
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,7 @@ class Chunker:
                     )
                 )
                 continue
-            sentences = [s for s in _SENTENCE_END.split(block.text) if s.strip()]
+            sentences = split_sentences(block.text)
             for sentence, size in zip(sentences, self.count(sentences), strict=True):
                 parts = [sentence] if size <= self.max_tokens else self._windows(sentence)
                 sizes = [size] if size <= self.max_tokens else self.count(parts)

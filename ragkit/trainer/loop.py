@@ -28,7 +28,7 @@ from ragkit.errors import RagkitError
 from ragkit.hashing import canonical_json_hash
 from ragkit.trainer.card import record_stage, write_card
 from ragkit.trainer.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from ragkit.trainer.corpus import load_corpus
+from ragkit.trainer.corpus import load_corpus, sentence_views
 from ragkit.trainer.display import TrainDisplay
 from ragkit.trainer.losses import MNTPObjective, SimCSEObjective
 from ragkit.trainer.masking import MaskingScheme, mask_token_id, mask_tokens
@@ -102,6 +102,32 @@ def _set_attention_dropout(model, value: float) -> dict:
             old[name] = module.attention_dropout
             module.attention_dropout = value
     return old
+
+
+def _add_hidden_dropout(model, p: float) -> list:
+    """Dropout on every attention and MLP block's output before it joins the residual stream.
+
+    This is BERT's hidden dropout, which SimCSE's two views depend on; decoder LLMs ship
+    without it. Hooks rather than edited modules, so any family with ``self_attn``/``mlp``
+    blocks gets it and removing the hooks restores the model exactly.
+    """
+    from torch.nn import functional as F
+
+    if p <= 0:
+        return []
+
+    def hook(module, args, output):
+        if not module.training:
+            return output
+        if isinstance(output, tuple):
+            return (F.dropout(output[0], p, True), *output[1:])
+        return F.dropout(output, p, True)
+
+    return [
+        module.register_forward_hook(hook)
+        for name, module in model.named_modules()
+        if name.rsplit(".", 1)[-1] in ("self_attn", "mlp")
+    ]
 
 
 def _lora_config(recipe: Recipe, model, *, dropout: float):
@@ -240,6 +266,7 @@ def _train_stage(stage, causal_lm, tokenizer, passages, options, accelerator, di
         raise RagkitError(f"--batch-size {settings.batch_size} is smaller than the {world} processes")
     decoder = _decoder(causal_lm)
     old_dropout = _set_attention_dropout(decoder, recipe.simcse_dropout if stage == "simcse" else 0.0)
+    hooks = _add_hidden_dropout(decoder, recipe.simcse_hidden_dropout if stage == "simcse" else 0.0)
     # Seeded so a stage started after a resume gets the same initial LoRA as one run would.
     torch.manual_seed(_step_seed(options.seed, stage, 0, 0) + 63)
     peft_decoder = get_peft_model(decoder, _lora_config(recipe, decoder, dropout=recipe.lora_dropout))
@@ -279,6 +306,8 @@ def _train_stage(stage, causal_lm, tokenizer, passages, options, accelerator, di
 
     objective, optimizer = accelerator.prepare(objective, optimizer)
     inputs = InputBuilder(tokenizer, settings.max_length)
+    if stage == "simcse" and recipe.simcse_views == "sentences":
+        passages = sentence_views(passages)
     encoded = inputs.build(passages)
     order = _BatchOrder(len(encoded), settings.batch_size, options.seed + STAGES.index(stage))
     specials = set(getattr(tokenizer, "all_special_ids", [])) | {inputs.pad_id}
@@ -358,6 +387,8 @@ def _train_stage(stage, causal_lm, tokenizer, passages, options, accelerator, di
             time.sleep(delay)
 
     adapter = adapter_from_peft(stage, peft_decoder)
+    for handle in hooks:
+        handle.remove()
     _set_attention_dropout(decoder, 0.0)
     for name, module in decoder.named_modules():
         if name in old_dropout:
