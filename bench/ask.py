@@ -111,11 +111,15 @@ def main() -> None:
     )
     parser.add_argument("--chunks", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--keep", type=Path, help="build the indexes here and keep them (reused if present)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        index_dir, lc_dir = Path(tmp) / "index", Path(tmp) / "langchain"
-        synthetic_index(index_dir, args.chunks)
-        langchain_store(index_dir, lc_dir)
+        work = args.keep or Path(tmp)
+        index_dir, lc_dir = work / "index", work / "langchain"
+        if not (index_dir / "vectors.faiss").is_file():
+            synthetic_index(index_dir, args.chunks)
+        if not lc_dir.is_dir():
+            langchain_store(index_dir, lc_dir)
         ragkit_cmd = [sys.executable, "-m", "ragkit", "ask", QUERY, "-i", str(index_dir), "--json"]
         lc_code = (
             "from langchain_community.vectorstores import FAISS;"

@@ -37,6 +37,17 @@ def test_json_output_is_the_schema_and_nothing_else(built: Path):
     assert payload["hits"][0]["score"] >= payload["hits"][1]["score"]
 
 
+def test_dense_flag_ranks_by_the_encoder_alone(built: Path):
+    index = Index.open(built)
+    for flag, hybrid in (("--dense", False), ("--hybrid", True)):
+        result = runner.invoke(app, ["ask", "the cat sat", "-i", str(built), "-k", "3", "--json", flag])
+        assert result.exit_code == 0, result.output
+        hits = json.loads(result.stdout)["hits"]
+        expected = index.search("the cat sat", k=3, hybrid=hybrid)
+        assert [h["chunk_id"] for h in hits] == [h.chunk_id for h in expected]
+        assert [h["score"] for h in hits] == [round(h.score, 6) for h in expected]
+
+
 def test_terminal_display_shows_source_lines_and_heading(built: Path):
     result = runner.invoke(app, ["ask", "the dog ran fast in the house", "-i", str(built), "-k", "1"])
     assert result.exit_code == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import WORDS
@@ -69,6 +70,24 @@ def test_hybrid_brings_up_an_exact_word_match(corpus_index: Index):
     assert all(0 < h.score <= 2 / 61 for h in hybrid)  # fused scores
     filtered = corpus_index.search("zebra", k=3, hybrid=True, filter="sub/*")
     assert filtered and all(h.source.startswith("sub/") for h in filtered)
+
+
+def test_hybrid_is_the_default_and_dense_gives_cosine_scores(corpus_index: Index):
+    default = corpus_index.search("zebra", k=3)
+    assert [h.chunk_id for h in default] == [
+        h.chunk_id for h in corpus_index.search("zebra", k=3, hybrid=True)
+    ]
+    dense = corpus_index.search("zebra", k=3, hybrid=False)
+    assert all(-1.0 <= h.score <= 1.0 for h in dense)
+    assert [h.score for h in dense] == sorted((h.score for h in dense), reverse=True)
+    assert [h.score for h in default] != [h.score for h in dense]
+
+
+def test_lexical_filter_takes_any_number_of_ids(corpus_index: Index):
+    """The allowed ids travel as one JSON parameter: SQLite caps parameters at 32,766."""
+    ids = [int(r[0]) for r in corpus_index.db.execute("SELECT id FROM chunks")]
+    many = np.array(ids + list(range(10**6, 10**6 + 40_000)), dtype=np.int64)
+    assert corpus_index._lexical("zebra", 5, many) == corpus_index._lexical("zebra", 5, None)
 
 
 def test_reciprocal_rank_fusion_by_hand():

@@ -131,19 +131,21 @@ class Index:
         }
 
     def search(
-        self, query: str, k: int = 5, filter: str | dict | None = None, hybrid: bool = False
+        self, query: str, k: int = 5, filter: str | dict | None = None, hybrid: bool = True
     ) -> list[Hit]:
         """Top ``k`` chunks for ``query``.
 
         ``filter`` is a path glob (``"docs/*.md"``) or a dict of a ``path`` glob and document
         metadata values; it is applied inside the vector search, so ``k`` hits come back
-        whenever ``k`` chunks match. ``hybrid=True`` fuses the dense ranking with SQLite
-        FTS5 BM25 by reciprocal rank fusion; a hit's score is then the fused score.
+        whenever ``k`` chunks match. By default (``hybrid=True``) the dense ranking is fused
+        with SQLite FTS5 BM25 by reciprocal rank fusion, and a hit's score is the fused score:
+        on SciFact this doubles nDCG@10 of the default encoder (EVAL.md). ``hybrid=False``
+        ranks by the encoder alone; scores are then cosine similarities.
         """
         return self.search_many([query], k, filter=filter, hybrid=hybrid)[0]
 
     def search_many(
-        self, queries: list[str], k: int = 5, filter: str | dict | None = None, hybrid: bool = False
+        self, queries: list[str], k: int = 5, filter: str | dict | None = None, hybrid: bool = True
     ) -> list[list[Hit]]:
         from ragkit.indexer.filters import matching_ids, search_parameters
 
@@ -180,8 +182,9 @@ class Index:
         sql = "SELECT rowid, bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ?"
         params: list = [match]
         if allowed is not None:
-            sql += f" AND rowid IN ({','.join('?' * len(allowed))})"
-            params.extend(int(i) for i in allowed)
+            # One JSON parameter, not one per id: SQLite caps the number of parameters.
+            sql += " AND rowid IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps([int(i) for i in allowed]))
         sql += " ORDER BY bm25(chunks_fts) LIMIT ?"
         params.append(depth)
         return [(int(r[0]), -float(r[1])) for r in self.db.execute(sql, params)]

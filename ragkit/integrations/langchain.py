@@ -30,12 +30,12 @@ class RagkitRetriever(BaseRetriever):
     index_dir: str
     k: int = 4
     filter: str | dict | None = None
-    hybrid: bool = False
+    hybrid: bool = True
     _index: Any = PrivateAttr(default=None)
 
     @classmethod
     def from_index(
-        cls, index_dir: str | Path, k: int = 4, filter: str | dict | None = None, hybrid: bool = False
+        cls, index_dir: str | Path, k: int = 4, filter: str | dict | None = None, hybrid: bool = True
     ) -> RagkitRetriever:
         """Open the index now, so a missing or foreign index fails here, not at the first query."""
         from ragkit.indexer.index import Index
