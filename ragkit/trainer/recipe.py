@@ -46,7 +46,8 @@ class Recipe:
     models have attention dropout only, which leaves two SimCSE views too alike to learn from."""
     simcse_views: str = "sentences"
     """``sentences``: SimCSE trains on single sentences cut from the passages, as SimCSE and
-    LLM2Vec do; ``passages``: on each passage's first ``max_length`` tokens."""
+    LLM2Vec do (Wikipedia sentences); ``passages``: on each passage's first ``max_length``
+    tokens."""
     temperature: float = 0.05
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -105,14 +106,15 @@ RECIPES: dict[str, Recipe] = {
         checkpoint_every=100,
         log_every=10,
     ),
-    # About 30 minutes for SmolLM2-135M on 2 CPU cores (a step of either stage takes 6-15 s
-    # there): far fewer steps at a higher learning rate; SimCSE on single sentences (up to 32
-    # tokens) with 32 in-batch negatives and BERT-style hidden dropout on top of attention dropout.
+    # About 30 minutes for SmolLM2-135M on 2 CPU cores (a step of either stage takes 6-14 s
+    # there): far fewer steps at a higher learning rate; SimCSE on the first 32 tokens of
+    # each passage with 32 in-batch negatives. Sentence views with hidden dropout 0.1 were
+    # tried for 120 steps and scored lower on STS-B (EVAL.md), so they are not the default.
     "quick": Recipe(
         name="quick",
         mntp=StageRecipe(steps=70, batch_size=8, max_length=128, lr=2e-4, warmup_steps=5),
-        simcse=StageRecipe(steps=120, batch_size=32, max_length=32, lr=2e-4, warmup_steps=5),
-        simcse_hidden_dropout=0.1,
+        simcse=StageRecipe(steps=90, batch_size=32, max_length=32, lr=2e-4, warmup_steps=5),
+        simcse_views="passages",
         checkpoint_every=10,
     ),
 }
