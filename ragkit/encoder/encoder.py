@@ -19,7 +19,8 @@ from ragkit.encoder.attention import ProbeResult, check_attention, probe, set_bi
 from ragkit.encoder.backbone import Backbone, load_tokenizer, resolve_backbone
 from ragkit.encoder.config import CONFIG_NAME, EncoderConfig, fingerprint, tokenizer_hash
 from ragkit.encoder.inputs import InputBuilder, collate, plan_batches, validate_texts
-from ragkit.encoder.merged_cache import load_merged
+from ragkit.encoder.light_tokenizer import LightTokenizer, light_tokenizer_if_possible
+from ragkit.encoder.merged_cache import load_light_merged, load_merged
 from ragkit.encoder.packaged import DEFAULT_BACKBONE
 from ragkit.encoder.pooling import pool, validate_pooling
 from ragkit.errors import EncoderFormatError, InvalidInputError
@@ -133,12 +134,17 @@ class Encoder:
         instructions: dict[str, str] | None = None,
         padding_side: str | None = None,
         attn_implementation: str | None = None,
+        light: bool = False,
     ) -> Encoder:
         """Load an encoder from a packaged name, hub id, model folder or saved encoder.
 
         ``bidirectional`` (default True), ``pooling`` (default "mean") and ``max_length``
         (default 512) override a saved encoder's settings when given. On load the attention
         is measured (:mod:`ragkit.encoder.attention`) and a mismatch raises.
+
+        ``light=True`` skips importing transformers when it can (:mod:`ragkit.encoder.light`):
+        a saved encoder with adapters whose merged weights are cached and were verified
+        against transformers, on a CPU in fp32, bidirectional. Otherwise it loads as usual.
         """
         started = time.perf_counter()
         # Check cheap options before the slow load, so a typo fails in milliseconds.
@@ -160,8 +166,11 @@ class Encoder:
                     f"the backbone '{config.backbone}' now has different weights from those the "
                     f"encoder at {saved} was trained on"
                 )
-            tokenizer = load_tokenizer(saved / "tokenizer")
             adapters = [load_adapter(saved / "adapters" / name) for name in config.adapters]
+            tokenizer = None
+            if light:
+                tokenizer = light_tokenizer_if_possible(saved / "tokenizer")
+            tokenizer = tokenizer or load_tokenizer(saved / "tokenizer")
         else:
             backbone = resolve_backbone(name_or_path)
             config = EncoderConfig(backbone=backbone.name, backbone_identity=backbone.identity)
@@ -175,7 +184,21 @@ class Encoder:
         if instructions is not None:
             config.instructions = dict(instructions)
 
-        model = load_merged(backbone, adapters, attn_implementation=attn_implementation)
+        model = None
+        light_ok = (
+            light
+            and config.bidirectional
+            and attn_implementation is None
+            and isinstance(tokenizer, LightTokenizer)
+            and adapters
+            and dtype in (None, "float32")
+        )
+        if light_ok and resolve_device(device).type == "cpu":
+            model = load_light_merged(backbone, adapters)
+        if model is None:
+            if isinstance(tokenizer, LightTokenizer):
+                tokenizer = load_tokenizer(saved / "tokenizer")
+            model = load_merged(backbone, adapters, attn_implementation=attn_implementation)
         encoder = cls.from_model(
             model,
             tokenizer,

@@ -16,12 +16,14 @@ from pathlib import Path
 from ragkit.encoder.adapters import Adapter, merge_adapters
 from ragkit.encoder.backbone import Backbone, load_model
 from ragkit.encoder.model_cache import ensure_built, read_manifest
+from ragkit.encoder.quiet import quiet_transformers
 from ragkit.errors import CacheError
 from ragkit.hashing import canonical_json_hash
 from ragkit.home import ragkit_home
 
 log = logging.getLogger("ragkit")
-MERGED_FORMAT = 1
+MERGED_FORMAT = 2
+"""2: the manifest records whether the light (transformers-free) forward matches."""
 
 
 def merged_folder(backbone: Backbone, adapters: list[Adapter]) -> Path:
@@ -35,6 +37,38 @@ def merged_folder(backbone: Backbone, adapters: list[Adapter]) -> Path:
     return ragkit_home() / "merged" / f"{backbone.name.replace('/', '--')[-40:]}-{key[:16]}"
 
 
+def _verify_light(model, out: Path) -> dict:
+    """Compare the transformers-free forward with ``model`` while both are at hand."""
+    import json
+
+    from ragkit.encoder.attention import set_bidirectional
+    from ragkit.encoder.light import VERIFY_TOLERANCE, supports, verify_against
+
+    if not supports(json.loads((out / "config.json").read_text())):
+        return {"verified": False, "reason": "not a plain Llama model"}
+    set_bidirectional(model, True)
+    try:
+        difference = verify_against(model.eval(), out)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        return {"verified": False, "reason": f"{type(exc).__name__}: {exc}"[:200]}
+    return {"verified": difference <= VERIFY_TOLERANCE, "max_difference": difference}
+
+
+def load_light_merged(backbone: Backbone, adapters: list[Adapter]):
+    """The merged model through the light forward, if its cache says that was verified; else None."""
+    folder = merged_folder(backbone, adapters)
+    manifest = read_manifest(folder)
+    if manifest is None or not manifest.get("light", {}).get("verified"):
+        return None
+    from ragkit.encoder.light import load_light_model
+
+    try:
+        return load_light_model(folder)
+    except (OSError, ValueError, KeyError) as exc:
+        log.info("light loading of %s failed (%s); using transformers", folder, exc)
+        return None
+
+
 def load_merged(backbone: Backbone, adapters: list[Adapter], *, attn_implementation: str | None = None):
     """The backbone with ``adapters`` merged in order: from the cache, or merged and cached."""
     if not adapters:
@@ -46,9 +80,14 @@ def load_merged(backbone: Backbone, adapters: list[Adapter], *, attn_implementat
 
     def build(out: Path) -> dict:
         model = merge_adapters(load_model(backbone.folder, attn_implementation=attn_implementation), adapters)
-        model.save_pretrained(out, safe_serialization=True)
+        with quiet_transformers():
+            model.save_pretrained(out, safe_serialization=True)
         built["model"] = model
-        return {"backbone": backbone.name, "adapters": [a.name for a in adapters]}
+        return {
+            "backbone": backbone.name,
+            "adapters": [a.name for a in adapters],
+            "light": _verify_light(model, out),
+        }
 
     try:
         ensure_built(folder, build, label=f"{backbone.name} + {len(adapters)} adapters")

@@ -96,7 +96,12 @@ class Index:
         if isinstance(encoder, str):
             from ragkit.encoder import Encoder
 
-            encoder = Encoder.from_pretrained(encoder)
+            spec = encoder
+            # Searching needs only the query's forward pass: load without transformers when a
+            # verified light path exists; its fingerprint must still match, else load fully.
+            encoder = Encoder.from_pretrained(spec, light=True)
+            if encoder.fingerprint != self.fingerprint and _is_light(encoder):
+                encoder = Encoder.from_pretrained(spec)
         if encoder.fingerprint != self.fingerprint:
             raise InvalidInputError(
                 f"the index at {self.folder} was built with encoder {self.meta.get('encoder')} "
@@ -210,6 +215,12 @@ class Index:
             metadata = json.loads(row[6] or "{}")
             hits.append(Hit(len(hits) + 1, score, row[1], row[2], row[3], row[4], row[5], row[0], metadata))
         return hits
+
+
+def _is_light(encoder) -> bool:
+    from ragkit.encoder.light_tokenizer import LightTokenizer
+
+    return isinstance(encoder.tokenizer, LightTokenizer)
 
 
 def _write_back_if_idle(folder: Path, index) -> None:
