@@ -105,7 +105,7 @@ class LightLlama(nn.Module):
 
     def __init__(self, weights: dict, config: dict):
         super().__init__()
-        self.config = SimpleNamespace(**config, is_causal=False)
+        self.config = SimpleNamespace(**{**config, "is_causal": False})
         self.embed_tokens = nn.Embedding.from_pretrained(weights["embed_tokens.weight"], freeze=True)
         self.layers = nn.ModuleList(
             _Layer(weights, f"layers.{i}.", config) for i in range(int(config["num_hidden_layers"]))
