@@ -60,6 +60,26 @@ def test_default_is_the_shipped_trained_encoder(default: Encoder, bidirectional:
     assert sum((shipped / f).stat().st_size for f in files) < 20 * 1024 * 1024
 
 
+def test_the_default_loads_light_for_queries_with_the_same_vectors(default: Encoder) -> None:
+    """`ragkit ask` loads the default without transformers: same fingerprint, same vectors."""
+    import subprocess
+    import sys
+
+    from ragkit.encoder.light import LightLlama
+
+    light = Encoder.from_pretrained("default", light=True)
+    assert isinstance(light.model, LightLlama)
+    assert light.fingerprint == default.fingerprint
+    texts = ["What causes the immune response to vaccines?", "A man is playing a guitar."]
+    np.testing.assert_allclose(light.encode_queries(texts), default.encode_queries(texts), atol=1e-5)
+    code = (
+        "import sys; from ragkit import Encoder; Encoder.from_pretrained('default', light=True); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'peft')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
 def test_warm_load_does_not_convert_again(monkeypatch: pytest.MonkeyPatch, bidirectional) -> None:
     def fail(*args, **kwargs):
         raise AssertionError("converted again although the cache is valid")

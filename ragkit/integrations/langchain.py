@@ -94,7 +94,9 @@ class RagkitEmbeddings(Embeddings):
         if self._encoder is None:
             from ragkit.encoder import Encoder
 
-            self._encoder = Encoder.from_pretrained(self._spec, device=self.device)
+            # Light when it can (no transformers import: an agent starts seconds sooner); the
+            # vectors and fingerprint are the same either way.
+            self._encoder = Encoder.from_pretrained(self._spec, device=self.device, light=True)
         return self._encoder
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
