@@ -44,7 +44,7 @@ def choose(requested: str, count: int, dimension: int) -> IndexSpec:
     nlist = int(max(16, min(65536, 4 * np.sqrt(max(count, 1)))))
     m = next(m for m in (48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1) if dimension % m == 0)
     return IndexSpec(
-        "ivfpq", {"nlist": nlist, "m": m, "nbits": 8, "nprobe": 32, "refine": True, "k_factor": 4}
+        "ivfpq", {"nlist": nlist, "m": m, "nbits": 8, "nprobe": 32, "refine": True, "k_factor": 16}
     )
 
 
@@ -90,7 +90,7 @@ def build(spec: IndexSpec, dimension: int, batches) -> object:
         if spec.params.get("refine"):
             # Re-rank k_factor * k PQ candidates by exact inner product: PQ alone orders poorly.
             inner = faiss.IndexRefineFlat(ivf)
-            inner.k_factor = float(spec.params.get("k_factor", 4))
+            inner.k_factor = float(spec.params.get("k_factor", 16))
     index = faiss.IndexIDMap2(inner)
     if len(ids):
         index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
