@@ -17,17 +17,8 @@ from ragkit.encoder.light import LightLlama, load_light_model, supports, verify_
 from ragkit.encoder.light_tokenizer import LightTokenizer
 
 
-@pytest.mark.parametrize(("seed", "packed"), [(0, True), (1, True), (0, False)])
-def test_light_forward_equals_transformers_with_padding_on_either_side(
-    tmp_path: Path, seed: int, packed: bool, monkeypatch: pytest.MonkeyPatch
-):
-    import ragkit.encoder.light as light_module
-
-    if not packed:  # torch builds without oneDNN's packing take the plain path
-        monkeypatch.setattr(light_module, "_packing_works", lambda: False)
-    assert isinstance(_first_projection(tmp_path), light_module._PackedLinear) == (
-        packed and light_module._packing_works()
-    )
+@pytest.mark.parametrize("seed", [0, 1])
+def test_light_forward_equals_transformers_with_padding_on_either_side(tmp_path: Path, seed: int):
     model = make_model("llama", seed=seed)  # grouped-query attention: 4 heads, 2 key/value heads
     set_bidirectional(model, True)
     model.save_pretrained(tmp_path / "m", safe_serialization=True)
@@ -39,11 +30,6 @@ def test_light_forward_equals_transformers_with_padding_on_either_side(
     # Causal attention is not what the light model computes.
     set_bidirectional(model, False)
     assert verify_against(model, tmp_path / "m") > 1e-3
-
-
-def _first_projection(tmp_path: Path):
-    make_model("llama").save_pretrained(tmp_path / "probe", safe_serialization=True)
-    return load_light_model(tmp_path / "probe").layers[0].q_proj
 
 
 def test_only_plain_llama_is_supported(tmp_path: Path):

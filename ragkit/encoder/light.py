@@ -58,40 +58,7 @@ class _RMSNorm(nn.Module):
         return self.weight * (hidden * torch.rsqrt(variance + self.eps)).to(hidden.dtype)
 
 
-class _PackedLinear(nn.Module):
-    """A bias-free linear layer on oneDNN's pre-packed weight layout.
-
-    Measured on this 2-core AVX2 CPU (BENCHMARKS.md): 1.6x faster than the plain matmul at a
-    query's 16 tokens and 1.1x at 512, same numbers to float rounding. The packed copy is an
-    inference-only tensor, kept out of ``parameters()`` so ``.to()`` and hashing ignore it.
-    """
-
-    def __init__(self, weight: torch.Tensor):
-        super().__init__()
-        self.out_features = weight.shape[0]
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), 16)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = torch.ops.mkldnn._linear_pointwise(
-            x.reshape(-1, x.shape[-1]), self.packed, None, "none", [], ""
-        )
-        return flat.reshape(*x.shape[:-1], self.out_features)
-
-
-def _packing_works() -> bool:
-    """oneDNN packing is a private torch API: use it only where it exists and agrees."""
-    try:
-        generator = torch.Generator().manual_seed(0)
-        weight = torch.randn(24, 16, generator=generator)
-        x = torch.randn(3, 5, 16, generator=generator)
-        return torch.allclose(_PackedLinear(weight)(x), F.linear(x, weight), atol=1e-5)
-    except (AttributeError, RuntimeError, TypeError):
-        return False
-
-
-def _linear(weight: torch.Tensor, packed: bool) -> nn.Module:
-    if packed:
-        return _PackedLinear(weight)
+def _linear(weight: torch.Tensor) -> nn.Linear:
     layer = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
     layer.weight = nn.Parameter(weight, requires_grad=False)
     return layer
@@ -103,7 +70,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class _Layer(nn.Module):
-    def __init__(self, weights: dict, prefix: str, config: dict, packed: bool):
+    def __init__(self, weights: dict, prefix: str, config: dict):
         super().__init__()
         eps = float(config.get("rms_norm_eps", 1e-6))
         self.heads = int(config["num_attention_heads"])
@@ -112,9 +79,9 @@ class _Layer(nn.Module):
         self.input_layernorm = _RMSNorm(weights[f"{prefix}input_layernorm.weight"], eps)
         self.post_attention_layernorm = _RMSNorm(weights[f"{prefix}post_attention_layernorm.weight"], eps)
         for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            setattr(self, name, _linear(weights[f"{prefix}self_attn.{name}.weight"], packed))
+            setattr(self, name, _linear(weights[f"{prefix}self_attn.{name}.weight"]))
         for name in ("gate_proj", "up_proj", "down_proj"):
-            setattr(self, name, _linear(weights[f"{prefix}mlp.{name}.weight"], packed))
+            setattr(self, name, _linear(weights[f"{prefix}mlp.{name}.weight"]))
 
     def forward(self, hidden, cos, sin, mask):
         batch, length, _ = hidden.shape
@@ -140,9 +107,8 @@ class LightLlama(nn.Module):
         super().__init__()
         self.config = SimpleNamespace(**{**config, "is_causal": False})
         self.embed_tokens = nn.Embedding.from_pretrained(weights["embed_tokens.weight"], freeze=True)
-        packed = _packing_works()
         self.layers = nn.ModuleList(
-            _Layer(weights, f"layers.{i}.", config, packed) for i in range(int(config["num_hidden_layers"]))
+            _Layer(weights, f"layers.{i}.", config) for i in range(int(config["num_hidden_layers"]))
         )
         self.norm = _RMSNorm(weights["norm.weight"], float(config.get("rms_norm_eps", 1e-6)))
         head_dim = self.layers[0].head_dim
