@@ -100,7 +100,7 @@ def test_search_finds_a_chunk_by_its_own_text(docs, tmp_path, tiny_backbone_dir)
     _build(docs, index_dir, str(tiny_backbone_dir), chunk_tokens=16, overlap=0)
     index = Index.open(index_dir)
     target = index.db.execute("SELECT id, text FROM chunks WHERE text LIKE '%small dog%'").fetchone()
-    hits = index.search(target[1], k=3)
+    hits = index.search(target[1], k=3, hybrid=False)
     assert hits[0].chunk_id == target[0] and hits[0].score == pytest.approx(1.0, abs=2e-3)
     assert [h.rank for h in hits] == [1, 2, 3] and hits[0].source == "sub/notes.rst"
     with pytest.raises(InvalidInputError, match="empty"):
@@ -166,8 +166,8 @@ def test_hnsw_is_recorded_and_agrees_with_flat_on_a_small_index(docs, tmp_path, 
     meta = store.get_meta(Index.open(hnsw).db)
     assert json.loads(meta["index_spec"])["kind"] == "hnsw"
     query = "the small dog runs slow on the rug"
-    assert [h.chunk_id for h in Index.open(flat).search(query, 3)] == [
-        h.chunk_id for h in Index.open(hnsw).search(query, 3)
+    assert [h.chunk_id for h in Index.open(flat).search(query, 3, hybrid=False)] == [
+        h.chunk_id for h in Index.open(hnsw).search(query, 3, hybrid=False)
     ]
     assert vectors.choose("auto", 10, 32).kind == "flat" and vectors.choose("auto", 10**6, 576).kind == "hnsw"
 
