@@ -85,6 +85,9 @@ def test_kill_9_at_random_moments_leaves_a_consistent_index(tmp_path, tiny_backb
         process.kill()
         process.wait()
         killed_mid_work += process.returncode == -9
+        if process.returncode != -9:
+            # The run had finished: the calibration run was slow (a busy machine), so aim earlier.
+            duration = max(0.5, duration * 0.8)
 
         index = Index.open(index_dir)  # must open, repairing FAISS from SQLite if needed
         assert np.array_equal(vectors.ids_of(index.faiss_index), store.chunk_ids(index.db))
