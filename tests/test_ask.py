@@ -17,7 +17,9 @@ from ragkit.indexer.builder import IndexOptions, build_index
 from ragkit.indexer.index import Index
 
 runner = CliRunner()
-HIT_FIELDS = {"rank", "score", "text", "source", "start_line", "end_line", "heading", "chunk_id"}
+HIT_FIELDS = {"rank", "score", "similarity", "text", "source", "start_line", "end_line", "heading"} | {
+    "chunk_id"
+}
 
 
 @pytest.fixture
@@ -46,12 +48,16 @@ def test_dense_flag_ranks_by_the_encoder_alone(built: Path):
         expected = index.search("the cat sat", k=3, hybrid=hybrid)
         assert [h["chunk_id"] for h in hits] == [h.chunk_id for h in expected]
         assert [h["score"] for h in hits] == [round(h.score, 6) for h in expected]
+        assert [h["similarity"] for h in hits] == [round(h.similarity, 6) for h in expected]
 
 
 def test_terminal_display_shows_source_lines_and_heading(built: Path):
     result = runner.invoke(app, ["ask", "the dog ran fast in the house", "-i", str(built), "-k", "1"])
     assert result.exit_code == 0
     assert "a.md:7-7" in result.stdout and "Cats > Dogs" in result.stdout
+    assert "cos " in result.stdout  # hybrid's fused score comes with the cosine beside it
+    dense = runner.invoke(app, ["ask", "the dog ran fast", "-i", str(built), "-k", "1", "--dense"])
+    assert dense.exit_code == 0 and "cos " not in dense.stdout
 
 
 def test_error_cases_are_one_line_and_exit_1(built: Path, tmp_path: Path, tiny_backbone_dir: Path, capsys):

@@ -38,7 +38,8 @@ def test_invoke_ainvoke_and_batch_return_documents_with_sources(index_dir: Path)
         and top.metadata["start_line"] == 3
         and top.metadata["heading"] == "Cats"
     )
-    assert {"score", "chunk_id", "end_line", "rank"} <= set(top.metadata)
+    assert {"score", "similarity", "chunk_id", "end_line", "rank"} <= set(top.metadata)
+    assert top.metadata["similarity"] == pytest.approx(1.0, abs=1e-3)  # the exact text of a chunk
     again = asyncio.run(retriever.ainvoke("the cat sat on the mat"))
     assert [d.metadata["chunk_id"] for d in again] == [d.metadata["chunk_id"] for d in docs]
     batched = retriever.batch(["the cat sat on the mat", "stock market fell in the city"])

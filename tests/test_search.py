@@ -83,6 +83,17 @@ def test_hybrid_is_the_default_and_dense_gives_cosine_scores(corpus_index: Index
     assert [h.score for h in default] != [h.score for h in dense]
 
 
+def test_similarity_is_the_cosine_whatever_ranked_the_hit(corpus_index: Index):
+    dense = corpus_index.search("zebra", k=3, hybrid=False)
+    assert [h.similarity for h in dense] == pytest.approx([h.score for h in dense], abs=1e-5)
+    query = corpus_index.encoder.encode_queries(["zebra"], show_progress=False)[0]
+    for hit in corpus_index.search("zebra", k=4, hybrid=True):
+        blob = corpus_index.db.execute("SELECT vector FROM chunks WHERE id = ?", [hit.chunk_id]).fetchone()[0]
+        stored = np.frombuffer(blob, dtype=np.float16).astype(np.float32)
+        assert hit.similarity == pytest.approx(float(stored @ query), abs=1e-5)
+        assert hit.similarity != pytest.approx(hit.score, abs=1e-3)  # not the fused score
+
+
 def test_lexical_filter_takes_any_number_of_ids(corpus_index: Index):
     """The allowed ids travel as one JSON parameter: SQLite caps parameters at 32,766."""
     ids = [int(r[0]) for r in corpus_index.db.execute("SELECT id FROM chunks")]

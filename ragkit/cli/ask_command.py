@@ -75,7 +75,7 @@ def ask_command(
             payload["answer"] = _answer(query, hits, answer_model, stream=False)
         out.print_json(data=payload)
         return
-    _show(query, hits)
+    _show(query, hits, hybrid=hybrid)
     if answer:
         _answer(query, hits, answer_model, stream=True)
 
@@ -84,6 +84,7 @@ def _hit_dict(hit) -> dict:
     return {
         "rank": hit.rank,
         "score": round(hit.score, 6),
+        "similarity": round(hit.similarity, 6),
         "text": hit.text,
         "source": hit.source,
         "start_line": hit.start_line,
@@ -93,7 +94,7 @@ def _hit_dict(hit) -> dict:
     }
 
 
-def _show(query: str, hits) -> None:
+def _show(query: str, hits, *, hybrid: bool) -> None:
     from rich.text import Text
 
     if not hits:
@@ -104,6 +105,7 @@ def _show(query: str, hits) -> None:
         header = Text.assemble(
             (f"{hit.rank:>2}. ", "bold"),
             (f"{hit.score:.3f}  ", "cyan"),
+            (f"cos {hit.similarity:.2f}  ", "dim cyan") if hybrid else ("", ""),
             (f"{hit.source}:{hit.start_line}-{hit.end_line}", "green"),
             (f"  {hit.heading}" if hit.heading else "", "dim"),
         )

@@ -19,7 +19,7 @@ from ragkit.encoder.attention import ProbeResult, check_attention, probe, set_bi
 from ragkit.encoder.backbone import Backbone, load_tokenizer, resolve_backbone
 from ragkit.encoder.config import CONFIG_NAME, EncoderConfig, fingerprint, tokenizer_hash
 from ragkit.encoder.inputs import InputBuilder, collate, plan_batches, validate_texts
-from ragkit.encoder.light_tokenizer import LightTokenizer, light_tokenizer_if_possible
+from ragkit.encoder.light_tokenizer import light_tokenizer_if_possible
 from ragkit.encoder.merged_cache import load_light_merged, load_merged
 from ragkit.encoder.packaged import DEFAULT_BACKBONE
 from ragkit.encoder.pooling import pool, validate_pooling
@@ -167,14 +167,11 @@ class Encoder:
                     f"encoder at {saved} was trained on"
                 )
             adapters = [load_adapter(saved / "adapters" / name) for name in config.adapters]
-            tokenizer = None
-            if light:
-                tokenizer = light_tokenizer_if_possible(saved / "tokenizer")
-            tokenizer = tokenizer or load_tokenizer(saved / "tokenizer")
+            tokenizer_folder = saved / "tokenizer"
         else:
             backbone = resolve_backbone(name_or_path)
             config = EncoderConfig(backbone=backbone.name, backbone_identity=backbone.identity)
-            tokenizer = load_tokenizer(backbone.folder)
+            tokenizer_folder = backbone.folder
         if bidirectional is not None:
             config.bidirectional = bool(bidirectional)
         if pooling is not None:
@@ -184,20 +181,20 @@ class Encoder:
         if instructions is not None:
             config.instructions = dict(instructions)
 
-        model = None
-        light_ok = (
+        model = tokenizer = None
+        # Decided before reading anything, so a GPU or causal load never reads the tokenizer twice.
+        if (
             light
+            and adapters
             and config.bidirectional
             and attn_implementation is None
-            and isinstance(tokenizer, LightTokenizer)
-            and adapters
             and dtype in (None, "float32")
-        )
-        if light_ok and resolve_device(device).type == "cpu":
-            model = load_light_merged(backbone, adapters)
+            and resolve_device(device).type == "cpu"
+        ):
+            tokenizer = light_tokenizer_if_possible(tokenizer_folder)
+            model = load_light_merged(backbone, adapters) if tokenizer is not None else None
         if model is None:
-            if isinstance(tokenizer, LightTokenizer):
-                tokenizer = load_tokenizer(saved / "tokenizer")
+            tokenizer = load_tokenizer(tokenizer_folder)
             model = load_merged(backbone, adapters, attn_implementation=attn_implementation)
         encoder = cls.from_model(
             model,

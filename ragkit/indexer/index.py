@@ -40,6 +40,9 @@ class Hit:
     heading: str
     chunk_id: int
     metadata: dict = field(default_factory=dict)
+    similarity: float = 0.0
+    """Cosine similarity of the query and this chunk, whatever ranked it: under hybrid
+    search ``score`` is a fused rank score (about 0.03), which says nothing on its own."""
 
 
 class Index:
@@ -159,7 +162,7 @@ class Index:
         if isinstance(queries, str) or any(not isinstance(q, str) or not q.strip() for q in queries):
             raise InvalidInputError("the query is empty; there is nothing to search for")
         allowed = matching_ids(self.db, filter)
-        if len(self) == 0 or (allowed is not None and len(allowed) == 0):
+        if self.faiss_index.ntotal == 0 or (allowed is not None and len(allowed) == 0):
             return [[] for _ in queries]
         depth = max(k, RRF_DEPTH) if hybrid else k
         matrix = np.ascontiguousarray(
@@ -171,11 +174,11 @@ class Index:
             params, _selector = search_parameters(self.faiss_index, allowed)
             scores, ids = self.faiss_index.search(matrix, depth, params=params)
         results = []
-        for query, row_scores, row_ids in zip(queries, scores, ids, strict=True):
+        for query, query_vector, row_scores, row_ids in zip(queries, matrix, scores, ids, strict=True):
             dense = [(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]
             if hybrid:
                 dense = reciprocal_rank_fusion([dense, self._lexical(query, depth, allowed)])[:k]
-            results.append(self._hits(dense[:k]))
+            results.append(self._hits(dense[:k], query_vector))
         return results
 
     def _lexical(self, query: str, depth: int, allowed) -> list[tuple[int, float]]:
@@ -194,7 +197,7 @@ class Index:
         params.append(depth)
         return [(int(r[0]), -float(r[1])) for r in self.db.execute(sql, params)]
 
-    def _hits(self, ranked: list[tuple[int, float]]) -> list[Hit]:
+    def _hits(self, ranked: list[tuple[int, float]], query_vector: np.ndarray) -> list[Hit]:
         wanted = [chunk_id for chunk_id, _ in ranked]
         if not wanted:
             return []
@@ -202,7 +205,7 @@ class Index:
         rows = {
             row[0]: row
             for row in self.db.execute(
-                "SELECT c.id, c.text, d.path, c.start_line, c.end_line, c.heading, d.metadata "
+                "SELECT c.id, c.text, d.path, c.start_line, c.end_line, c.heading, d.metadata, c.vector "
                 f"FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id IN ({marks})",
                 wanted,
             )
@@ -213,7 +216,12 @@ class Index:
             if row is None:
                 continue  # removed by a concurrent index run after the vectors were loaded
             metadata = json.loads(row[6] or "{}")
-            hits.append(Hit(len(hits) + 1, score, row[1], row[2], row[3], row[4], row[5], row[0], metadata))
+            # The stored (float16) vector is the one FAISS holds, so this equals a dense score.
+            similarity = float(np.frombuffer(row[7], dtype=np.float16).astype(np.float32) @ query_vector)
+            text, source, start, end, heading = row[1:6]
+            hits.append(
+                Hit(len(hits) + 1, score, text, source, start, end, heading, chunk_id, metadata, similarity)
+            )
         return hits
 
 

@@ -65,6 +65,7 @@ class RagkitRetriever(BaseRetriever):
                     "end_line": hit.end_line,
                     "heading": hit.heading,
                     "score": hit.score,
+                    "similarity": hit.similarity,
                     "chunk_id": hit.chunk_id,
                     "rank": hit.rank,
                 },
