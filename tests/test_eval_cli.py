@@ -124,6 +124,11 @@ def test_sts_eval(tmp_path: Path, tiny_backbone_dir: Path, fresh_home: Path) -> 
     assert payload["pairs"] == 4 and set(payload["systems"]) == {"causal-mean", "bidirectional-mean"}
     for entry in payload["systems"].values():
         assert -1 <= entry["spearman"] <= 1 and -1 <= entry["pearson"] <= 1
+    assert payload["systems"]["causal-mean"]["delta_vs_causal_mean"] is None
+    delta = payload["systems"]["bidirectional-mean"]["delta_vs_causal_mean"]
+    spearmans = {name: entry["spearman"] for name, entry in payload["systems"].items()}
+    assert delta["delta"] == pytest.approx(spearmans["bidirectional-mean"] - spearmans["causal-mean"])
+    assert delta["ci95"] is None  # four pairs: too few for an interval, and no NaN in the JSON
 
 
 def test_eval_errors(tmp_path: Path) -> None:

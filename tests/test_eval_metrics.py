@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ragkit.evaluation.metrics import mean_metrics, per_query
-from ragkit.evaluation.stats import paired_comparison
+from ragkit.evaluation.stats import correlation_difference, paired_comparison
 
 QRELS = {"q1": {"d1": 1, "d3": 1}, "q2": {"d2": 2, "d4": 1}, "q3": {"d9": 1}}
 RUN = {
@@ -49,3 +49,25 @@ def test_paired_comparison() -> None:
     assert noise["p_value"] > 0.05 and noise["ci95"][0] < 0 < noise["ci95"][1]
     # seeded: the same inputs give the same interval
     assert paired_comparison(base + 0.05, base, seed=3) == paired_comparison(base + 0.05, base, seed=3)
+
+
+def test_correlation_difference() -> None:
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    gold = rng.uniform(0, 5, 300)
+    close = gold + rng.normal(0, 1.0, 300)  # Spearman ≈ 0.8
+    far = gold + rng.normal(0, 4.0, 300)  # Spearman ≈ 0.35
+    result = correlation_difference(close, far, gold)
+    expected = spearmanr(close, gold).statistic - spearmanr(far, gold).statistic
+    assert result["delta"] == pytest.approx(expected)
+    assert 0 < result["ci95"][0] < result["delta"] < result["ci95"][1]
+    reverse = correlation_difference(far, close, gold)
+    assert reverse["ci95"][1] < 0
+    twin = close + rng.normal(0, 0.01, 300)  # nearly the same system: the interval spans zero
+    assert (
+        correlation_difference(twin, close, gold)["ci95"][0]
+        < 0
+        < correlation_difference(twin, close, gold)["ci95"][1]
+    )
+    assert correlation_difference(close, close.copy(), gold) == {"delta": 0.0, "ci95": [0.0, 0.0]}

@@ -51,8 +51,13 @@ def sts_table(result: dict) -> Table:
     table.add_column("system", style="bold")
     table.add_column("Spearman", justify="right")
     table.add_column("Pearson", justify="right")
+    table.add_column("Δ Spearman vs causal-mean [95% CI]", justify="right")
     for name, entry in result["systems"].items():
-        table.add_row(name, f"{entry['spearman']:.3f}", f"{entry['pearson']:.3f}")
+        delta = entry.get("delta_vs_causal_mean")
+        shown = "–" if delta is None else f"{delta['delta']:+.3f}"
+        if delta is not None and delta["ci95"] is not None:
+            shown += f" [{delta['ci95'][0]:+.3f}, {delta['ci95'][1]:+.3f}]"
+        table.add_row(name, f"{entry['spearman']:.3f}", f"{entry['pearson']:.3f}", shown)
     return table
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 
@@ -53,3 +55,39 @@ def mean_interval(values: np.ndarray, *, seed: int = 0, resamples: int = 10_000)
         random_state=np.random.default_rng(seed),
     )
     return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
+
+
+def correlation_difference(
+    a: np.ndarray, b: np.ndarray, gold: np.ndarray, *, seed: int = 0, resamples: int = 2_000
+) -> dict:
+    """Spearman(a, gold) − Spearman(b, gold), with a 95 % paired bootstrap interval over pairs.
+
+    Both systems scored the same sentence pairs, so the pairs are resampled together: the
+    interval then reflects which pairs are in the test set, not two independent samples.
+    """
+    from scipy import stats
+
+    a, b, gold = (np.asarray(x, dtype=float) for x in (a, b, gold))
+
+    def difference(x, y, g):
+        return stats.spearmanr(x, g).statistic - stats.spearmanr(y, g).statistic
+
+    if np.allclose(a, b):
+        return {"delta": 0.0, "ci95": [0.0, 0.0]}
+    with warnings.catch_warnings():
+        # A resample of a handful of pairs can be constant: its correlation is undefined.
+        warnings.simplefilter("ignore")
+        delta = float(difference(a, b, gold))
+        interval = stats.bootstrap(
+            (a, b, gold),
+            difference,
+            paired=True,
+            vectorized=False,
+            n_resamples=resamples,
+            confidence_level=0.95,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        ).confidence_interval
+    bounds = [float(interval.low), float(interval.high)]
+    # Too few pairs for an interval (undefined resamples): say so rather than print NaN.
+    return {"delta": delta, "ci95": bounds if all(np.isfinite(bounds)) else None}

@@ -11,7 +11,15 @@ import numpy as np
 
 from ragkit.evaluation.beir import DatasetError
 from ragkit.evaluation.progress import Reporter, SilentReporter
-from ragkit.evaluation.systems import dense_systems, load_group, minilm_folder, parse_systems, shared_groups
+from ragkit.evaluation.stats import correlation_difference
+from ragkit.evaluation.systems import (
+    BASELINE,
+    dense_systems,
+    load_group,
+    minilm_folder,
+    parse_systems,
+    shared_groups,
+)
 from ragkit.evaluation.vector_cache import VectorCache, cached_encode
 
 
@@ -50,7 +58,8 @@ def evaluate_sts(
     device: str | None = None,
     reporter: Reporter | None = None,
 ) -> dict:
-    """Spearman and Pearson correlation of cosine with gold, for every encoder system."""
+    """Spearman and Pearson correlation of cosine with gold, for every encoder system, and each
+    system's Spearman difference from ``causal-mean`` with a paired bootstrap interval."""
     from scipy import stats
 
     from ragkit.encoder import Encoder
@@ -69,6 +78,7 @@ def evaluate_sts(
     sentences = list(dict.fromkeys(first + second))
     position = {s: i for i, s in enumerate(sentences)}
     results = {}
+    cosines = {}
     for group in shared_groups(dense_systems(names, under_test, max_length=max_length, device=device)):
         encoders = load_group(group)
         poolings = [e.config.pooling for e in encoders]
@@ -89,6 +99,7 @@ def evaluate_sts(
             a = vectors[[position[s] for s in first]]
             b = vectors[[position[s] for s in second]]
             cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+            cosines[system.name] = cosine
             results[system.name] = {
                 "spearman": float(stats.spearmanr(cosine, gold).statistic),
                 "pearson": float(stats.pearsonr(cosine, gold).statistic),
@@ -96,6 +107,12 @@ def evaluate_sts(
             }
         del encoders
         gc.collect()
+    for name, entry in results.items():
+        entry["delta_vs_causal_mean"] = (
+            correlation_difference(cosines[name], cosines[BASELINE], gold)
+            if BASELINE in cosines and name != BASELINE
+            else None
+        )
     return {
         "dataset": Path(path).name,
         "pairs": len(gold),
