@@ -121,20 +121,26 @@ def test_sts_high_gold_pairs_are_closer_than_low_gold_pairs(causal: Encoder) -> 
 def test_training_recovers_what_bidirectional_attention_lost(
     default: Encoder, causal: Encoder, bidirectional: Encoder
 ) -> None:
-    """Spearman on 200 STS-B pairs: MNTP + SimCSE lift the bidirectional model well above
-    its untrained self (on the full STS-B test: 0.162 -> 0.343, causal 0.371; EVAL.md)."""
+    """Issue #4's STS gate on the whole STS-B test (1,379 pairs, ~4 min): the shipped encoder
+    beats the causal backbone (0.440 vs 0.371, EVAL.md), and the untrained bidirectional model
+    (0.162) is far below both. A 200-pair sample cannot show the first: it scores 0.419 vs
+    0.431 there, inside the sampling noise."""
     from scipy.stats import spearmanr
 
-    rows = _sts_sample(200)
+    path = DATASETS / "stsb" / "sts-test.tsv"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (the shared datasets ship with the development checkout)")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
     gold = [float(r["score"]) for r in rows]
 
     def spearman(encoder: Encoder) -> float:
-        a = encoder.encode([r["sentence1"] for r in rows])
-        b = encoder.encode([r["sentence2"] for r in rows])
+        a = encoder.encode([r["sentence1"] for r in rows], batch_size=64)
+        b = encoder.encode([r["sentence2"] for r in rows], batch_size=64)
         return float(spearmanr((a * b).sum(1), gold).statistic)
 
     trained, baseline, untrained = spearman(default), spearman(causal), spearman(bidirectional)
-    assert trained > untrained + 0.1, (trained, baseline, untrained)
+    assert trained > baseline + 0.03, (trained, baseline, untrained)
     assert baseline > untrained + 0.1, (trained, baseline, untrained)
 
 

@@ -35,7 +35,7 @@ def train_command(
     recipe: Annotated[
         str,
         typer.Option(
-            help="'quick' (about 30 min on a 2-core CPU) or 'paper' (LLM2Vec's settings, for GPUs)."
+            help="'quick' (about 35 min on a 2-core CPU) or 'paper' (LLM2Vec's settings, for GPUs)."
         ),
     ] = "quick",
     steps: Annotated[
