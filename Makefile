@@ -26,7 +26,7 @@ demo: install
 	$(BIN)/ragkit index docs --index .ragkit
 	$(BIN)/ragkit status --index .ragkit
 	$(BIN)/python -c "from ragkit import Index; \
-[print(f'{h.rank}. {h.score:.3f} {h.source}:{h.start_line}-{h.end_line} [{h.heading}]') \
+[print(f'{h.rank}. {h.score:.3f} (cos {h.similarity:.2f}) {h.source}:{h.start_line}-{h.end_line} [{h.heading}]') \
  for h in Index.open('.ragkit').search('How do I resume an interrupted training run?', k=3)]"
 
 test: install lint
