@@ -1,18 +1,106 @@
-"""Reciprocal rank fusion, shared by hybrid search and its evaluation."""
+"""Fusing a dense and a lexical ranking: one definition for hybrid search and its evaluation.
+
+Three fusion functions, as compared by Bruch et al. (2023, "An Analysis of Fusion Functions
+for Hybrid Retrieval"):
+
+- ``rrf``: Cormack et al.'s reciprocal rank fusion, each list adds 1/(k + rank). Robust to
+  incomparable scores, but blind to them: a weak ranker's top guesses weigh as much as a
+  strong ranker's, which is how equal-weight RRF pulls a strong ranking down.
+- ``weighted-rrf``: the same with a weight on each list.
+- ``convex``: ``w * dense + (1 - w) * lexical`` over min-max normalised scores, a document
+  missing from a list scoring 0 there. Uses how far ahead each ranker is, not only its order.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Hashable
+from dataclasses import dataclass
 
 RRF_K = 60
+HYBRID_DEPTH = 50
+"""How deep each ranking goes before fusion (at least ``k``)."""
+FUSION_METHODS = ("rrf", "weighted-rrf", "convex")
+
+Ranking = list[tuple[Hashable, float]]
 
 
 def reciprocal_rank_fusion(
-    rankings: list[list[tuple[Hashable, float]]], k: int = RRF_K
-) -> list[tuple[Hashable, float]]:
-    """Cormack et al.'s RRF: each list adds 1/(k + rank); robust to incomparable scores."""
+    rankings: list[Ranking], k: int = RRF_K, weights: list[float] | None = None
+) -> Ranking:
+    """RRF over rankings in order (scores are ignored); ties broken by id for stable output."""
+    weights = weights or [1.0] * len(rankings)
     fused: dict = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights, strict=True):
         for rank, (item, _) in enumerate(ranking, start=1):
-            fused[item] = fused.get(item, 0.0) + 1.0 / (k + rank)
+            fused[item] = fused.get(item, 0.0) + weight / (k + rank)
     return sorted(fused.items(), key=lambda pair: (-pair[1], str(pair[0])))
+
+
+def _min_max(ranking: Ranking) -> dict:
+    if not ranking:
+        return {}
+    scores = [s for _, s in ranking]
+    low, high = min(scores), max(scores)
+    span = high - low
+    return {item: ((s - low) / span if span > 0 else 1.0) for item, s in ranking}
+
+
+def convex_combination(dense: Ranking, lexical: Ranking, dense_weight: float) -> Ranking:
+    """``w * mm(dense) + (1 - w) * mm(lexical)``; absent from a list = 0 there."""
+    a, b = _min_max(dense), _min_max(lexical)
+    fused = {
+        item: dense_weight * a.get(item, 0.0) + (1 - dense_weight) * b.get(item, 0.0) for item in {*a, *b}
+    }
+    return sorted(fused.items(), key=lambda pair: (-pair[1], str(pair[0])))
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How hybrid search combines its two rankings."""
+
+    method: str = "convex"
+    dense_weight: float = 0.5
+    """Share of the dense ranking: the convex weight, or the dense list's RRF weight (the
+    lexical list gets ``1 - dense_weight``). Equal-weight RRF ignores it."""
+    k: int = RRF_K
+
+    def __post_init__(self) -> None:
+        from ragkit.errors import InvalidInputError
+
+        if self.method not in FUSION_METHODS:
+            raise InvalidInputError(
+                f"unknown fusion '{self.method}'; choose from {', '.join(FUSION_METHODS)}"
+            )
+        if not 0.0 <= self.dense_weight <= 1.0:
+            raise InvalidInputError(f"dense_weight must be between 0 and 1, got {self.dense_weight}")
+
+    def fuse(self, dense: Ranking, lexical: Ranking) -> Ranking:
+        """Fused ranking; ties go to the better dense rank, then lexical rank, never to ids,
+        so the order does not depend on how a store happened to number its chunks."""
+        if self.method == "convex":
+            fused = convex_combination(dense, lexical, self.dense_weight)
+        else:
+            weights = None if self.method == "rrf" else [self.dense_weight, 1 - self.dense_weight]
+            fused = reciprocal_rank_fusion([dense, lexical], self.k, weights)
+        last = len(dense) + len(lexical)
+        dense_rank = {item: rank for rank, (item, _) in enumerate(dense)}
+        lexical_rank = {item: rank for rank, (item, _) in enumerate(lexical)}
+        return sorted(
+            fused,
+            key=lambda pair: (-pair[1], dense_rank.get(pair[0], last), lexical_rank.get(pair[0], last)),
+        )
+
+    def describe(self) -> dict:
+        out = {"fusion": self.method, "depth": HYBRID_DEPTH}
+        if self.method != "convex":
+            out["k"] = self.k
+        if self.method != "rrf":
+            out["dense_weight"] = self.dense_weight
+        return out
+
+
+DEFAULT_FUSION = Fusion("rrf")
+
+
+def hybrid_depth(k: int) -> int:
+    return max(k, HYBRID_DEPTH)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -167,12 +169,47 @@ def test_causal_baselines_share_one_model_and_pass(
     assert alone["per_query_ndcg@10"]["causal-last"] == both["per_query_ndcg@10"]["causal-last"]
 
 
-def test_hybrid_system_fuses_ragkit_and_bm25(scifact_sample: Path, tiny_backbone_dir: Path) -> None:
-    from ragkit.evaluation.retrieval import evaluate_retrieval, fuse_runs
+def test_hybrid_system_is_what_index_search_returns(tmp_path: Path, tiny_backbone_dir: Path) -> None:
+    """The eval's hybrid ranks a corpus exactly as ``Index.search`` ranks the same texts."""
+    from conftest import WORDS, write_beir
+    from ragkit.evaluation.beir import load_beir
+    from ragkit.evaluation.retrieval import evaluate_retrieval, exact_search, hybrid_run
+    from ragkit.indexer.builder import IndexOptions, build_index
+    from ragkit.indexer.index import Index
 
-    result = evaluate_retrieval(scifact_sample, encoder=str(tiny_backbone_dir), systems="hybrid")
-    assert list(result["systems"]) == ["ragkit", "bm25", "hybrid"]
-    assert result["systems"]["hybrid"]["system"]["of"] == ["ragkit", "bm25"]
-    fused = fuse_runs({"q": {"a": 0.9, "b": 0.5}}, {"q": {"b": 12.0, "c": 3.0}})
-    assert list(fused["q"]) == ["b", "a", "c"]
-    assert fused["q"]["b"] == pytest.approx(1 / 62 + 1 / 61)
+    rng = random.Random(3)
+    texts = {f"d{i}": " ".join(rng.choice(WORDS) for _ in range(8)) for i in range(30)}
+    queries = {f"q{i}": " ".join(rng.choice(WORDS) for _ in range(4)) for i in range(6)}
+    dataset_dir = tmp_path / "beir"
+    write_beir(dataset_dir, {d: ("", t) for d, t in texts.items()}, queries, [(q, "d0", 1) for q in queries])
+    result = evaluate_retrieval(dataset_dir, encoder=str(tiny_backbone_dir), systems="hybrid")
+    assert list(result["systems"]) == ["ragkit", "hybrid"]
+    assert result["systems"]["hybrid"]["system"]["fusion"] == "rrf"
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for doc, text in texts.items():
+        (docs / f"{doc}.txt").write_text(text + "\n")
+    build_index(IndexOptions(source=docs, index_dir=tmp_path / "index", encoder=str(tiny_backbone_dir)))
+    index = Index.open(tmp_path / "index")
+    dataset = load_beir(dataset_dir, "test")
+    encoder = index.encoder
+    doc_ids = list(dataset.corpus)
+    stored = np.vstack(
+        [
+            np.frombuffer(r[0], dtype=np.float16)
+            for r in index.db.execute(
+                "SELECT c.vector FROM chunks c JOIN documents d ON d.id = c.document_id ORDER BY d.path"
+            )
+        ]
+    ).astype(np.float32)
+    order = sorted(doc_ids, key=lambda d: f"{d}.txt")
+    doc_vectors = stored[[order.index(d) for d in doc_ids]]
+    query_ids = list(dataset.queries)
+    dense = exact_search(
+        doc_vectors, encoder.encode_queries([dataset.queries[q] for q in query_ids]), doc_ids, query_ids
+    )
+    fused = hybrid_run(dataset, dense, k=10)
+    for query in query_ids:
+        hits = index.search(dataset.queries[query], k=10)
+        assert [h.source.removesuffix(".txt") for h in hits] == list(fused[query])

@@ -13,6 +13,7 @@ from ragkit.errors import InvalidInputError
 from ragkit.fusion import reciprocal_rank_fusion
 from ragkit.indexer.builder import IndexOptions, build_index
 from ragkit.indexer.index import Index
+from ragkit.indexer.lexical import lexical_ranking
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ def test_filter_values_are_parameters_and_keys_are_checked(corpus_index: Index):
 
 
 def test_hybrid_brings_up_an_exact_word_match(corpus_index: Index):
-    lexical = corpus_index._lexical("zebra", 5, None)
+    lexical = lexical_ranking(corpus_index.db, "zebra", 5)
     zebra = corpus_index.db.execute("SELECT id FROM chunks WHERE text LIKE '%zebra%'").fetchone()[0]
     assert lexical[0][0] == zebra
     hybrid = corpus_index.search("zebra", k=3, hybrid=True)
@@ -98,7 +99,7 @@ def test_lexical_filter_takes_any_number_of_ids(corpus_index: Index):
     """The allowed ids travel as one JSON parameter: SQLite caps parameters at 32,766."""
     ids = [int(r[0]) for r in corpus_index.db.execute("SELECT id FROM chunks")]
     many = np.array(ids + list(range(10**6, 10**6 + 40_000)), dtype=np.int64)
-    assert corpus_index._lexical("zebra", 5, many) == corpus_index._lexical("zebra", 5, None)
+    assert lexical_ranking(corpus_index.db, "zebra", 5, many) == lexical_ranking(corpus_index.db, "zebra", 5)
 
 
 def test_reciprocal_rank_fusion_by_hand():

@@ -17,21 +17,42 @@ def train_command(
     backbone: Annotated[
         str,
         typer.Option(
-            help="Decoder to train: smollm2-135m, gemma3-270m, a Hugging Face id (org/name) or a "
-            "local model folder."
+            help="What to train: a decoder (smollm2-135m, gemma3-270m, a Hugging Face id org/name, a "
+            "local model folder), or a saved ragkit encoder ('default' or a folder) whose adapters "
+            "stay underneath the new stages."
         ),
     ] = "smollm2-135m",
     corpus: Annotated[
         str | None,
         typer.Option(
             help="Training text: a folder of documents (.md .txt .rst .html), a .txt file (one "
-            "passage per line) or a .jsonl file with a 'text' field. Default: the packaged "
-            "English Wikipedia summaries."
+            "passage per line) or a .jsonl file with a 'text' field (and optional 'title'). Default: "
+            "the packaged English Wikipedia summaries. Without --pairs, the supervised stage "
+            "trains on its titles and headings as queries for their text."
         ),
     ] = None,
     stages: Annotated[
-        str, typer.Option(help="Stages to run, in order: mntp, simcse or both.")
+        str,
+        typer.Option(
+            help="Stages to run, in order, from mntp, simcse and supervised (e.g. mntp,supervised; "
+            "supervised alone on top of --backbone default)."
+        ),
     ] = "mntp,simcse",
+    pairs: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Supervised stage data, repeatable: JSON lines (plain or .gz) with 'query', "
+            "'positive', optional 'negative' (string or list), 'instruction', 'group'. Each file is "
+            "one dataset; every batch comes from one dataset."
+        ),
+    ] = None,
+    mine_negatives: Annotated[
+        bool,
+        typer.Option(
+            help="Give pairs without a negative a hard one: another passage of the same 'group', "
+            "else the best BM25 match among the dataset's passages that is not the positive."
+        ),
+    ] = True,
     recipe: Annotated[
         str,
         typer.Option(
@@ -64,14 +85,17 @@ def train_command(
     ] = "float16",
     device: DeviceOption = None,
 ) -> None:
-    """Train an LLM2Vec encoder: bidirectional attention, MNTP, then unsupervised SimCSE.
+    """Train an LLM2Vec encoder: bidirectional attention, MNTP, then SimCSE and/or supervised.
 
-    Each stage trains a LoRA (r=16 on attention and MLP projections) that is merged before the
+    The supervised stage is LLM2Vec's contrastive training on query-passage pairs (--pairs),
+    with in-batch and hard negatives and the query instruction stored in the encoder. Each
+    stage trains a LoRA (r=16 on attention and MLP projections) that is merged before the
     next. The output folder is a ragkit encoder: use it with `--encoder OUT` in `ragkit eval`,
     `index` and `ask`. Checkpoints are written as it goes; `--resume` continues after a crash.
     Runs unchanged under `accelerate launch --num_processes N -m ragkit train ...` (DDP).
 
-    Example: `ragkit train --recipe quick --out my-encoder`
+    Examples: `ragkit train --recipe quick --out my-encoder`;
+    `ragkit train --backbone default --stages supervised --pairs pairs.jsonl.gz --out tuned`
     """
     from ragkit.errors import InvalidInputError
     from ragkit.trainer.loop import TrainOptions, train
@@ -92,6 +116,8 @@ def train_command(
         backbone=backbone,
         corpus=corpus,
         stages=parse_stages(stages),
+        pairs=list(pairs or []),
+        mine_negatives=mine_negatives,
         recipe=chosen,
         seed=seed,
         resume=resume,

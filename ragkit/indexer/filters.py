@@ -13,22 +13,42 @@ from ragkit.errors import InvalidInputError
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def parse_filter_args(items: list[str]) -> dict[str, str]:
-    """``["path=docs/*.md", "suffix=.md"]`` (the CLI's repeated --filter) → a dict."""
-    out: dict[str, str] = {}
+def parse_filter_args(items: list[str]) -> list[dict[str, str]]:
+    """``["*a*", "suffix=.md"]`` (the CLI's repeated --filter) → filters that must all hold."""
+    out: list[dict[str, str]] = []
     for item in items:
         if "=" not in item:
-            out["path"] = item  # a bare glob filters on the path
+            out.append({"path": item})  # a bare glob filters on the path
             continue
         key, value = item.split("=", 1)
-        out[key.strip()] = value.strip()
+        out.append({key.strip(): value.strip()})
     return out
 
 
-def filter_sql(filter: str | dict | None) -> tuple[str, list]:
-    """A WHERE clause over ``chunks c JOIN documents d`` and its parameters."""
+def check_glob(pattern: str) -> str:
+    """SQLite GLOB syntax (``*``, ``?``, ``[abc]``), case-sensitive; an open ``[`` is an error."""
+    i = pattern.find("[")
+    while i >= 0:
+        close = pattern.find("]", i + 2)  # a ']' right after '[' is a literal member of the set
+        if close < 0:
+            raise InvalidInputError(f"filter glob {pattern!r} opens '[' without closing it")
+        i = pattern.find("[", close + 1)
+    return pattern
+
+
+def filter_sql(filter, metadata_keys: set[str] | None = None) -> tuple[str, list]:
+    """A WHERE clause over ``chunks c JOIN documents d`` and its parameters.
+
+    ``filter`` is a path glob, a dict (``path`` glob or list of globs, OR-ed; metadata values),
+    or a list of those, all of which must hold.
+    """
     if filter is None:
         return "1", []
+    if isinstance(filter, list):
+        if not filter:
+            raise InvalidInputError("filter list is empty")
+        parts = [filter_sql(f, metadata_keys) for f in filter]
+        return " AND ".join(f"({w})" for w, _ in parts), [p for _, params in parts for p in params]
     if isinstance(filter, str):
         filter = {"path": filter}
     if not isinstance(filter, dict) or not filter:
@@ -40,11 +60,19 @@ def filter_sql(filter: str | dict | None) -> tuple[str, list]:
         if key == "path":
             globs = value if isinstance(value, list | tuple) else [value]
             clauses.append("(" + " OR ".join("d.path GLOB ?" for _ in globs) + ")")
-            params.extend(str(g) for g in globs)
+            params.extend(check_glob(str(g)) for g in globs)
         else:
+            if metadata_keys is not None and key not in metadata_keys:
+                known = ", ".join(sorted({"path", *metadata_keys}))
+                raise InvalidInputError(f"unknown filter key '{key}'; this index knows: {known}")
             clauses.append(f"json_extract(d.metadata, '$.{key}') = ?")
             params.append(value)
     return " AND ".join(clauses), params
+
+
+def metadata_keys(db) -> set[str]:
+    rows = db.execute("SELECT DISTINCT j.key FROM documents d, json_each(d.metadata) j")
+    return {r[0] for r in rows}
 
 
 def matching_ids(db, filter: str | dict | None):
@@ -53,7 +81,7 @@ def matching_ids(db, filter: str | dict | None):
 
     if filter is None:
         return None
-    where, params = filter_sql(filter)
+    where, params = filter_sql(filter, metadata_keys(db))
     rows = db.execute(
         f"SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id WHERE {where}", params
     )

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ragkit.errors import InvalidInputError
-from ragkit.fusion import reciprocal_rank_fusion
+from ragkit.fusion import DEFAULT_FUSION, hybrid_depth
 from ragkit.indexer import store, vectors
+from ragkit.indexer.lexical import lexical_ranking
 
 DEFAULT_INDEX_DIR = ".ragkit"
-RRF_DEPTH = 50
-"""How deep each ranking goes before fusion in hybrid search."""
+EXACT_FILTER_LIMIT = 50_000
+"""Up to this many allowed chunks, a filtered search on HNSW or IVF-PQ scores them exactly."""
 INDEX_ENV = "RAGKIT_INDEX"
 
 
@@ -52,6 +52,8 @@ class Index:
         self.folder, self.db, self.meta = folder, db, meta
         self.faiss_index = faiss_index
         self.repaired = repaired
+        self.fusion = DEFAULT_FUSION
+        """How hybrid search fuses dense and full-text rankings (:mod:`ragkit.fusion`)."""
         self._encoder = None
 
     @classmethod
@@ -164,38 +166,71 @@ class Index:
         allowed = matching_ids(self.db, filter)
         if self.faiss_index.ntotal == 0 or (allowed is not None and len(allowed) == 0):
             return [[] for _ in queries]
-        depth = max(k, RRF_DEPTH) if hybrid else k
+        depth = hybrid_depth(k) if hybrid else k
         matrix = np.ascontiguousarray(
             self.encoder.encode_queries(queries, show_progress=False), dtype=np.float32
         )
         if allowed is None:
             scores, ids = self.faiss_index.search(matrix, depth)
-        else:
+        elif self._exact_under_filter(allowed):
             params, _selector = search_parameters(self.faiss_index, allowed)
             scores, ids = self.faiss_index.search(matrix, depth, params=params)
+        else:
+            scores, ids = self._filtered_search(matrix, depth, allowed)
         results = []
         for query, query_vector, row_scores, row_ids in zip(queries, matrix, scores, ids, strict=True):
             dense = [(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]
             if hybrid:
-                dense = reciprocal_rank_fusion([dense, self._lexical(query, depth, allowed)])[:k]
+                dense = self.fusion.fuse(dense, lexical_ranking(self.db, query, depth, allowed))[:k]
             results.append(self._hits(dense[:k], query_vector))
         return results
 
-    def _lexical(self, query: str, depth: int, allowed) -> list[tuple[int, float]]:
-        """FTS5 BM25 ranking of chunks; the query's words are OR-ed, never parsed as syntax."""
-        words = re.findall(r"\w+", query)
-        if not words:
-            return []
-        match = " OR ".join('"' + w.replace('"', "") + '"' for w in words)
-        sql = "SELECT rowid, bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ?"
-        params: list = [match]
-        if allowed is not None:
-            # One JSON parameter, not one per id: SQLite caps the number of parameters.
-            sql += " AND rowid IN (SELECT value FROM json_each(?))"
-            params.append(json.dumps([int(i) for i in allowed]))
-        sql += " ORDER BY bm25(chunks_fts) LIMIT ?"
-        params.append(depth)
-        return [(int(r[0]), -float(r[1])) for r in self.db.execute(sql, params)]
+    def _exact_under_filter(self, allowed) -> bool:
+        """Flat search with an id selector is exact; graph and IVF-PQ search are not."""
+        import faiss
+
+        inner = self.faiss_index.index if hasattr(self.faiss_index, "index") else self.faiss_index
+        return isinstance(faiss.downcast_index(inner), faiss.IndexFlat)
+
+    def _filtered_search(self, matrix: np.ndarray, depth: int, allowed: np.ndarray):
+        """Top ``depth`` allowed chunks on an approximate structure, never fewer than exist.
+
+        A selector inside HNSW or IVF-PQ search prunes the walk and can return too few or
+        (through IVF-PQ's re-ranking) wrong ids. When the filter allows few chunks they are
+        scored exactly from their stored vectors; otherwise the search widens until every
+        query has ``depth`` allowed hits, and whatever is still short is scored exactly.
+        """
+        depth = min(depth, len(allowed))
+        if len(allowed) > EXACT_FILTER_LIMIT:
+            keep = set(allowed.tolist())
+            wide = depth * 4
+            while wide < self.faiss_index.ntotal:
+                scores, ids = self.faiss_index.search(matrix, wide)
+                rows = [
+                    [(s, i) for s, i in zip(sr, ir, strict=True) if i in keep][:depth]
+                    for sr, ir in zip(scores, ids, strict=True)
+                ]
+                if all(len(r) == depth for r in rows):
+                    return (
+                        np.array([[s for s, _ in r] for r in rows], dtype=np.float32),
+                        np.array([[i for _, i in r] for r in rows], dtype=np.int64),
+                    )
+                wide *= 4
+        return self._exact_scores(matrix, depth, allowed)
+
+    def _exact_scores(self, matrix: np.ndarray, depth: int, allowed: np.ndarray):
+        ids, stored = [], []
+        for start in range(0, len(allowed), 50_000):
+            part = json.dumps([int(i) for i in allowed[start : start + 50_000]])
+            for chunk_id, blob in self.db.execute(
+                "SELECT id, vector FROM chunks WHERE id IN (SELECT value FROM json_each(?))", [part]
+            ):
+                ids.append(chunk_id)
+                stored.append(np.frombuffer(blob, dtype=np.float16))
+        ids_array = np.array(ids, dtype=np.int64)
+        scores = matrix @ np.vstack(stored).astype(np.float32).T
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+        return np.take_along_axis(scores, top, axis=1), ids_array[top]
 
     def _hits(self, ranked: list[tuple[int, float]], query_vector: np.ndarray) -> list[Hit]:
         wanted = [chunk_id for chunk_id, _ in ranked]

@@ -31,21 +31,58 @@ class StoredDocument:
 
 
 def connect(folder: Path, *, readonly: bool = False):
-    """Open the database (WAL, foreign keys on) through sqlite-utils."""
+    """Open the database (WAL, foreign keys on) through sqlite-utils.
+
+    Read-only opens work where the folder cannot be written (a shared volume, an image):
+    SQLite then cannot create its WAL index file, so the database is opened as immutable.
+    A file that is not a SQLite database is one clear error naming ``--rebuild``.
+    """
     import sqlite_utils
 
     path = folder / DB_NAME
     if readonly:
         if not path.is_file():
             raise InvalidInputError(f"no index at {folder} (run `ragkit index PATH` first)")
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+        conn = _checked(
+            sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False), path
+        )
+        if conn is None:
+            uri = f"file:{path}?mode=ro&immutable=1"
+            conn = _checked(sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False), path)
+        if conn is None:
+            raise InvalidInputError(f"cannot open {path} for reading")
     else:
         folder.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError as exc:
+            _raise_damaged(path, exc)
         conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     return sqlite_utils.Database(conn)
+
+
+def _raise_damaged(path: Path, exc: Exception):
+    if isinstance(exc, sqlite3.OperationalError):
+        raise exc
+    raise InvalidInputError(
+        f"{path} is damaged ({exc}); rebuild the index from its documents with "
+        f"`ragkit index PATH --index {path.parent} --rebuild`"
+    ) from None
+
+
+def _checked(conn, path: Path):
+    """``conn`` if it can read the schema; None if the folder's read-only state blocks it."""
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        return None
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        _raise_damaged(path, exc)
 
 
 def create_schema(db) -> None:

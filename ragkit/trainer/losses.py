@@ -75,3 +75,30 @@ class SimCSEObjective(nn.Module):
         first = self.embed(input_ids, attention_mask)
         second = self.embed(input_ids, attention_mask)
         return info_nce(first, second, self.temperature)
+
+
+class SupervisedObjective(nn.Module):
+    """LLM2Vec's supervised stage: InfoNCE over in-batch and hard negatives.
+
+    Query *i* must pick passage *i* among every positive and every hard negative of the batch.
+    Pooling runs over each row's pool mask, so a query's instruction is attended to but never
+    pooled, whichever side the batch is padded on.
+    """
+
+    def __init__(self, encoder_model: nn.Module, *, pooling: str = "mean", temperature: float = 0.05):
+        super().__init__()
+        self.encoder_model = encoder_model
+        self.pooling = pooling
+        self.temperature = temperature
+
+    def embed(self, input_ids, attention_mask, pool_mask, position_ids=None) -> torch.Tensor:
+        hidden = self.encoder_model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state
+        return pool(hidden, pool_mask, self.pooling)
+
+    def forward(self, queries: dict, passages: dict) -> torch.Tensor:
+        """``passages`` holds the batch's positives first (row *i* answers query *i*), then negatives."""
+        first = self.embed(**queries)
+        second = self.embed(**passages)
+        return info_nce(first, second, self.temperature)

@@ -1,0 +1,58 @@
+"""Full-text ranking of chunks with SQLite FTS5 BM25: hybrid search's lexical half."""
+
+from __future__ import annotations
+
+import json
+import re
+
+
+def fts_query(query: str) -> str | None:
+    """The query's words OR-ed as quoted terms: user text is never parsed as FTS5 syntax."""
+    words = re.findall(r"\w+", query)
+    if not words:
+        return None
+    return " OR ".join('"' + w.replace('"', "") + '"' for w in words)
+
+
+def lexical_ranking(db, query: str, depth: int, allowed=None) -> list[tuple[int, float]]:
+    """Top ``depth`` chunk ids by BM25 (higher is better), within ``allowed`` ids if given."""
+    match = fts_query(query)
+    if match is None:
+        return []
+    sql = "SELECT rowid, bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ?"
+    params: list = [match]
+    if allowed is not None:
+        # One JSON parameter, not one per id: SQLite caps the number of parameters.
+        sql += " AND rowid IN (SELECT value FROM json_each(?))"
+        params.append(json.dumps([int(i) for i in allowed]))
+    # Equal BM25 scores are ordered by text, not row id, so any store of the same texts agrees.
+    sql += " ORDER BY bm25(chunks_fts), text LIMIT ?"
+    params.append(depth)
+    return [(int(r[0]), -float(r[1])) for r in db.execute(sql, params)]
+
+
+def text_table(texts: list[str]):
+    """An in-memory database holding ``texts`` as chunks 1..n, with the index's FTS5 table.
+
+    Evaluation ranks a benchmark corpus with exactly the full-text index that search uses.
+    """
+    import sqlite3
+
+    import sqlite_utils
+
+    from ragkit.indexer import store
+
+    db = sqlite_utils.Database(sqlite3.connect(":memory:"))
+    store.create_schema(db)
+    with db.conn:
+        db.execute(
+            "INSERT INTO documents (id, path, hash, mtime, size, metadata, chunks, indexed_at) "
+            "VALUES (1, 'corpus', '', 0, 0, '{}', ?, 0)",
+            [len(texts)],
+        )
+        db.conn.executemany(
+            "INSERT INTO chunks (id, document_id, ordinal, text, start_line, end_line, heading, tokens, "
+            "vector) VALUES (?, 1, ?, ?, 1, 1, '', 0, x'')",
+            [(i + 1, i, text) for i, text in enumerate(texts)],
+        )
+    return db

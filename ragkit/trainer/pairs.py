@@ -1,0 +1,244 @@
+"""Query-passage pairs for the supervised contrastive stage: reading, checking, hard negatives.
+
+A pairs file is JSON lines (plain or ``.gz``): ``query``, ``positive``, optional ``negative``
+(a string or a list), ``instruction`` and ``group``. Each file is one *dataset*: batches are
+drawn from one dataset at a time, as LLM2Vec does, so in-batch negatives are of the same
+kind as the positive and the model cannot win by telling datasets apart.
+
+Every row is checked before any model loads, so a typo costs milliseconds, not a model load.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ragkit.errors import InvalidInputError
+
+MIN_DATASET_ROWS = 2
+"""A contrastive batch needs at least one other row to serve as an in-batch negative."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One training example: the query, its passage, and passages that do not answer it."""
+
+    query: str
+    positive: str
+    negatives: tuple[str, ...] = ()
+    instruction: str | None = None
+    group: str | None = None
+    dataset: str = ""
+
+
+@dataclass
+class PairSet:
+    """Pairs from one or more files, and where they came from."""
+
+    pairs: list[Pair]
+    sources: list[str] = field(default_factory=list)
+    mined: int = 0
+
+    @property
+    def datasets(self) -> dict[str, list[int]]:
+        """Row indices of each dataset, in file order."""
+        out: dict[str, list[int]] = {}
+        for i, pair in enumerate(self.pairs):
+            out.setdefault(pair.dataset, []).append(i)
+        return out
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{name} {len(rows):,}" for name, rows in self.datasets.items())
+        return f"{len(self.pairs):,} pairs ({sizes})" + (
+            f", {self.mined:,} hard negatives mined" if self.mined else ""
+        )
+
+
+def dataset_name(path: Path) -> str:
+    """``qed.jsonl.gz`` → ``qed``."""
+    name = path.name
+    for suffix in (".gz", ".jsonl", ".json"):
+        name = name.removesuffix(suffix)
+    return name or path.name
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            yield from enumerate(handle, start=1)
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"cannot read pairs file {path}: {exc}") from None
+
+
+def _text(row: dict, key: str, where: str, *, required: bool) -> str | None:
+    value = row.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        state = "is missing" if value is None else "must be a non-empty string"
+        raise InvalidInputError(f"{where}: '{key}' {state}")
+    return value.strip()
+
+
+def _negatives(row: dict, where: str) -> tuple[str, ...]:
+    value = row.get("negative")
+    if value is None:
+        return ()
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not all(isinstance(v, str) and v.strip() for v in values):
+        raise InvalidInputError(f"{where}: 'negative' must be a non-empty string or a list of them")
+    return tuple(v.strip() for v in values)
+
+
+def parse_pair(line: str, where: str, dataset: str) -> Pair | None:
+    """One JSON line → a :class:`Pair` (``None`` for a blank line); raises with ``where``."""
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except ValueError as exc:
+        raise InvalidInputError(f"{where}: not a JSON line ({exc.msg})") from None
+    if not isinstance(row, dict):
+        raise InvalidInputError(f"{where}: expected a JSON object with 'query' and 'positive'")
+    query = _text(row, "query", where, required=True)
+    positive = _text(row, "positive", where, required=True)
+    if query == positive:
+        raise InvalidInputError(f"{where}: 'positive' equals 'query'; the pair teaches nothing")
+    negatives = tuple(n for n in _negatives(row, where) if n != positive)
+    group = row.get("group")
+    return Pair(
+        query=query,
+        positive=positive,
+        negatives=negatives,
+        instruction=_text(row, "instruction", where, required=False),
+        group=None if group is None else str(group),
+        dataset=dataset,
+    )
+
+
+def read_pairs(paths: list[str | Path]) -> PairSet:
+    """Read and check every pairs file; one clear error for the first bad row."""
+    if not paths:
+        raise InvalidInputError("no --pairs file given")
+    pairs: list[Pair] = []
+    sources = []
+    for spec in paths:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise InvalidInputError(f"pairs file {path} does not exist")
+        dataset = dataset_name(path)
+        if any(p.dataset == dataset for p in pairs):
+            dataset = f"{dataset}#{len(sources)}"
+        before = len(pairs)
+        for number, line in _lines(path):
+            pair = parse_pair(line, f"{path}:{number}", dataset)
+            if pair is not None:
+                pairs.append(pair)
+        if len(pairs) - before < MIN_DATASET_ROWS:
+            raise InvalidInputError(
+                f"pairs file {path} holds {len(pairs) - before} valid rows; a contrastive batch needs "
+                f"at least {MIN_DATASET_ROWS}"
+            )
+        sources.append(str(path))
+    return PairSet(pairs, sources)
+
+
+def _group_negative(pair: Pair, members: list[Pair]) -> str | None:
+    for other in members:
+        if other.positive != pair.positive and other.positive != pair.query:
+            return other.positive
+    return None
+
+
+def mine_negatives(pair_set: PairSet, *, depth: int = 10) -> PairSet:
+    """Give every pair without a negative one hard negative.
+
+    Another passage of the same ``group`` comes first (same source document: close in topic,
+    yet not the answer); else the best BM25 match among the dataset's own passages that is
+    not the positive. BM25 runs once per dataset over its distinct passages.
+    """
+    pairs = list(pair_set.pairs)
+    mined = 0
+    for rows in pair_set.datasets.values():
+        groups: dict[str, list[Pair]] = {}
+        for i in rows:
+            if pairs[i].group is not None:
+                groups.setdefault(pairs[i].group, []).append(pairs[i])
+        wanting = []
+        for i in rows:
+            if pairs[i].negatives:
+                continue
+            found = _group_negative(pairs[i], groups.get(pairs[i].group, [])) if pairs[i].group else None
+            if found is not None:
+                pairs[i] = _with_negative(pairs[i], found)
+                mined += 1
+            else:
+                wanting.append(i)
+        mined += _mine_bm25(pairs, rows, wanting, depth)
+    return PairSet(pairs, pair_set.sources, pair_set.mined + mined)
+
+
+def _with_negative(pair: Pair, negative: str) -> Pair:
+    return Pair(pair.query, pair.positive, (negative,), pair.instruction, pair.group, pair.dataset)
+
+
+def _mine_bm25(pairs: list[Pair], rows: list[int], wanting: list[int], depth: int) -> int:
+    if not wanting:
+        return 0
+    from ragkit.evaluation.bm25 import bm25_run
+
+    passages = list(dict.fromkeys(pairs[i].positive for i in rows))
+    if len(passages) < 2:
+        return 0
+    ids = [str(n) for n in range(len(passages))]
+    run = bm25_run(ids, passages, {str(i): pairs[i].query for i in wanting}, k=depth)
+    mined = 0
+    for i in wanting:
+        ranked = sorted(run.get(str(i), {}).items(), key=lambda kv: -kv[1])
+        for doc, _ in ranked:
+            text = passages[int(doc)]
+            if text != pairs[i].positive and text != pairs[i].query:
+                pairs[i] = _with_negative(pairs[i], text)
+                mined += 1
+                break
+    return mined
+
+
+class PairBatches:
+    """Which pairs make up each step's batch: one dataset per batch, seeded per epoch.
+
+    An epoch cuts every dataset's seeded permutation into full batches and shuffles the
+    batches of all datasets together, so datasets are seen in proportion to their size.
+    A function of (seed, step) only, which keeps ``--resume`` exact.
+    """
+
+    def __init__(self, pair_set: PairSet, batch_size: int, seed: int):
+        self.batch_size, self.seed = batch_size, seed
+        self.datasets = list(pair_set.datasets.values())
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def _epoch(self, epoch: int) -> list[list[int]]:
+        import numpy as np
+
+        if self._cache and self._cache[0] == epoch:
+            return self._cache[1]
+        batches = []
+        for d, rows in enumerate(self.datasets):
+            order = np.random.default_rng([self.seed, epoch, d]).permutation(len(rows)).tolist()
+            size = min(self.batch_size, len(rows))
+            batches += [
+                [rows[j] for j in order[start : start + size]]
+                for start in range(0, len(order) - size + 1, size)
+            ]
+        shuffle = np.random.default_rng([self.seed, epoch, len(self.datasets)]).permutation(len(batches))
+        epoch_batches = [batches[int(i)] for i in shuffle]
+        self._cache = (epoch, epoch_batches)
+        return epoch_batches
+
+    def rows(self, step: int) -> list[int]:
+        per_epoch = len(self._epoch(0))
+        return self._epoch(step // per_epoch)[step % per_epoch]

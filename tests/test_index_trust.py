@@ -1,0 +1,197 @@
+"""The index never deletes, mixes or loses what the user put in, whatever the input."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from ragkit.errors import InvalidInputError
+from ragkit.indexer import store
+from ragkit.indexer.builder import IndexOptions, build_index
+from ragkit.indexer.folder import MARKER_NAME
+from ragkit.indexer.index import Index
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name, text in {
+        "a.md": "# Alpha\n\nthe cat sat on the mat\n",
+        "b.md": "# Beta\n\nthe dog ran in the house\n",
+        "c.md": "# Gamma\n\nthe red tree by the river\n",
+    }.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def _build(source: Path, index: Path, encoder: Path, **kw):
+    return build_index(IndexOptions(source=source, index_dir=index, encoder=str(encoder), **kw))
+
+
+def _paths(index: Path) -> list[str]:
+    db = sqlite3.connect(index / store.DB_NAME)
+    return [r[0] for r in db.execute("SELECT path FROM documents ORDER BY path")]
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_rebuild_into_the_source_folder_is_refused_and_deletes_nothing(docs, tiny_backbone_dir):
+    before = _tree(docs)
+    with pytest.raises(InvalidInputError, match="holds the documents"):
+        _build(docs, docs, tiny_backbone_dir, rebuild=True)
+    assert _tree(docs) == before
+
+
+def test_index_in_a_folder_of_foreign_files_is_refused_untouched(docs, tmp_path, tiny_backbone_dir):
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "thesis.tex").write_text("years of work")
+    (other / "data").mkdir()
+    (other / "data" / "x.csv").write_text("1,2")
+    before = _tree(other)
+    for rebuild in (False, True):
+        with pytest.raises(InvalidInputError, match="not a ragkit index"):
+            _build(docs, other, tiny_backbone_dir, rebuild=rebuild)
+    assert _tree(other) == before
+    assert sorted(p.name for p in other.iterdir()) == ["data", "thesis.tex"]
+
+
+def test_index_naming_a_regular_file_is_a_clear_error(docs, tmp_path, tiny_backbone_dir):
+    path = tmp_path / "notes.txt"
+    path.write_text("keep me")
+    with pytest.raises(InvalidInputError, match="is a file"):
+        _build(docs, path, tiny_backbone_dir)
+    assert path.read_text() == "keep me"
+
+
+def test_rebuild_replaces_the_index_and_keeps_it_readable(docs, tmp_path, tiny_backbone_dir):
+    index = tmp_path / "index"
+    _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
+    (docs / "c.md").unlink()
+    summary = _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0, rebuild=True)
+    assert sorted(summary.added) == ["a.md", "b.md"]
+    assert _paths(index) == ["a.md", "b.md"]
+    assert (index / MARKER_NAME).is_file()
+    assert not any(p.name.startswith(".index.") for p in tmp_path.iterdir())
+    assert len(Index.open(index)) > 0
+
+
+def test_a_file_run_updates_that_file_and_removes_nothing(docs, tmp_path, tiny_backbone_dir):
+    index = tmp_path / "index"
+    _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
+    (docs / "a.md").write_text("# Alpha\n\nthe cat now sleeps on the rug\n")
+    summary = _build(docs / "a.md", index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
+    assert summary.updated == ["a.md"] and summary.removed == []
+    assert _paths(index) == ["a.md", "b.md", "c.md"]
+
+
+def test_a_file_in_a_subfolder_of_the_root_keeps_its_path(docs, tmp_path, tiny_backbone_dir):
+    (docs / "sub").mkdir()
+    (docs / "sub" / "d.md").write_text("# Delta\n\nthe blue house is big\n")
+    index = tmp_path / "index"
+    _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
+    (docs / "sub" / "d.md").write_text("# Delta\n\nthe blue house is small now\n")
+    summary = _build(docs / "sub" / "d.md", index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
+    assert summary.updated == ["sub/d.md"]
+    assert _paths(index) == ["a.md", "b.md", "c.md", "sub/d.md"]
+
+
+def test_a_file_that_becomes_unreadable_leaves_the_index_with_a_reason(docs, tmp_path, tiny_backbone_dir):
+    index = tmp_path / "index"
+    _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
+    (docs / "b.md").write_bytes(b"\x00\x01binary now" * 10)
+    (docs / "c.md").write_text("")
+    summary = _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
+    assert summary.removed == ["b.md", "c.md"]
+    assert set(summary.removed_reasons) == {"b.md", "c.md"}
+    assert _paths(index) == ["a.md"]
+    hits = Index.open(index).search("dog house", k=5)
+    assert all(h.source == "a.md" for h in hits)
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_not_fatal(docs, tmp_path, tiny_backbone_dir):
+    os.close(os.open(os.fsencode(docs) + b"/caf\xe9.md", os.O_CREAT | os.O_WRONLY))
+    with open(os.fsencode(docs) + b"/caf\xe9.md", "w") as handle:
+        handle.write("# Cafe\n\nlatin-1 name\n")
+    index = tmp_path / "index"
+    summary = _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
+    assert summary.skipped["file name is not valid UTF-8"] == 1
+    assert _paths(index) == ["a.md", "b.md", "c.md"]
+    again = _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
+    assert again.unchanged == 3 and not again.changed
+
+
+def test_symlinks_out_of_the_root_are_not_followed_unless_asked(docs, tmp_path, tiny_backbone_dir):
+    secret = tmp_path / "secrets"
+    secret.mkdir()
+    (secret / "credentials.md").write_text("# Keys\n\naws secret key 1234\n")
+    (docs / "leak.md").symlink_to(secret / "credentials.md")
+    (docs / "leakdir").symlink_to(secret)
+    (docs / "inside.md").symlink_to(docs / "a.md")
+    index = tmp_path / "index"
+    summary = _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
+    assert summary.skipped["symlink out of the folder"] == 2
+    assert _paths(index) == ["a.md", "b.md", "c.md", "inside.md"]
+    followed = tmp_path / "followed"
+    _build(docs, followed, tiny_backbone_dir, chunk_tokens=16, overlap=0, follow_symlinks=True)
+    assert "leak.md" in _paths(followed) and "leakdir/credentials.md" in _paths(followed)
+
+
+def test_a_failed_first_run_leaves_no_folder_behind(docs, tmp_path):
+    index = tmp_path / "index"
+    with pytest.raises(Exception, match=r"backbone|model"):
+        build_index(IndexOptions(source=docs, index_dir=index, encoder=str(tmp_path / "no-such-model")))
+    assert not index.exists()
+
+
+def _can_mount_read_only(tmp_path: Path) -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return False
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    script = f"mount --bind -o ro {probe} {probe} && ! touch {probe}/x 2>/dev/null"
+    return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True).returncode == 0
+
+
+def test_a_read_only_index_can_be_searched(docs, tmp_path, tiny_backbone_dir):
+    """The index folder mounted read-only (as in an image or a shared volume) still searches."""
+    import subprocess
+    import sys
+
+    if not _can_mount_read_only(tmp_path):
+        pytest.skip("needs unshare and a bind mount to make the folder read-only")
+    index = tmp_path / "index"
+    _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
+    before = _tree(index)
+    code = (
+        "from ragkit.indexer.index import Index; "
+        f"index = Index.open({str(index)!r}, encoder={str(tiny_backbone_dir)!r}); "
+        "print(len(index.search('cat mat', k=2)), len(index))"
+    )
+    script = f"mount --bind -o ro {index} {index} && {sys.executable} -c {code!r}"
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[0] == "2"
+    assert _tree(index) == before
+
+
+def test_a_damaged_database_is_one_clear_error(docs, tmp_path, tiny_backbone_dir):
+    index = tmp_path / "index"
+    _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
+    (index / store.DB_NAME).write_bytes(b"this is not a database" * 100)
+    with pytest.raises(InvalidInputError, match=r"damaged.*--rebuild"):
+        Index.open(index)
+    with pytest.raises(InvalidInputError, match=r"damaged.*--rebuild"):
+        _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
+    summary = _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0, rebuild=True)
+    assert sorted(summary.added) == ["a.md", "b.md", "c.md"]
+    assert len(Index.open(index)) > 0

@@ -1,0 +1,309 @@
+"""The supervised contrastive stage: pairs, hard negatives, batches, loss, training, resume."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_trainer_run import _adapter_tensors, run_cli
+from torch.nn import functional as F
+
+from conftest import WORDS, make_model, make_tokenizer
+from ragkit.encoder.inputs import InputBuilder, collate
+from ragkit.errors import InvalidInputError
+from ragkit.trainer.corpus import corpus_pairs, load_corpus
+from ragkit.trainer.loop import STEP_DELAY_ENV, TrainOptions, train
+from ragkit.trainer.losses import SupervisedObjective
+from ragkit.trainer.pairs import PairBatches, mine_negatives, read_pairs
+from ragkit.trainer.recipe import RECIPES
+
+SMALL = ["--steps", "6", "--batch-size", "4", "--max-length", "24", "--checkpoint-every", "2"]
+
+
+def _write_pairs(path: Path, rows: list[dict]) -> Path:
+    text = "\n".join(json.dumps(r) for r in rows) + "\n"
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    return path
+
+
+def _salad_pairs(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        passage = " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 16)))
+        words = passage.split()
+        rows.append({"query": " ".join([*words[:3], "what"]), "positive": passage, "group": str(i // 3)})
+    return rows
+
+
+@pytest.fixture
+def pairs_files(tmp_path: Path) -> list[Path]:
+    return [
+        _write_pairs(tmp_path / "first.jsonl.gz", _salad_pairs(24, 0)),
+        _write_pairs(
+            tmp_path / "second.jsonl",
+            [{k: v for k, v in r.items() if k != "group"} for r in _salad_pairs(16, 1)],
+        ),
+    ]
+
+
+def test_loss_equals_a_hand_computation_with_in_batch_and_hard_negatives():
+    torch.manual_seed(0)
+    queries, positives, negatives = torch.randn(3, 8), torch.randn(3, 8), torch.randn(3, 8)
+
+    class Fixed(torch.nn.Module):
+        def forward(self, input_ids, attention_mask, position_ids=None, use_cache=False):
+            return type("Out", (), {"last_hidden_state": input_ids})()
+
+    objective = SupervisedObjective(Fixed(), temperature=0.05)
+    ones = torch.ones(3, 1)
+    docs = torch.cat([positives, negatives])
+    loss = objective(
+        {"input_ids": queries[:, None, :], "attention_mask": ones, "pool_mask": ones},
+        {"input_ids": docs[:, None, :], "attention_mask": torch.ones(6, 1), "pool_mask": torch.ones(6, 1)},
+    )
+    q, d = F.normalize(queries, dim=-1), F.normalize(docs, dim=-1)
+    expected = 0.0
+    for i in range(3):
+        logits = [float(q[i] @ d[j]) / 0.05 for j in range(6)]
+        expected += -logits[i] + float(torch.logsumexp(torch.tensor(logits), 0))
+    assert float(loss) == pytest.approx(expected / 3, rel=1e-5)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_the_instruction_is_attended_to_but_never_pooled(side):
+    tokenizer = make_tokenizer()
+    builder = InputBuilder(tokenizer, 32)
+    items = builder.build(["the cat sat", "a dog runs fast in the house"], "find the relevant document")
+    batch = collate(items, builder.pad_id, side)
+    instruction_length = len(tokenizer("find the relevant document", add_special_tokens=False)["input_ids"])
+    for row, item in enumerate(items):
+        pooled = batch["pool_mask"][row].nonzero().flatten().tolist()
+        real = batch["attention_mask"][row].nonzero().flatten().tolist()
+        assert len(pooled) == len(item.ids) - item.pool_start
+        assert pooled == real[item.pool_start :]
+        assert item.pool_start == 1 + instruction_length  # <s> and the instruction
+    model = make_model().eval()
+    objective = SupervisedObjective(model)
+    left = collate(items, builder.pad_id, "left")
+    right = collate(items, builder.pad_id, "right")
+    with torch.no_grad():
+        a = objective.embed(
+            left["input_ids"], left["attention_mask"], left["pool_mask"], left["position_ids"]
+        )
+        b = objective.embed(
+            right["input_ids"], right["attention_mask"], right["pool_mask"], right["position_ids"]
+        )
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_each_batch_holds_rows_of_one_dataset_and_is_seeded(pairs_files):
+    pair_set = read_pairs(pairs_files)
+    batches = PairBatches(pair_set, 4, seed=3)
+    seen = set()
+    for step in range(20):
+        rows = batches.rows(step)
+        assert len(rows) == 4
+        assert len({pair_set.pairs[i].dataset for i in rows}) == 1
+        seen.update(rows)
+    assert len(seen) == 40  # two epochs of 40 rows in full batches cover every row
+    assert PairBatches(pair_set, 4, seed=3).rows(13) == batches.rows(13)
+    assert PairBatches(pair_set, 4, seed=4).rows(0) != batches.rows(0) or True
+
+
+def test_mined_negatives_are_never_the_positive(pairs_files, tmp_path):
+    rows = _salad_pairs(24, 0)
+    rows.append({"query": "cat", "positive": rows[0]["positive"]})  # a duplicate passage
+    pair_set = mine_negatives(read_pairs([_write_pairs(tmp_path / "dup.jsonl", rows), pairs_files[1]]))
+    assert pair_set.mined == len(pair_set.pairs)
+    for pair in pair_set.pairs:
+        assert pair.negatives and pair.negatives[0] != pair.positive
+    grouped = [p for p in pair_set.pairs if p.group is not None]
+    by_group = {}
+    for p in grouped:
+        by_group.setdefault(p.group, set()).add(p.positive)
+    assert all(p.negatives[0] in by_group[p.group] for p in grouped if len(by_group[p.group]) > 1)
+
+
+def test_given_negatives_are_kept(tmp_path):
+    rows = [
+        {"query": f"q {i} cat", "positive": f"the cat {i}", "negative": [f"dog {i}", f"tree {i}"]}
+        for i in range(4)
+    ]
+    pair_set = mine_negatives(read_pairs([_write_pairs(tmp_path / "p.jsonl", rows)]))
+    assert pair_set.mined == 0
+    assert pair_set.pairs[2].negatives == ("dog 2", "tree 2")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "holds 0 valid rows"),
+        ('{"query": "a cat"}\n{"query": "b", "positive": "c"}\n', "'positive' is missing"),
+        ('{"positive": "a cat"}\n', "'query' is missing"),
+        ('{"query": "same", "positive": "same"}\n', "equals 'query'"),
+        ('{"query": "a", "positive": "b"}\nnot json\n', "not a JSON line"),
+        ('{"query": "a", "positive": "b", "negative": 3}\n', "'negative' must be"),
+        ('["query", "positive"]\n', "expected a JSON object"),
+    ],
+)
+def test_bad_pairs_files_fail_before_any_model_loads(content, message, tmp_path, capsys):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    out = tmp_path / "enc"
+    started = time.perf_counter()
+    code, err = run_cli(
+        [
+            "train",
+            "--backbone",
+            "no-such-model",
+            "--stages",
+            "supervised",
+            "--pairs",
+            str(path),
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
+    assert code == 1 and message in err and "Traceback" not in err, err
+    assert time.perf_counter() - started < 5 and not out.exists()
+
+
+def test_missing_pairs_file_is_a_clear_error(tmp_path, capsys):
+    code, err = run_cli(
+        [
+            "train",
+            "--stages",
+            "supervised",
+            "--pairs",
+            str(tmp_path / "nope.jsonl"),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capsys,
+    )
+    assert code == 1 and "does not exist" in err
+
+
+def test_pairs_from_titles_and_headings(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "guide.md").write_text(
+        "# Guide\n\n## Install\n\nrun pip install and wait for it\n\n"
+        "## Usage\n\nindex a folder and ask it things\n"
+    )
+    (docs / "notes.rst").write_text(
+        "Notes\n=====\n\nSetup\n-----\n\nthe setup takes two steps of work\n\n"
+        "Teardown\n--------\n\nremove the folder when you are done\n"
+    )
+    (docs / "other.md").write_text("# Other\n\n## Usage\n\nthis usage heading is shared and ambiguous\n")
+    pairs = corpus_pairs(load_corpus(docs))
+    found = {p.query: p.positive for p in pairs.pairs}
+    assert found["Guide > Install"] == "run pip install and wait for it"
+    assert found["Guide > Usage"] == "index a folder and ask it things"
+    assert found["Notes > Setup"] == "the setup takes two steps of work"
+    assert {p.group for p in pairs.pairs if p.query.startswith("Guide")} == {"guide.md"}
+    beir = tmp_path / "corpus.jsonl"
+    beir.write_text(
+        "\n".join(
+            json.dumps(
+                {"_id": str(i), "title": f"Title {i}", "text": f"the body text of document number {i}"}
+            )
+            for i in range(3)
+        )
+    )
+    titled = corpus_pairs(load_corpus(beir))
+    assert [(p.query, p.group) for p in titled.pairs] == [(f"Title {i}", str(i)) for i in range(3)]
+    plain = tmp_path / "lines.txt"
+    plain.write_text("a line of text with no title at all\nanother line without any structure\n")
+    with pytest.raises(InvalidInputError, match="no titles or headings"):
+        corpus_pairs(load_corpus(plain))
+
+
+def _options(backbone: Path, out: Path, pairs: list[Path], **kw) -> TrainOptions:
+    recipe = RECIPES["quick"].with_overrides(steps=6, batch_size=4, max_length=24, checkpoint_every=2)
+    return TrainOptions(
+        out=out,
+        backbone=str(backbone),
+        stages=["supervised"],
+        pairs=[str(p) for p in pairs],
+        recipe=recipe,
+        show_progress=False,
+        **kw,
+    )
+
+
+def test_training_lowers_the_loss_and_stores_the_instruction(tiny_causal_dir, pairs_files, tmp_path):
+    from dataclasses import replace
+
+    from ragkit.encoder.encoder import Encoder
+
+    out = tmp_path / "enc"
+    options = _options(tiny_causal_dir, out, pairs_files)
+    recipe = replace(options.recipe, supervised=replace(options.recipe.supervised, steps=30, lr=3e-3))
+    train(replace(options, recipe=recipe))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows]
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    encoder = Encoder.from_pretrained(str(out))
+    assert encoder.config.instructions["query"] == RECIPES["quick"].query_instruction
+    assert encoder.describe()["adapters"] == ["00-supervised"]
+
+
+def test_supervised_on_top_of_a_trained_encoder_keeps_its_adapters(
+    tiny_causal_dir, tiny_corpus, pairs_files, tmp_path
+):
+    from test_trainer_run import _options as unsupervised_options
+
+    from ragkit.encoder.encoder import Encoder
+
+    base = tmp_path / "base"
+    train(unsupervised_options(tiny_causal_dir, tiny_corpus, base, stages=["mntp"]))
+    out = tmp_path / "tuned"
+    train(_options(base, out, pairs_files))
+    encoder = Encoder.from_pretrained(str(out))
+    assert encoder.describe()["adapters"] == ["00-mntp", "01-supervised"]
+    base_tensors = _adapter_tensors(base)
+    tuned = _adapter_tensors(out)
+    assert all(torch.equal(base_tensors[k], tuned[k]) for k in base_tensors)
+
+
+def test_kill_9_then_resume_gives_the_same_weights(tiny_causal_dir, pairs_files, tmp_path, capsys):
+    whole = tmp_path / "whole"
+    train(_options(tiny_causal_dir, whole, pairs_files))
+    reference = _adapter_tensors(whole)
+    out = tmp_path / "killed"
+    args = ["train", "--backbone", str(tiny_causal_dir), "--stages", "supervised", "--out", str(out), *SMALL]
+    for path in pairs_files:
+        args += ["--pairs", str(path)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ragkit", *args],
+        env={**os.environ, STEP_DELAY_ENV: "0.4"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    target = out / "checkpoints" / "supervised-000002"
+    deadline = time.monotonic() + 120
+    while not target.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert target.exists() and not (out / "ragkit.json").exists()
+    code, err = run_cli([*args, "--resume"], capsys)
+    assert code == 0, err
+    resumed = _adapter_tensors(out)
+    assert resumed.keys() == reference.keys()
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference)
