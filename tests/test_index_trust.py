@@ -195,3 +195,40 @@ def test_a_damaged_database_is_one_clear_error(docs, tmp_path, tiny_backbone_dir
     summary = _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0, rebuild=True)
     assert sorted(summary.added) == ["a.md", "b.md", "c.md"]
     assert len(Index.open(index)) > 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "日本語の文章には空白がありません" * 400,
+        "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODkrLw" * 300,
+        "word " * 3000,
+    ],
+    ids=["cjk", "base64", "spaced"],
+)
+def test_every_chunk_fits_its_budget_whatever_the_script(text):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from ragkit.documents.blocks import Block
+    from ragkit.indexer.chunking import Chunker
+
+    # Byte-level tokens, as in GPT-2 and Llama-3 style tokenizers: a CJK character is 3 tokens.
+    backend = Tokenizer(models.BPE({c: i for i, c in enumerate(pre_tokenizers.ByteLevel.alphabet())}, []))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend)
+
+    def count(texts):
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    def offsets(value):
+        return tokenizer(value, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+
+    for spans in (offsets, None):
+        chunker = Chunker(count, 32, 0, spans)
+        chunks = chunker.split([Block(text, 1, 1, ("Title",))])
+        assert len(chunks) > 1
+        assert all(c.tokens <= 32 for c in chunks)
+        assert all(n <= 32 for n in count([c.text for c in chunks]))
+        # Nothing lost: the chunks hold every non-space character, in order.
+        assert "".join("".join(c.text.split()) for c in chunks) == "".join(text.split())

@@ -44,6 +44,13 @@ def eval_command(
         int | None, typer.Option(min=8, help="Truncate texts to N tokens (default: the encoder's).")
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per encoding batch at most.")] = 32,
+    instruction: Annotated[
+        str | None,
+        typer.Option(
+            help="Query instruction for the decoder systems instead of the one the encoder was "
+            "trained with, e.g. a task's own (reported in the results)."
+        ),
+    ] = None,
     sts: Annotated[
         Path | None,
         typer.Option(help="Score an STS file instead (score, sentence1, sentence2; tab-separated)."),
@@ -82,7 +89,9 @@ def eval_command(
         else:
             from ragkit.evaluation.retrieval import evaluate_retrieval
 
-            result = evaluate_retrieval(dataset, split=split, max_docs=max_docs, seed=seed, **common)
+            result = evaluate_retrieval(
+                dataset, split=split, max_docs=max_docs, seed=seed, instruction=instruction, **common
+            )
     if out_dir is not None:
         if sts is not None:
             out_dir.mkdir(parents=True, exist_ok=True)

@@ -96,14 +96,24 @@ def index_command(
     wait: Annotated[
         float, typer.Option(min=0, help="Seconds to wait for another index run on the same index.")
     ] = 0.0,
+    follow_symlinks: Annotated[
+        bool,
+        typer.Option(
+            "--follow-symlinks",
+            help="Also index files that symbolic links lead to outside the folder (off: a link to "
+            "~/.aws/credentials must not become searchable).",
+        ),
+    ] = False,
     device: DeviceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Embed a folder of documents into a FAISS index with SQLite metadata.
 
-    Rerunning re-embeds only new or changed files (content hash) and drops deleted ones.
-    Hidden and git-ignored files are skipped. Safe to interrupt at any moment: the next run
-    finishes the work.
+    Rerunning re-embeds only new or changed files (content hash) and drops deleted ones, and
+    files that became unreadable; a run over one file updates that file only. Hidden and
+    git-ignored files are skipped, and so are symbolic links that lead out of the folder.
+    The index folder must be new, empty or an index: ragkit never writes among other files.
+    Safe to interrupt at any moment: the next run finishes the work.
 
     Example: `ragkit index ./docs` then `ragkit ask "how do I install it?"`
     """
@@ -125,6 +135,7 @@ def index_command(
         dry_run=dry_run,
         device=device,
         wait_seconds=wait,
+        follow_symlinks=follow_symlinks,
     )
     started = time.perf_counter()
     progress = _IndexProgress(enabled=sys.stderr.isatty() and not as_json)
@@ -150,6 +161,7 @@ def _summary_dict(summary, options, elapsed: float) -> dict:
         "added": summary.added,
         "updated": summary.updated,
         "removed": summary.removed,
+        "removed_reasons": summary.removed_reasons,
         "unchanged": summary.unchanged,
         "skipped": dict(summary.skipped),
         "skipped_files": [{"path": p, "reason": r} for p, r in summary.skipped_files],
@@ -177,6 +189,8 @@ def _print_summary(summary, options, elapsed: float) -> None:
 
     for path, reason in summary.skipped_files:
         err.print(f"[yellow]skipped[/] {path}: {reason}")
+    for path, reason in summary.removed_reasons.items():
+        err.print(f"[red]removed[/] {path}: now {reason}")
     table = Table(title=f"index {options.index_dir}", title_justify="left", show_header=False)
     table.add_column("what")
     table.add_column("count", justify="right")

@@ -162,7 +162,14 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
             return []
         return [len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
 
-    chunker = Chunker(count, min(options.chunk_tokens, encoder.max_length), options.overlap)
+    def offsets(text: str) -> list[tuple[int, int]]:
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        return [tuple(span) for span in encoded["offset_mapping"]]
+
+    fast = bool(getattr(tokenizer, "is_fast", False))
+    chunker = Chunker(
+        count, min(options.chunk_tokens, encoder.max_length), options.overlap, offsets if fast else None
+    )
     stored = store.documents(db)
 
     # Decide what changed: size+mtime first, the content hash when those differ.

@@ -38,12 +38,20 @@ class _Piece:
 class Chunker:
     """Splits a document's blocks; ``count`` maps texts to their token counts in one call."""
 
-    def __init__(self, count: Callable[[list[str]], list[int]], max_tokens: int = 256, overlap: int = 32):
+    def __init__(
+        self,
+        count: Callable[[list[str]], list[int]],
+        max_tokens: int = 256,
+        overlap: int = 32,
+        offsets: Callable[[str], list[tuple[int, int]]] | None = None,
+    ):
         if max_tokens < 8:
             raise InvalidInputError(f"--chunk-tokens must be at least 8, got {max_tokens}")
         if not 0 <= overlap < max_tokens // 2:
             raise InvalidInputError(f"--overlap must be between 0 and half of --chunk-tokens, got {overlap}")
         self.count, self.max_tokens, self.overlap = count, max_tokens, overlap
+        self.offsets = offsets
+        """Character spans of a text's tokens, to cut run-on text in one tokenization."""
 
     def _pieces(self, blocks: list[Block]) -> list[_Piece]:
         """Blocks, with any block over the limit cut into sentences (or token windows)."""
@@ -68,18 +76,35 @@ class Chunker:
         return pieces
 
     def _windows(self, text: str) -> list[str]:
-        """A run-on text cut into word windows that fit (words, so no token is split in two)."""
-        words = text.split()
-        out, current = [], []
-        for word in words:
-            current.append(word)
-            if len(current) > 1 and self.count([" ".join(current)])[0] > self.max_tokens:
-                current.pop()
-                out.append(" ".join(current))
-                current = [word]
-        if current:
-            out.append(" ".join(current))
-        return out
+        """A run-on text cut into windows that fit, from one tokenization of the whole text.
+
+        Cuts fall after whitespace where the window has some (never mid-word in spaced
+        text); text without spaces (CJK, base64, long identifiers) is cut between tokens.
+        A window whose re-tokenization comes out longer (merges across the cut) is halved.
+        """
+        spans = self.offsets(text) if self.offsets is not None else _char_spans(text)
+        budget = max(self.max_tokens - 2, 1)
+        windows, start = [], 0
+        while start < len(spans):
+            end = min(start + budget, len(spans))
+            if end < len(spans):
+                # Byte-level tokens of one character share its span: never cut between them.
+                clean = [c for c in range(end, start, -1) if spans[c][0] >= spans[c - 1][1]]
+                spaced = [
+                    c
+                    for c in clean
+                    if c > start + budget // 2 and text[spans[c][0] - 1 : spans[c][0]].isspace()
+                ]
+                end = spaced[0] if spaced else (clean[0] if clean else end)
+            windows.append(text[spans[start][0] : spans[end - 1][1]].strip())
+            start = end
+        return [w for window in windows if window for w in self._fit(window)]
+
+    def _fit(self, window: str) -> list[str]:
+        if len(window) < 2 or self.count([window])[0] <= self.max_tokens:
+            return [window]
+        middle = len(window) // 2
+        return self._fit(window[:middle]) + self._fit(window[middle:])
 
     def split(self, blocks: list[Block]) -> list[Chunk]:
         chunks: list[Chunk] = []
@@ -127,3 +152,8 @@ class Chunker:
             current = [replace(p, is_heading=False) for p in current]
         flush(carry=False)
         return chunks
+
+
+def _char_spans(text: str) -> list[tuple[int, int]]:
+    """One span per character: a tokenizer never puts fewer than one character in a token."""
+    return [(i, i + 1) for i in range(len(text))]
