@@ -232,3 +232,23 @@ def test_every_chunk_fits_its_budget_whatever_the_script(text):
         assert all(n <= 32 for n in count([c.text for c in chunks]))
         # Nothing lost: the chunks hold every non-space character, in order.
         assert "".join("".join(c.text.split()) for c in chunks) == "".join(text.split())
+
+
+@pytest.mark.parametrize("separator", ["\f", "\x85", "\u2028", "\u2029", "\v", "\x1c"])
+def test_unicode_line_separators_lose_no_text(separator):
+    from ragkit.documents.readers import parse_document
+
+    source = (
+        f"# Fruit\n\n- apple {separator}- banana - cherry\n\n"
+        f"after{separator}the break\n\n## End\n\nlast line\n"
+    )
+    for newline in ("\n", "\r\n"):
+        raw = source.replace("\n", newline).encode()
+        blocks = parse_document(Path("f.md"), raw)
+        text = " ".join(b.text for b in blocks)
+        for word in ("apple", "banana", "cherry", "after", "the break", "last line"):
+            assert word in text, (repr(separator), newline, text)
+        by_text = {b.text: b for b in blocks}
+        assert by_text["last line"].start_line == 9
+        plain = parse_document(Path("f.txt"), raw)
+        assert "cherry" in " ".join(b.text for b in plain) and plain[-1].start_line == 9

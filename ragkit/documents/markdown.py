@@ -12,7 +12,7 @@ def parse_markdown(text: str) -> list[Block]:
 
     parser = MarkdownIt("commonmark").enable("table")
     tokens = parser.parse(text)
-    lines = text.splitlines()
+    lines = text.split("\n")
     trail = HeadingTrail()
     blocks: list[Block] = []
     depth_in_list = 0

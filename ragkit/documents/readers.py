@@ -58,13 +58,16 @@ def read_bytes(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
 
 
 def decode(raw: bytes) -> str:
-    """UTF-8 (with or without BOM) or a clear refusal; binary is caught before decoding."""
+    """UTF-8 (with or without BOM), line ends made ``\n``; binary is refused before decoding."""
     if b"\x00" in raw[:8192]:
         raise SkipFile("binary content")
     try:
-        return raw.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise SkipFile(f"not valid UTF-8 (byte {exc.start})") from None
+    # Lines end at \n only, as CommonMark and editors count them: a form feed, U+0085 or
+    # U+2028 inside a line is text, not a break that would shift every later line number.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def parse_document(path: Path, raw: bytes) -> list[Block]:

@@ -18,7 +18,7 @@ def parse_rst(text: str) -> list[Block]:
     from docutils.core import publish_doctree
 
     tree = publish_doctree(text, settings_overrides=_SETTINGS)
-    total = max(1, len(text.splitlines()))
+    total = max(1, len(text.split("\n")))
     blocks: list[Block] = []
 
     def heading_of(node) -> tuple[str, ...]:

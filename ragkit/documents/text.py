@@ -8,7 +8,7 @@ from ragkit.documents.blocks import Block, squash
 def parse_text(text: str) -> list[Block]:
     blocks: list[Block] = []
     start, lines = None, []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
         if line.strip():
             if start is None:
                 start = number

@@ -137,7 +137,7 @@ def _lines(path: Path) -> Corpus:
     text = _decode(path, skipped)
     if text is None:
         raise InvalidInputError(f"corpus {path} is not UTF-8 text")
-    lines = [" ".join(line.split()) for line in text.splitlines()]
+    lines = [" ".join(line.split()) for line in text.split("\n")]
     kept = [line for line in lines if len(line) >= MIN_PASSAGE_CHARS]
     skipped["too short"] = len([line for line in lines if line]) - len(kept)
     return Corpus(kept, str(path), skipped)
