@@ -252,3 +252,42 @@ def test_unicode_line_separators_lose_no_text(separator):
         assert by_text["last line"].start_line == 9
         plain = parse_document(Path("f.txt"), raw)
         assert "cherry" in " ".join(b.text for b in plain) and plain[-1].start_line == 9
+
+
+def test_a_generator_that_raises_ends_the_stream_with_one_error(tiny_causal_dir):
+    import threading
+
+    from ragkit.answer.generator import ChatModel
+    from ragkit.errors import RagkitError
+
+    model = ChatModel.__new__(ChatModel)
+    model.tokenizer = _chat_tokenizer(tiny_causal_dir)
+    model.device = "cpu"
+    model.max_new_tokens = 4
+
+    class Broken:
+        def generate(self, **kwargs):
+            raise RuntimeError("out of memory")
+
+    model.model = Broken()
+    result: list = []
+
+    def consume():
+        try:
+            result.append(list(model.stream([{"role": "user", "content": "cat"}])))
+        except RagkitError as exc:
+            result.append(exc)
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    assert not reader.is_alive(), "the stream hung after the generator raised"
+    assert isinstance(result[0], RagkitError) and "out of memory" in str(result[0])
+
+
+def _chat_tokenizer(folder: Path):
+    from ragkit.encoder.backbone import load_tokenizer
+
+    tokenizer = load_tokenizer(folder)
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    return tokenizer

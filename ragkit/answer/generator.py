@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from threading import Thread
 
 from ragkit.encoder.packaged import DEFAULT_BACKBONE
+from ragkit.errors import RagkitError
 
 DEFAULT_ANSWER_MODEL = DEFAULT_BACKBONE
 """The packaged SmolLM2-135M-*Instruct*: the same weights as the encoder's backbone, causal."""
@@ -28,7 +29,6 @@ class ChatModel:
         self.max_new_tokens = max_new_tokens
 
     def stream(self, messages: list[dict]) -> Iterator[str]:
-        import torch
         from transformers import TextIteratorStreamer
 
         inputs = self.tokenizer.apply_chat_template(
@@ -43,12 +43,23 @@ class ChatModel:
             repetition_penalty=1.1,
             pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
         )
-        worker = Thread(target=lambda: _generate(self.model, kwargs, torch), daemon=True)
+        failure: list[BaseException] = []
+        worker = Thread(target=_generate, args=(self.model, kwargs, streamer, failure), daemon=True)
         worker.start()
         yield from streamer
         worker.join()
+        if failure:
+            error = failure[0]
+            raise RagkitError(f"the answer model failed: {type(error).__name__}: {error}") from error
 
 
-def _generate(model, kwargs, torch) -> None:
-    with torch.inference_mode():
-        model.generate(**kwargs)
+def _generate(model, kwargs, streamer, failure: list) -> None:
+    """Generate on a worker thread; an error ends the stream (no reader waits forever)."""
+    import torch
+
+    try:
+        with torch.inference_mode():
+            model.generate(**kwargs)
+    except BaseException as exc:  # surfaced on the reading thread
+        failure.append(exc)
+        streamer.end()
