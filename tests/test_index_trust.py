@@ -291,3 +291,21 @@ def _chat_tokenizer(folder: Path):
     tokenizer = load_tokenizer(folder)
     tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
     return tokenizer
+
+
+def test_settings_are_one_record_never_a_silent_mix(docs, tmp_path, tiny_backbone_dir):
+    index = tmp_path / "index"
+    _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0, index_type="hnsw")
+    (docs / "a.md").write_text("# Alpha\n\nchanged text about the cat\n")
+    with pytest.raises(InvalidInputError, match=r"--chunk-tokens 16.*--rebuild"):
+        _build(docs, index, tiny_backbone_dir, chunk_tokens=32, overlap=0)
+    with pytest.raises(InvalidInputError, match="--overlap 0"):
+        _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=4)
+    summary = _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)  # plain run
+    assert summary.updated == ["a.md"]
+    assert summary.index_spec["kind"] == "hnsw"  # the type asked for before, not auto
+    meta = store.get_meta(store.connect(index, readonly=True))
+    assert meta["encoder"] == str(tiny_backbone_dir.resolve())
+    rebuilt = _build(docs, index, tiny_backbone_dir, chunk_tokens=32, overlap=0, rebuild=True)
+    assert sorted(rebuilt.added) == ["a.md", "b.md", "c.md"]
+    assert rebuilt.index_spec["kind"] == "hnsw"

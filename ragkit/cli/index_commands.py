@@ -84,8 +84,13 @@ def index_command(
         int, typer.Option(min=0, help="Tokens shared by consecutive chunks of a section.")
     ] = 32,
     index_type: Annotated[
-        str, typer.Option(help="auto (flat when small, HNSW when large), flat, hnsw or ivfpq.")
-    ] = "auto",
+        str | None,
+        typer.Option(
+            help="auto (flat when small, HNSW when large), flat, hnsw or ivfpq (flat below 256 "
+            "chunks). Default: what the index was built with, auto for a new one.",
+            show_default=False,
+        ),
+    ] = None,
     rebuild: Annotated[
         bool,
         typer.Option("--rebuild", help="Re-embed everything into a fresh index (swapped in at the end)."),

@@ -9,6 +9,7 @@ next run finds the remaining files still changed and finishes them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -42,7 +43,8 @@ class IndexOptions:
     exclude: list[str] = field(default_factory=list)
     chunk_tokens: int = 256
     overlap: int = 32
-    index_type: str = "auto"
+    index_type: str | None = None
+    """None: what this index was built with (``auto`` for a new one)."""
     rebuild: bool = False
     dry_run: bool = False
     follow_symlinks: bool = False
@@ -107,6 +109,12 @@ def build_index(options: IndexOptions, progress=None) -> IndexSummary:
 def _rebuild(options: IndexOptions, found, target: Path, progress) -> IndexSummary:
     """Build a complete new index beside the old one, then swap: the old one stays usable."""
     fresh = index_folder.fresh_sibling(target)
+    if options.index_type is None and (target / store.DB_NAME).is_file():
+        try:
+            asked = store.get_meta(store.connect(target, readonly=True)).get("index_type_requested")
+        except InvalidInputError:
+            asked = None  # a damaged database: the rebuild starts from defaults
+        options = dataclasses.replace(options, index_type=asked)
     try:
         summary = _update(options, found, fresh, progress, fresh_root=True)
         index_folder.swap_in(fresh, target)
@@ -155,6 +163,7 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
             f"(fingerprint {meta['encoder_fingerprint']}); this run uses {options.encoder} "
             f"({encoder.fingerprint}). Use --rebuild to re-embed everything, or the original --encoder"
         )
+    _check_settings(options, meta, encoder, target, fresh_root)
     tokenizer = encoder.tokenizer
 
     def count(texts: list[str]) -> list[int]:
@@ -242,9 +251,10 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
 
     phase = time.perf_counter()
     count_chunks = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
-    spec = vectors.choose(options.index_type, count_chunks, encoder.dimension)
+    requested = options.index_type or meta.get("index_type_requested") or "auto"
+    spec = vectors.choose(requested, count_chunks, encoder.dimension)
     recorded = meta.get("index_spec")
-    if summary.changed or fresh_root or recorded is None or _spec_changed(recorded, spec, options.index_type):
+    if summary.changed or fresh_root or recorded is None or _spec_changed(recorded, spec, requested):
         index = vectors.build(spec, encoder.dimension, store.all_vectors(db, encoder.dimension))
         vectors.write_atomic(index, target)
         recorded_spec = spec.to_dict()
@@ -257,8 +267,9 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
             db,
             {
                 "schema_version": str(store.SCHEMA_VERSION),
-                "encoder": options.encoder,
+                "encoder": _encoder_reference(options.encoder),
                 "encoder_fingerprint": encoder.fingerprint,
+                "index_type_requested": requested,
                 "dimension": str(encoder.dimension),
                 "index_spec": recorded_spec,
                 "root": root,
@@ -272,6 +283,26 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
     summary.chunks_total = count_chunks
     db.conn.close()
     return summary
+
+
+def _encoder_reference(spec: str) -> str:
+    """A local encoder folder as an absolute path, so searches from any folder find it."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
+
+
+def _check_settings(options: IndexOptions, meta: dict, encoder, target: Path, fresh_root: bool) -> None:
+    """Chunking must match what the stored chunks were made with: never a silent mix."""
+    if fresh_root or "chunk_tokens" not in meta:
+        return
+    wanted = {"chunk_tokens": min(options.chunk_tokens, encoder.max_length), "overlap": options.overlap}
+    for key, value in wanted.items():
+        if str(value) != meta[key]:
+            flag = key.replace("_", "-")
+            raise InvalidInputError(
+                f"the index at {target} was chunked with --{flag} {meta[key]}, not {value}; pass "
+                f"--{flag} {meta[key]}, or --rebuild to re-chunk every document"
+            )
 
 
 def _skip(summary: IndexSummary, relative: str, reason: str, stored: bool) -> None:
