@@ -83,6 +83,15 @@ def test_embeddings_use_the_query_instruction_and_work_in_a_vector_store():
     assert asyncio.run(embeddings.aembed_query("the cat sat")) == embeddings.embed_query("the cat sat")
 
 
+def test_empty_documents_get_zero_vectors_not_an_error():
+    encoder = make_encoder()
+    embeddings = RagkitEmbeddings(encoder)
+    vectors = np.array(embeddings.embed_documents(["", "the cat sat", "   "]))
+    assert vectors.shape == (3, 32)
+    assert not vectors[0].any() and not vectors[2].any()
+    np.testing.assert_allclose(vectors[1], encoder.encode_documents(["the cat sat"])[0], atol=1e-6)
+
+
 def test_missing_index_fails_at_construction(tmp_path: Path):
     from ragkit.errors import InvalidInputError
 

@@ -307,3 +307,21 @@ def test_kill_9_then_resume_gives_the_same_weights(tiny_causal_dir, pairs_files,
     resumed = _adapter_tensors(out)
     assert resumed.keys() == reference.keys()
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+
+
+def test_resume_with_nothing_to_resume_is_an_error(tiny_causal_dir, tiny_corpus, tmp_path, capsys):
+    out = tmp_path / "fresh"
+    code, err = run_cli(
+        [
+            "train",
+            "--backbone",
+            str(tiny_causal_dir),
+            "--corpus",
+            str(tiny_corpus),
+            "--out",
+            str(out),
+            "--resume",
+        ],
+        capsys,
+    )
+    assert code == 1 and "nothing to resume" in err

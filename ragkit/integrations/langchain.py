@@ -101,11 +101,20 @@ class RagkitEmbeddings(Embeddings):
         return self._encoder
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """One vector per text; an empty text (LangChain loaders make them) gets zeros, which
+        match nothing, instead of failing the whole batch."""
+        import numpy as np
+
+        texts = list(texts)
         if not texts:
             return []
-        return self.encoder.encode_documents(
-            list(texts), batch_size=self.batch_size, show_progress=False
-        ).tolist()
+        kept = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
+        out = np.zeros((len(texts), self.encoder.dimension), dtype=np.float32)
+        if kept:
+            out[kept] = self.encoder.encode_documents(
+                [texts[i] for i in kept], batch_size=self.batch_size, show_progress=False
+            )
+        return out.tolist()
 
     def embed_query(self, text: str) -> list[float]:
         return self.encoder.encode_queries([text], show_progress=False)[0].tolist()

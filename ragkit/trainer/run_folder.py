@@ -38,6 +38,8 @@ def prepare_output(out: Path, settings: dict, *, resume: bool) -> bool:
                     "use the original settings or another --out"
                 )
         return True
+    if resume:
+        raise InvalidInputError(f"nothing to resume: {out} holds no training run; drop --resume to start one")
     if out.is_dir() and any(out.iterdir()):
         raise InvalidInputError(
             f"{out} exists and holds files that are not a ragkit training run; refusing to overwrite "
