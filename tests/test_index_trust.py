@@ -309,3 +309,26 @@ def test_settings_are_one_record_never_a_silent_mix(docs, tmp_path, tiny_backbon
     rebuilt = _build(docs, index, tiny_backbone_dir, chunk_tokens=32, overlap=0, rebuild=True)
     assert sorted(rebuilt.added) == ["a.md", "b.md", "c.md"]
     assert rebuilt.index_spec["kind"] == "hnsw"
+
+
+def test_remove_drops_named_documents_and_nothing_else(docs, tmp_path, tiny_backbone_dir, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ragkit.cli.app import app
+
+    (docs / "sub").mkdir()
+    (docs / "sub" / "d.md").write_text("# Delta\n\nthe blue house is big\n")
+    (docs / "sub" / "e.md").write_text("# Epsilon\n\nthe small dog runs slow\n")
+    index = tmp_path / "index"
+    _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
+    runner = CliRunner()
+    result = runner.invoke(app, ["remove", "nope.md", "--index", str(index)])
+    assert result.exit_code != 0 and "matches no document" in str(result.exception or result.output)
+    assert _paths(index) == ["a.md", "b.md", "c.md", "sub/d.md", "sub/e.md"]
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["remove", "docs/a.md", "sub", "--index", str(index), "--json"])
+    assert result.exit_code == 0, result.output
+    assert _paths(index) == ["b.md", "c.md"]
+    assert all((docs / p).is_file() for p in ("a.md", "sub/d.md", "sub/e.md"))
+    hits = Index.open(index).search("blue house dog", k=5, hybrid=False)
+    assert {h.source for h in hits} <= {"b.md", "c.md"}

@@ -22,6 +22,7 @@ app.command(rich_help_panel="Encoder")(encoder_commands.embed)
 app.command("train", rich_help_panel="Training")(train_command.train_command)
 app.command("index", rich_help_panel="Index")(index_commands.index_command)
 app.command("status", rich_help_panel="Index")(index_commands.status_command)
+app.command("remove", rich_help_panel="Index")(index_commands.remove_command)
 app.command("ask", rich_help_panel="Index")(ask_command.ask_command)
 app.command("eval", rich_help_panel="Evaluation")(eval_command.eval_command)
 

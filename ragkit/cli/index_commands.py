@@ -241,3 +241,34 @@ def status_command(index_dir: IndexDirOption = None, as_json: JsonOption = False
     for key, value in rows.items():
         table.add_row(key, value)
     out.print(table)
+
+
+def remove_command(
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="Documents to drop: paths as stored (see status) or on disk; a folder drops "
+            "every document under it.",
+            show_default=False,
+        ),
+    ],
+    index_dir: IndexDirOption = None,
+    wait: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait for another index run on the same index.")
+    ] = 0.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove documents from the index; the files themselves are never touched.
+
+    Example: `ragkit remove docs/old.md docs/drafts`
+    """
+    from ragkit.indexer.index import default_index_dir
+    from ragkit.indexer.removal import remove_documents
+
+    removed = remove_documents(index_dir or default_index_dir(), paths, wait_seconds=wait)
+    if as_json:
+        out.print_json(data={"removed": removed})
+        return
+    for path in removed:
+        err.print(f"[red]removed[/] {path}")
+    err.print(f"{len(removed)} document(s) removed")
