@@ -332,3 +332,36 @@ def test_remove_drops_named_documents_and_nothing_else(docs, tmp_path, tiny_back
     assert all((docs / p).is_file() for p in ("a.md", "sub/d.md", "sub/e.md"))
     hits = Index.open(index).search("blue house dog", k=5, hybrid=False)
     assert {h.source for h in hits} <= {"b.md", "c.md"}
+
+
+def test_rebuild_swaps_atomically_while_a_reader_searches(docs, tmp_path, tiny_backbone_dir):
+    import threading
+
+    from ragkit.encoder.encoder import Encoder
+
+    index = tmp_path / "index"
+    _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
+    encoder = Encoder.from_pretrained(str(tiny_backbone_dir))
+    failures: list[str] = []
+    counts: list[int] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                opened = Index.open(index, encoder=encoder)
+                counts.append(len(opened.search("cat mat", k=2, hybrid=False)))
+                opened.db.conn.close()
+            except Exception as exc:  # any failure a reader sees is the bug
+                failures.append(f"{type(exc).__name__}: {exc}")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for size in (24, 16, 32):
+            _build(docs, index, tiny_backbone_dir, chunk_tokens=size, overlap=0, rebuild=True)
+    finally:
+        done.set()
+        reader.join()
+    assert not failures, failures[:3]
+    assert len(counts) > 3 and set(counts) == {2}
