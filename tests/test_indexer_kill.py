@@ -49,8 +49,6 @@ def test_kill_9_at_random_moments_leaves_a_consistent_index(tmp_path, tiny_backb
     options = {"encoder": str(tiny_backbone_dir), "chunk_tokens": 24, "overlap": 4}
     env = {
         **os.environ,
-        "RAGKIT_INDEX_GROUP_CHUNKS": "3",
-        "RAGKIT_INDEX_STEP_DELAY": "0.05",
         "OMP_NUM_THREADS": "1",
     }
     command = [
@@ -67,6 +65,10 @@ def test_kill_9_at_random_moments_leaves_a_consistent_index(tmp_path, tiny_backb
         "24",
         "--overlap",
         "4",
+        "--group-chunks",
+        "3",
+        "--step-delay",
+        "0.05",
     ]
 
     started = time.monotonic()

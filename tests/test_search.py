@@ -137,8 +137,6 @@ def test_searches_keep_working_during_an_index_run(tmp_path: Path, tiny_backbone
         (docs / f"d{i}.md").write_text(f"# D{i}\n\n" + " ".join(rng.choice(WORDS) for _ in range(40)) + "\n")
     env = {
         **os.environ,
-        "RAGKIT_INDEX_GROUP_CHUNKS": "2",
-        "RAGKIT_INDEX_STEP_DELAY": "0.1",
         "OMP_NUM_THREADS": "1",
     }
     command = [
@@ -155,6 +153,10 @@ def test_searches_keep_working_during_an_index_run(tmp_path: Path, tiny_backbone
         "10",
         "--overlap",
         "0",
+        "--group-chunks",
+        "2",
+        "--step-delay",
+        "0.1",
     ]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     sizes, searches = set(), 0

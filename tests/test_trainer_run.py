@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from ragkit.cli.app import main
 from ragkit.encoder.adapters import load_adapter
 from ragkit.encoder.encoder import Encoder
-from ragkit.trainer.loop import STEP_DELAY_ENV, TrainOptions, train
+from ragkit.trainer.loop import TrainOptions, train
 from ragkit.trainer.recipe import RECIPES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,8 +116,10 @@ def test_kill_9_then_resume_gives_the_same_weights_as_one_run(tiny_causal_dir, t
         "--out",
         str(out),
         *SMALL,
+        "--step-delay",
+        "0.4",
     ]
-    env = {**os.environ, STEP_DELAY_ENV: "0.4"}
+    env = dict(os.environ)
     process = subprocess.Popen(
         [sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

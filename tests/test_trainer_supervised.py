@@ -20,7 +20,7 @@ from conftest import WORDS, make_model, make_tokenizer
 from ragkit.encoder.inputs import InputBuilder, collate
 from ragkit.errors import InvalidInputError
 from ragkit.trainer.corpus import corpus_pairs, load_corpus
-from ragkit.trainer.loop import STEP_DELAY_ENV, TrainOptions, train
+from ragkit.trainer.loop import TrainOptions, train
 from ragkit.trainer.losses import SupervisedObjective
 from ragkit.trainer.pairs import PairBatches, mine_negatives, read_pairs
 from ragkit.trainer.recipe import RECIPES
@@ -290,8 +290,8 @@ def test_kill_9_then_resume_gives_the_same_weights(tiny_causal_dir, pairs_files,
     for path in pairs_files:
         args += ["--pairs", str(path)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "ragkit", *args],
-        env={**os.environ, STEP_DELAY_ENV: "0.4"},
+        [sys.executable, "-m", "ragkit", *args, "--step-delay", "0.4"],
+        env=dict(os.environ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

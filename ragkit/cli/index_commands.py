@@ -111,6 +111,8 @@ def index_command(
     ] = False,
     device: DeviceOption = None,
     as_json: JsonOption = False,
+    group_chunks: Annotated[int, typer.Option(min=1, hidden=True)] = 256,
+    step_delay: Annotated[float, typer.Option(min=0, hidden=True)] = 0.0,
 ) -> None:
     """Embed a folder of documents into a FAISS index with SQLite metadata.
 
@@ -141,6 +143,8 @@ def index_command(
         device=device,
         wait_seconds=wait,
         follow_symlinks=follow_symlinks,
+        group_chunks=group_chunks,
+        step_delay=step_delay,
     )
     started = time.perf_counter()
     progress = _IndexProgress(enabled=sys.stderr.isatty() and not as_json)

@@ -84,6 +84,7 @@ def train_command(
         str, typer.Option(help="How LoRA weights are stored: float16, bfloat16 or float32.")
     ] = "float16",
     device: DeviceOption = None,
+    step_delay: Annotated[float, typer.Option(min=0, hidden=True)] = 0.0,
 ) -> None:
     """Train an LLM2Vec encoder: bidirectional attention, MNTP, then SimCSE and/or supervised.
 
@@ -124,6 +125,7 @@ def train_command(
         device=device,
         gradient_checkpointing=gradient_checkpointing,
         adapter_dtype=adapter_dtype,
+        step_delay=step_delay,
         command="ragkit train " + shlex.join(a for a in sys.argv[2:] if a != "--resume"),
     )
     result = train(options)

@@ -28,8 +28,6 @@ from ragkit.indexer.locking import index_lock
 
 GROUP_CHUNKS = 256
 """Chunks encoded per group: big enough to batch well, small enough to commit often."""
-STEP_DELAY_ENV = "RAGKIT_INDEX_STEP_DELAY"
-"""Seconds to sleep after each committed group: lets tests kill a run between its commits."""
 
 
 @dataclass
@@ -48,6 +46,9 @@ class IndexOptions:
     rebuild: bool = False
     dry_run: bool = False
     follow_symlinks: bool = False
+    group_chunks: int = GROUP_CHUNKS
+    step_delay: float = 0.0
+    """Seconds to sleep after each committed group: lets tests kill a run between commits."""
     max_bytes: int = DEFAULT_MAX_BYTES
     device: str | None = None
     wait_seconds: float = 0.0
@@ -236,11 +237,11 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
             summary.seconds["parsing and chunking"] += time.perf_counter() - phase
         group.append((relative, digest, stat, chunks, relative in stored))
         group_chunks += len(chunks)
-        if group_chunks >= int(os.environ.get("RAGKIT_INDEX_GROUP_CHUNKS", GROUP_CHUNKS)):
-            _write_group(db, encoder, group, summary, progress)
+        if group_chunks >= options.group_chunks:
+            _write_group(db, encoder, group, summary, progress, options.step_delay)
             group, group_chunks = [], 0
     if group:
-        _write_group(db, encoder, group, summary, progress)
+        _write_group(db, encoder, group, summary, progress, options.step_delay)
 
     removed += [r for r in summary.removed_reasons if r not in removed]
     if removed:
@@ -321,7 +322,7 @@ def _spec_changed(recorded: str, spec, requested: str) -> bool:
     return json.loads(recorded).get("kind") != spec.kind
 
 
-def _write_group(db, encoder, group, summary: IndexSummary, progress) -> None:
+def _write_group(db, encoder, group, summary: IndexSummary, progress, delay: float = 0.0) -> None:
     """Encode a group's chunks in one call, then store each document in one transaction."""
     phase = time.perf_counter()
     texts = [chunk.text for *_, chunks, _ in group for chunk in chunks]
@@ -346,7 +347,6 @@ def _write_group(db, encoder, group, summary: IndexSummary, progress) -> None:
             (summary.updated if existed else summary.added).append(relative)
     summary.chunks_written += len(texts)
     summary.seconds["storing"] += time.perf_counter() - phase
-    delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
     if delay:
         time.sleep(delay)
     if progress is not None:

@@ -39,8 +39,6 @@ from ragkit.trainer.run_folder import append_metrics, plot_loss, prepare_output,
 
 log = logging.getLogger("ragkit")
 EXPLODED_LOSS = 1e4
-STEP_DELAY_ENV = "RAGKIT_TRAIN_STEP_DELAY"
-"""Seconds to sleep after each step: lets tests kill a run mid-way on a tiny model."""
 
 
 class TrainingDivergedError(RagkitError):
@@ -65,6 +63,8 @@ class TrainOptions:
     adapter_dtype: str = "float16"
     show_progress: bool | None = None
     command: str = ""
+    step_delay: float = 0.0
+    """Seconds to sleep after each step: lets tests kill a run mid-way on a tiny model."""
 
 
 @dataclass
@@ -520,7 +520,7 @@ def _train_stage(stage, causal_lm, tokenizer, data, options, accelerator, displa
         if stage == "supervised"
         else _UnlabelledSteps(stage, tokenizer, causal_lm, data, options)
     )
-    delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
+    delay = options.step_delay
     device = accelerator.device
 
     display.start_stage(stage, settings.steps, start_step)
