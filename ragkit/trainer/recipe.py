@@ -136,7 +136,7 @@ RECIPES: dict[str, Recipe] = {
         # Short queries and passages, LoRA on the top 10 of 30 layers (gradients stop there):
         # a step of 16 pairs with one hard negative each costs seconds rather than a minute.
         supervised=StageRecipe(
-            steps=250,
+            steps=200,
             batch_size=16,
             max_length=112,
             lr=2e-4,
