@@ -365,3 +365,26 @@ def test_rebuild_swaps_atomically_while_a_reader_searches(docs, tmp_path, tiny_b
         reader.join()
     assert not failures, failures[:3]
     assert len(counts) > 3 and set(counts) == {2}
+
+
+def test_a_damaged_vector_or_missing_settings_never_crash_a_search(docs, tmp_path, tiny_backbone_dir):
+    index = tmp_path / "index"
+    _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
+    db = sqlite3.connect(index / store.DB_NAME)
+    with db:
+        bad = db.execute(
+            "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id WHERE d.path = 'b.md'"
+        ).fetchone()[0]
+        db.execute("UPDATE chunks SET vector = x'0102' WHERE id = ?", [bad])
+    (index / "vectors.faiss").unlink()
+    opened = Index.open(index)
+    assert opened.repaired and opened.faiss_index.ntotal == len(opened) - 1
+    for hybrid in (True, False):
+        hits = opened.search("dog ran house", k=5, hybrid=hybrid)
+        assert hits and all(h.chunk_id != bad or h.similarity == 0.0 for h in hits)
+    assert opened.search("dog", k=3, filter="b.md", hybrid=False) == []
+    assert not Index.open(index).repaired  # the repaired vector file is consistent now
+    with db:
+        db.execute("DELETE FROM meta WHERE key = 'dimension'")
+    with pytest.raises(InvalidInputError, match="lacks its settings"):
+        Index.open(index)

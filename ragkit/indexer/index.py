@@ -63,6 +63,12 @@ class Index:
         meta = store.get_meta(db)
         if not meta:
             raise InvalidInputError(f"{folder} is not a finished ragkit index (no metadata yet)")
+        missing = [k for k in ("dimension", "index_spec", "encoder_fingerprint") if k not in meta]
+        if missing:
+            raise InvalidInputError(
+                f"{folder} lacks its settings ({', '.join(missing)}); rebuild it with "
+                f"`ragkit index PATH --index {folder} --rebuild`"
+            )
         if meta.get("schema_version") != str(store.SCHEMA_VERSION):
             raise InvalidInputError(
                 f"{folder} was written by another ragkit version (schema {meta.get('schema_version')}); "
@@ -78,7 +84,7 @@ class Index:
     def _consistent_vectors(folder: Path, db, meta: dict):
         dimension = int(meta["dimension"])
         index = vectors.read(folder)
-        ids = store.chunk_ids(db)
+        ids = store.chunk_ids(db, dimension)
         if index is not None and index.d == dimension and np.array_equal(vectors.ids_of(index), ids):
             return index, False
         spec = vectors.IndexSpec(
@@ -225,9 +231,13 @@ class Index:
             for chunk_id, blob in self.db.execute(
                 "SELECT id, vector FROM chunks WHERE id IN (SELECT value FROM json_each(?))", [part]
             ):
-                ids.append(chunk_id)
-                stored.append(np.frombuffer(blob, dtype=np.float16))
+                if len(blob) == 2 * matrix.shape[1]:  # a damaged vector cannot be scored
+                    ids.append(chunk_id)
+                    stored.append(np.frombuffer(blob, dtype=np.float16))
         ids_array = np.array(ids, dtype=np.int64)
+        if not ids:
+            empty = np.zeros((len(matrix), 0))
+            return empty.astype(np.float32), empty.astype(np.int64)
         scores = matrix @ np.vstack(stored).astype(np.float32).T
         top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
         return np.take_along_axis(scores, top, axis=1), ids_array[top]
@@ -252,7 +262,8 @@ class Index:
                 continue  # removed by a concurrent index run after the vectors were loaded
             metadata = json.loads(row[6] or "{}")
             # The stored (float16) vector is the one FAISS holds, so this equals a dense score.
-            similarity = float(np.frombuffer(row[7], dtype=np.float16).astype(np.float32) @ query_vector)
+            stored = np.frombuffer(row[7], dtype=np.float16).astype(np.float32)
+            similarity = float(stored @ query_vector) if len(stored) == len(query_vector) else 0.0
             text, source, start, end, heading = row[1:6]
             hits.append(
                 Hit(len(hits) + 1, score, text, source, start, end, heading, chunk_id, metadata, similarity)

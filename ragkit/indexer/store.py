@@ -8,6 +8,7 @@ reused and a stale FAISS entry can never point at a different chunk.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import numpy as np
 
 from ragkit.errors import InvalidInputError
 
+log = logging.getLogger("ragkit")
 SCHEMA_VERSION = 1
 DB_NAME = "index.db"
 
@@ -215,8 +217,10 @@ def remove_document(db, path: str) -> int:
     return int(row[1] or 0)
 
 
-def chunk_ids(db) -> np.ndarray:
-    return np.fromiter((r[0] for r in db.execute("SELECT id FROM chunks ORDER BY id")), dtype=np.int64)
+def chunk_ids(db, dimension: int) -> np.ndarray:
+    """Ids of the chunks whose vector is intact: exactly what the vector index holds."""
+    rows = db.execute("SELECT id FROM chunks WHERE length(vector) = ? ORDER BY id", [2 * dimension])
+    return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
 
 def all_vectors(db, dimension: int, batch: int = 50_000):
@@ -228,7 +232,18 @@ def all_vectors(db, dimension: int, batch: int = 50_000):
         ).fetchall()
         if not rows:
             return
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
-        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16).reshape(len(rows), dimension)
+        last = int(rows[-1][0])
+        intact = [r for r in rows if len(r[1]) == 2 * dimension]
+        if len(intact) < len(rows):
+            log.warning(
+                "%d chunks have a damaged vector and are left out of the vector index; "
+                "re-index their files or --rebuild",
+                len(rows) - len(intact),
+            )
+        if not intact:
+            continue
+        ids = np.array([r[0] for r in intact], dtype=np.int64)
+        vectors = np.frombuffer(b"".join(r[1] for r in intact), dtype=np.float16).reshape(
+            len(intact), dimension
+        )
         yield ids, vectors.astype(np.float32)
-        last = int(ids[-1])
