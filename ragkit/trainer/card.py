@@ -31,37 +31,77 @@ def record_evaluation(out: Path, name: str, result: dict) -> None:
     (out / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2) + "\n")
 
 
+_STAGE_WORDS = {
+    "mntp": "masked next-token prediction (MNTP)",
+    "simcse": "unsupervised SimCSE",
+    "supervised": "supervised contrastive training on query-passage pairs",
+}
+
+
+def _data_lines(run: dict) -> list[str]:
+    lines = []
+    if run.get("corpus"):
+        lines.append(f"- Text: {run['corpus']}, {run.get('corpus_passages', 0):,} passages")
+    if run.get("pairs"):
+        lines.append(f"- Pairs: {run.get('pairs_rows', 0):,} rows from {', '.join(run['pairs'])}")
+    if run.get("base"):
+        base = run["base"]
+        lines.append(
+            f"- Trained on top of the encoder `{base.get('encoder')}` (its adapters "
+            f"{', '.join(base.get('adapters', []))} are kept underneath)"
+        )
+    return lines
+
+
+def _stage_row(name: str, settings: dict, stats: dict, note: str = "") -> str:
+    loss = "" if stats.get("final_loss") is None else f"{stats['final_loss']:.4f}"
+    return (
+        f"| {name}{note} | {settings.get('steps', stats.get('steps'))} | {settings.get('batch_size', '')} | "
+        f"{settings.get('max_length', '')} | {settings.get('lr', '')} | {loss} | "
+        f"{stats.get('tokens_per_s', '')} | {float(stats.get('seconds', 0)) / 60:.1f} |"
+    )
+
+
 def write_card(out: Path, *, command: str = "") -> Path:
     run = _read(out / RUN_FILE)
     stages = _read(out / STAGES_FILE)
     evaluation = _read(out / EVALUATION_FILE)
     recipe = run.get("recipe", {})
-    stage_names = " + ".join(s.upper() for s in run.get("stages", []))
-    seconds = sum(float(s.get("seconds", 0)) for s in stages.values())
+    base = run.get("base", {})
+    base_stages = base.get("stages", {})
+    names = [*base_stages, *run.get("stages", [])]
+    seconds = sum(float(s.get("seconds", 0)) for s in [*stages.values(), *base_stages.values()])
+    described = ", then ".join(_STAGE_WORDS.get(n, n) for n in names)
     lines = [
-        f"# ragkit encoder: {run.get('backbone', '?')} + {stage_names}",
+        f"# ragkit encoder: {run.get('backbone', '?')} + {' + '.join(n.upper() for n in names)}",
         "",
-        "An LLM2Vec text encoder trained with `ragkit train`: bidirectional attention, then "
-        "masked next-token prediction (MNTP), then unsupervised SimCSE, each stage a LoRA "
-        "merged into the backbone before the next. Load it with "
+        f"An LLM2Vec text encoder trained with `ragkit train`: bidirectional attention, then {described}, "
+        "each stage a LoRA merged into the backbone before the next. Load it with "
         '`ragkit.Encoder.from_pretrained("<this folder>")` or `--encoder <this folder>`.',
         "",
         "## Training",
         "",
         f"- Backbone: `{run.get('backbone', '?')}` (identity `{str(run.get('backbone_identity', ''))[:16]}`)",
-        f"- Data: {run.get('corpus', '?')}, {run.get('corpus_passages', 0):,} passages",
+        *_data_lines(run),
         f"- Recipe: `{recipe.get('name', '?')}`, seed {run.get('seed', 0)}; LoRA r={recipe.get('lora_r')}, "
         f"alpha={recipe.get('lora_alpha')}, dropout {recipe.get('lora_dropout')}, on "
-        f"{', '.join(recipe.get('lora_targets', []))} of "
-        + (
-            "all layers"
-            if recipe.get("lora_top_layers") is None
-            else f"the top {recipe['lora_top_layers']} layers"
-        ),
-        f"- MNTP masking {recipe.get('mask_probability')} (80/10/10); SimCSE attention dropout "
-        f"{recipe.get('simcse_dropout')}, temperature {recipe.get('temperature')}",
-        f"- Wall time: {seconds / 60:.1f} min of training",
+        f"{', '.join(recipe.get('lora_targets', []))}",
     ]
+    if "mntp" in names or "simcse" in names:
+        lines.append(
+            f"- MNTP masking {recipe.get('mask_probability')} (80/10/10); SimCSE attention dropout "
+            f"{recipe.get('simcse_dropout')}, temperature {recipe.get('temperature')}"
+        )
+    if "supervised" in run.get("stages", []):
+        sup = recipe.get("supervised", {})
+        layers = recipe.get("lora_top_layers") or sup.get("lora_top_layers")
+        lines.append(
+            f"- Supervised: temperature {recipe.get('supervised_temperature')}, queries "
+            f"{sup.get('query_max_length')} tokens after the instruction "
+            f"`{recipe.get('query_instruction', '')}`, one hard negative per query, LoRA on "
+            + ("all layers" if layers is None else f"the top {layers} layers")
+        )
+    lines.append(f"- Wall time: {seconds / 60:.1f} min of training on this run's machine")
     if command:
         lines += ["", "Reproduce with:", "", "```bash", command, "```"]
     lines += [
@@ -69,14 +109,10 @@ def write_card(out: Path, *, command: str = "") -> Path:
         "| stage | steps | batch | max tokens | lr | final loss | tokens/s | minutes |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    for name, stats in base_stages.items():
+        lines.append(_stage_row(name, base.get("recipe", {}).get(name, {}), stats, " (base)"))
     for name in run.get("stages", []):
-        settings, stats = recipe.get(name, {}), stages.get(name, {})
-        loss = "" if stats.get("final_loss") is None else f"{stats['final_loss']:.4f}"
-        lines.append(
-            f"| {name} | {settings.get('steps')} | {settings.get('batch_size')} | "
-            f"{settings.get('max_length')} | {settings.get('lr')} | {loss} | "
-            f"{stats.get('tokens_per_s', '')} | {float(stats.get('seconds', 0)) / 60:.1f} |"
-        )
+        lines.append(_stage_row(name, recipe.get(name, {}), stages.get(name, {})))
     if (out / "loss.png").is_file():
         lines += ["", "![training loss](loss.png)"]
     if evaluation:

@@ -8,6 +8,7 @@ kill -9 reach the same weights as an uninterrupted run.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -185,6 +186,10 @@ class _Start:
     backbone: object
     adapters: list[Adapter]
     instructions: dict[str, str]
+    encoder: str | None = None
+    """The saved encoder the adapters come from (None: a bare backbone)."""
+    history: dict = field(default_factory=dict)
+    """Its own training record (stages, recipe), for the model card."""
 
 
 def _resolve_start(spec: str) -> _Start:
@@ -197,7 +202,13 @@ def _resolve_start(spec: str) -> _Start:
     if backbone.identity != config.backbone_identity:
         raise RagkitError(f"the backbone of the encoder at {saved} now has different weights")
     adapters = [load_adapter(saved / "adapters" / name) for name in config.adapters]
-    return _Start(backbone, adapters, dict(config.instructions))
+    history = {}
+    for name, key in (("stages.json", "stages"), ("training.json", "training")):
+        try:
+            history[key] = json.loads((saved / name).read_text())
+        except (OSError, ValueError):
+            history[key] = {}
+    return _Start(backbone, adapters, dict(config.instructions), spec, history)
 
 
 @dataclass
@@ -229,6 +240,14 @@ def _run_settings(options: TrainOptions, start: _Start, data: _Data) -> dict:
         "backbone": start.backbone.name,
         "backbone_identity": start.backbone.identity,
         "base_adapters": [a.content_hash() for a in start.adapters],
+        "base": {
+            "encoder": start.encoder,
+            "adapters": [a.name for a in start.adapters],
+            "stages": start.history.get("stages", {}),
+            "recipe": start.history.get("training", {}).get("recipe", {}),
+        }
+        if start.adapters
+        else None,
         "stages": list(options.stages),
         "recipe": options.recipe.to_dict(),
         "seed": options.seed,
