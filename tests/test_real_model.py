@@ -47,17 +47,18 @@ def default() -> Encoder:
 def test_default_is_the_shipped_trained_encoder(default: Encoder, bidirectional: Encoder) -> None:
     assert default.config.backbone == "smollm2-135m"
     assert default.config.backbone_identity == bidirectional.config.backbone_identity
-    assert [a.name for a in default.adapters] == ["00-mntp", "01-simcse"]
+    assert [a.name for a in default.adapters] == ["00-mntp", "01-simcse", "02-supervised"]
+    assert default.config.instructions["query"].startswith("Given a question")
     assert default.probe_result.is_bidirectional()
     assert default.fingerprint != bidirectional.fingerprint
     shipped = DEFAULT_ENCODER_DIR / "adapters"
     files = sorted(p.relative_to(shipped).as_posix() for p in shipped.rglob("*") if p.is_file())
     assert files == [
         f"{n}/{f}"
-        for n in ("00-mntp", "01-simcse")
+        for n in ("00-mntp", "01-simcse", "02-supervised")
         for f in ("adapter_config.json", "adapter_model.safetensors")
     ]
-    assert sum((shipped / f).stat().st_size for f in files) < 20 * 1024 * 1024
+    assert sum((shipped / f).stat().st_size for f in files) < 24 * 1024 * 1024
 
 
 def test_the_default_loads_light_for_queries_with_the_same_vectors(default: Encoder) -> None:
@@ -121,10 +122,9 @@ def test_sts_high_gold_pairs_are_closer_than_low_gold_pairs(causal: Encoder) -> 
 def test_training_recovers_what_bidirectional_attention_lost(
     default: Encoder, causal: Encoder, bidirectional: Encoder
 ) -> None:
-    """Issue #4's STS gate on the whole STS-B test (1,379 pairs, ~4 min): the shipped encoder
-    beats the causal backbone (0.440 vs 0.371, EVAL.md), and the untrained bidirectional model
-    (0.162) is far below both. A 200-pair sample cannot show the first: it scores 0.419 vs
-    0.431 there, inside the sampling noise."""
+    """The STS gate on the whole STS-B test (1,379 pairs, ~4 min): the shipped encoder beats
+    the causal backbone (0.498 vs 0.371, EVAL.md), and the untrained bidirectional model
+    (0.162) is far below both. A 200-pair sample is too noisy to show the first reliably."""
     from scipy.stats import spearmanr
 
     path = DATASETS / "stsb" / "sts-test.tsv"
@@ -140,7 +140,7 @@ def test_training_recovers_what_bidirectional_attention_lost(
         return float(spearmanr((a * b).sum(1), gold).statistic)
 
     trained, baseline, untrained = spearman(default), spearman(causal), spearman(bidirectional)
-    assert trained > baseline + 0.03, (trained, baseline, untrained)
+    assert trained > baseline + 0.08, (trained, baseline, untrained)
     assert baseline > untrained + 0.1, (trained, baseline, untrained)
 
 

@@ -1,1 +1,1 @@
-"""Document indexing into FAISS with SQLite metadata (issue #5; not built yet)."""
+"""Document indexing: SQLite as the source of truth, FAISS as a rebuildable view of its vectors."""

@@ -1,4 +1,4 @@
-"""MNTP and SimCSE training with LoRA (issue #4; not built yet).
+"""Training with LoRA: MNTP, SimCSE and the supervised contrastive stage.
 
 Adapters it produces are stored with :mod:`ragkit.encoder.adapters`.
 """
