@@ -17,8 +17,9 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 RRF_K = 60
-HYBRID_DEPTH = 50
-"""How deep each ranking goes before fusion (at least ``k``)."""
+HYBRID_DEPTH = 100
+"""How deep each ranking goes before fusion (at least ``k``). One depth for every ``k`` up to
+it, so the first ten hits of a search for 10 and of a search for 100 are the same."""
 FUSION_METHODS = ("rrf", "weighted-rrf", "convex")
 
 Ranking = list[tuple[Hashable, float]]

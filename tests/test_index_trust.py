@@ -388,3 +388,73 @@ def test_a_damaged_vector_or_missing_settings_never_crash_a_search(docs, tmp_pat
         db.execute("DELETE FROM meta WHERE key = 'dimension'")
     with pytest.raises(InvalidInputError, match="lacks its settings"):
         Index.open(index)
+
+
+def test_another_tools_index_db_is_not_taken_for_an_index(docs, tmp_path, tiny_backbone_dir):
+    other = tmp_path / "other"
+    other.mkdir()
+    conn = sqlite3.connect(other / "index.db")
+    conn.execute("CREATE TABLE notes (x)")
+    conn.commit()
+    conn.close()
+    before = (other / "index.db").read_bytes()
+    for rebuild in (False, True):
+        with pytest.raises(InvalidInputError, match="not a ragkit index"):
+            _build(docs, other, tiny_backbone_dir, rebuild=rebuild)
+    assert (other / "index.db").read_bytes() == before
+
+
+def test_an_interrupted_first_run_keeps_what_it_committed(docs, tmp_path, tiny_backbone_dir, monkeypatch):
+    from ragkit.indexer import builder
+
+    calls = {"n": 0}
+    original = builder._write_group
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(builder, "_write_group", interrupted)
+    index = tmp_path / "index"
+    with pytest.raises(KeyboardInterrupt):
+        _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0, group_chunks=1)
+    assert len(_paths(index)) == 1  # the first group's document is kept for the next run
+    monkeypatch.setattr(builder, "_write_group", original)
+    summary = _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
+    assert len(summary.added) == 2 and len(_paths(index)) == 3
+
+
+def test_rebuild_of_a_single_file_is_refused(docs, tmp_path, tiny_backbone_dir):
+    index = tmp_path / "index"
+    _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
+    with pytest.raises(InvalidInputError, match="whole folder"):
+        _build(docs / "a.md", index, tiny_backbone_dir, chunk_tokens=16, overlap=0, rebuild=True)
+    assert _paths(index) == ["a.md", "b.md", "c.md"]
+
+
+def test_remove_never_empties_the_index_by_one_path(docs, tmp_path, tiny_backbone_dir, monkeypatch):
+    from ragkit.indexer.removal import remove_documents
+
+    index = tmp_path / "index"
+    _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
+    for spec in ("", ".", str(docs)):
+        monkeypatch.chdir(docs)
+        with pytest.raises(InvalidInputError, match="whole index"):
+            remove_documents(index, [spec])
+    assert _paths(index) == ["a.md", "b.md", "c.md"]
+    assert remove_documents(index, ["a.md"]) == ["a.md"]  # relative to the current folder
+
+
+def test_removing_below_ivfpq_minimum_keeps_the_index_openable(tmp_path):
+    import numpy as np
+
+    from ragkit.indexer import vectors
+
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(300, 16)).astype(np.float32)
+    spec = vectors.choose("ivfpq", 300, 16)
+    assert spec.kind == "ivfpq"
+    few = vectors.build(spec, 16, [(np.arange(100, dtype=np.int64), points[:100])])
+    assert few.ntotal == 100  # fell back to exact search instead of failing to train

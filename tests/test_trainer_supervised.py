@@ -325,3 +325,17 @@ def test_resume_with_nothing_to_resume_is_an_error(tiny_causal_dir, tiny_corpus,
         capsys,
     )
     assert code == 1 and "nothing to resume" in err
+
+
+def test_mining_never_picks_another_answer_to_the_same_query(tmp_path):
+    rows = [
+        {"query": "what do cats eat", "positive": "cats eat fish and mice", "group": "g"},
+        {"query": "what do cats eat", "positive": "cats also eat dry food", "group": "g"},
+        {"query": "what do dogs eat", "positive": "dogs eat meat", "group": "g"},
+        {"query": "what do cows eat", "positive": "cows eat grass all day"},
+        {"query": "what do cats like", "positive": "cats like to eat and sleep"},
+    ]
+    pair_set = mine_negatives(read_pairs([_write_pairs(tmp_path / "p.jsonl", rows)]))
+    answers = {"cats eat fish and mice", "cats also eat dry food"}
+    for pair in pair_set.pairs[:2]:
+        assert pair.negatives and pair.negatives[0] not in answers

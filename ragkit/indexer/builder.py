@@ -91,24 +91,36 @@ def build_index(options: IndexOptions, progress=None) -> IndexSummary:
     if source.is_dir() and not found.files and not (target / store.DB_NAME).is_file():
         reasons = ", ".join(f"{n} {why}" for why, n in found.skipped.most_common()) or "it is empty"
         raise InvalidInputError(f"nothing to index in {source}: no supported documents ({reasons})")
+    if options.rebuild and source.is_file():
+        raise InvalidInputError(f"--rebuild re-embeds a whole folder; give the folder, not the file {source}")
     created = not target.exists()
     index_folder.claim(target, source)
+    locked = False
     try:
         with index_lock(target, options.wait_seconds):
+            locked = True
             if options.rebuild and not options.dry_run:
                 return _rebuild(options, found, target, progress)
             summary = _update(options, found, target, progress)
-    except BaseException:
-        if created and target.is_dir() and not index_folder.foreign_files(target):
-            shutil.rmtree(target, ignore_errors=True)  # made by this run, which left nothing usable
+            if created and options.dry_run:
+                _remove_if_unused(target)
+    except Exception:
+        if created and locked:
+            _remove_if_unused(target)  # made by this run, which left nothing usable in it
         raise
-    if created and options.dry_run:
-        shutil.rmtree(target, ignore_errors=True)
     return summary
+
+
+def _remove_if_unused(target: Path) -> None:
+    """Delete an index folder this run created if it holds no document and nothing foreign."""
+    if index_folder.foreign_files(target) or index_folder.has_documents(target):
+        return
+    shutil.rmtree(target, ignore_errors=True)
 
 
 def _rebuild(options: IndexOptions, found, target: Path, progress) -> IndexSummary:
     """Build a complete new index beside the old one, then swap: the old one stays usable."""
+    index_folder.check_swappable(target)
     fresh = index_folder.fresh_sibling(target)
     if options.index_type is None and (target / store.DB_NAME).is_file():
         try:

@@ -90,11 +90,7 @@ class Chunker:
             if end < len(spans):
                 # Byte-level tokens of one character share its span: never cut between them.
                 clean = [c for c in range(end, start, -1) if spans[c][0] >= spans[c - 1][1]]
-                spaced = [
-                    c
-                    for c in clean
-                    if c > start + budget // 2 and text[spans[c][0] - 1 : spans[c][0]].isspace()
-                ]
+                spaced = [c for c in clean if c > start + budget // 2 and _starts_word(text, spans[c][0])]
                 end = spaced[0] if spaced else (clean[0] if clean else end)
             windows.append(text[spans[start][0] : spans[end - 1][1]].strip())
             start = end
@@ -157,3 +153,8 @@ class Chunker:
 def _char_spans(text: str) -> list[tuple[int, int]]:
     """One span per character: a tokenizer never puts fewer than one character in a token."""
     return [(i, i + 1) for i in range(len(text))]
+
+
+def _starts_word(text: str, offset: int) -> bool:
+    """A token at ``offset`` begins a word: after a space, or (byte-level BPE) with its space."""
+    return text[offset - 1 : offset].isspace() or text[offset : offset + 1].isspace()

@@ -46,7 +46,39 @@ def foreign_files(folder: Path) -> list[str]:
 
 
 def is_index(folder: Path) -> bool:
-    return (folder / MARKER_NAME).is_file() or (folder / DB_NAME).is_file()
+    """Marked as ragkit's, or holding a database with ragkit's settings table."""
+    return (folder / MARKER_NAME).is_file() or _ragkit_database(folder / DB_NAME)
+
+
+def _ragkit_database(path: Path) -> bool:
+    import sqlite3
+
+    if not path.is_file():
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return conn.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is not None
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+
+
+def has_documents(folder: Path) -> bool:
+    import sqlite3
+
+    path = folder / DB_NAME
+    if not path.is_file():
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return conn.execute("SELECT 1 FROM documents LIMIT 1").fetchone() is not None
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return True  # unreadable: keep it, and let the error say what it is
 
 
 def claim(target: Path, source: Path | None = None) -> None:
@@ -61,7 +93,8 @@ def claim(target: Path, source: Path | None = None) -> None:
                 "(the default is .ragkit)"
             )
     if target.is_dir() and not is_index(target):
-        foreign = foreign_files(target)
+        # Not ours yet: even a file named like ours (another tool's index.db) is foreign here.
+        foreign = sorted(e.name for e in target.iterdir() if e.name != LOCK_NAME)
         if foreign:
             shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
             raise InvalidInputError(
@@ -104,23 +137,27 @@ def _exchange(a: Path, b: Path) -> bool:
     return result == 0
 
 
-def swap_in(fresh: Path, target: Path) -> None:
-    """Put the rebuilt index in ``fresh`` where ``target`` is, then delete the old one.
-
-    Refuses when ``target`` holds files that are not ragkit's, since they would leave with
-    the old folder.
-    """
+def check_swappable(target: Path) -> None:
+    """Refuse a rebuild up front when ``target`` holds files that would leave with the old folder."""
     foreign = foreign_files(target)
     if foreign:
         raise InvalidInputError(
             f"{target} also holds files that are not ragkit's ({', '.join(foreign[:3])}); move them "
             "away before --rebuild"
         )
+
+
+def swap_in(fresh: Path, target: Path) -> None:
+    """Put the rebuilt index in ``fresh`` where ``target`` is, then delete the old one."""
+    check_swappable(target)
     if _exchange(fresh, target):
         shutil.rmtree(fresh)
         return
     old = target.parent / f".{target.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
+    if old.exists():
+        if foreign_files(old):
+            raise InvalidInputError(f"{old} exists and is not a ragkit index; move it away before --rebuild")
+        shutil.rmtree(old)
     os.replace(target, old)
     os.replace(fresh, target)
     shutil.rmtree(old)

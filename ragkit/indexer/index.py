@@ -59,6 +59,7 @@ class Index:
     @classmethod
     def open(cls, folder: str | os.PathLike | None = None, *, encoder=None) -> Index:
         folder = Path(folder).expanduser() if folder is not None else default_index_dir()
+        database = _inode(folder / store.DB_NAME)
         db = store.connect(folder, readonly=True)
         meta = store.get_meta(db)
         if not meta:
@@ -74,14 +75,14 @@ class Index:
                 f"{folder} was written by another ragkit version (schema {meta.get('schema_version')}); "
                 "rebuild it with `ragkit index PATH --rebuild`"
             )
-        index, repaired = cls._consistent_vectors(folder, db, meta)
+        index, repaired = cls._consistent_vectors(folder, db, meta, database)
         opened = cls(folder, db, meta, vectors.to_gpu_if_available(index), repaired)
         if encoder is not None:
             opened.use_encoder(encoder)
         return opened
 
     @staticmethod
-    def _consistent_vectors(folder: Path, db, meta: dict):
+    def _consistent_vectors(folder: Path, db, meta: dict, database: int | None):
         dimension = int(meta["dimension"])
         index = vectors.read(folder)
         ids = store.chunk_ids(db, dimension)
@@ -92,7 +93,7 @@ class Index:
             {k: v for k, v in json.loads(meta["index_spec"]).items() if k != "kind"},
         )
         index = vectors.build(spec, dimension, store.all_vectors(db, dimension))
-        _write_back_if_idle(folder, index)
+        _write_back_if_idle(folder, index, database)
         return index, True
 
     def __len__(self) -> int:
@@ -277,7 +278,19 @@ def _is_light(encoder) -> bool:
     return isinstance(encoder.tokenizer, LightTokenizer)
 
 
-def _write_back_if_idle(folder: Path, index) -> None:
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _write_back_if_idle(folder: Path, index, database: int | None) -> None:
+    """Save a repaired vector file, unless a writer is busy or the index was replaced meanwhile.
+
+    A rebuild swaps in a new folder (and a new lock file): vectors repaired from the database
+    this reader opened must not land in the new index.
+    """
     from filelock import FileLock, Timeout
 
     from ragkit.indexer.locking import LOCK_NAME
@@ -290,6 +303,7 @@ def _write_back_if_idle(folder: Path, index) -> None:
     except Timeout:
         return  # an index run is writing; it will write a consistent file itself
     try:
-        vectors.write_atomic(index, folder)
+        if database is not None and _inode(folder / store.DB_NAME) == database:
+            vectors.write_atomic(index, folder)
     finally:
         lock.release()

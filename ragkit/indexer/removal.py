@@ -13,19 +13,22 @@ from ragkit.indexer.locking import index_lock
 
 
 def _stored_names(spec: str, root: Path | None, stored: set[str]) -> list[str]:
-    """Documents a user's PATH means: a stored path, a file on disk, or a folder's documents."""
-    if spec in stored:
-        return [spec]
-    candidates = [spec.rstrip("/")]
+    """Documents a user's PATH means: a file or folder on disk (relative to the current
+    folder), else a path as stored. The whole index is never one PATH away."""
+    candidates = []
     if root is not None:
         path = Path(spec).expanduser().absolute()
         with contextlib.suppress(ValueError):
             candidates.append(path.relative_to(root).as_posix())
+    candidates.append(spec.strip().rstrip("/"))
     for candidate in candidates:
+        if candidate in ("", "."):
+            raise InvalidInputError(
+                f"'{spec}' names the whole index; to empty it, delete the index folder or use --rebuild"
+            )
         if candidate in stored:
             return [candidate]
-        prefix = "" if candidate in ("", ".") else candidate + "/"
-        under = sorted(s for s in stored if s.startswith(prefix))
+        under = sorted(s for s in stored if s.startswith(candidate + "/"))
         if under:
             return under
     return []
@@ -54,13 +57,14 @@ def remove_documents(index_dir: Path, paths: list[str], *, wait_seconds: float =
         with db.conn:
             for relative in chosen:
                 store.remove_document(db, relative)
-        spec = json.loads(meta["index_spec"])
-        index_spec = vectors.IndexSpec(spec["kind"], {k: v for k, v in spec.items() if k != "kind"})
         dimension = int(meta["dimension"])
+        count = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        requested = meta.get("index_type_requested") or json.loads(meta["index_spec"])["kind"]
+        index_spec = vectors.choose(requested, count, dimension)
         vectors.write_atomic(
             vectors.build(index_spec, dimension, store.all_vectors(db, dimension)), index_dir
         )
         with db.conn:
-            store.set_meta(db, {"updated_at": str(time.time())})
+            store.set_meta(db, {"updated_at": str(time.time()), "index_spec": index_spec.to_dict()})
         db.conn.close()
     return chosen

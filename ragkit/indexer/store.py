@@ -49,6 +49,13 @@ def connect(folder: Path, *, readonly: bool = False):
             sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False), path
         )
         if conn is None:
+            wal = path.with_name(f"{DB_NAME}-wal")
+            if wal.is_file() and wal.stat().st_size > 0:
+                raise InvalidInputError(
+                    f"cannot read {path}: it is locked by a writer, or its folder is read-only and "
+                    "holds unmerged changes (index.db-wal); open it once where it is writable"
+                )
+            # Nothing can change a read-only database, so reading it as immutable is exact.
             uri = f"file:{path}?mode=ro&immutable=1"
             conn = _checked(sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False), path)
         if conn is None:

@@ -74,6 +74,8 @@ def build(spec: IndexSpec, dimension: int, batches) -> object:
     pairs = list(batches)
     ids = np.concatenate([i for i, _ in pairs]) if pairs else np.empty(0, dtype=np.int64)
     vectors = np.concatenate([v for _, v in pairs]) if pairs else np.empty((0, dimension), dtype=np.float32)
+    if spec.kind == "ivfpq" and len(ids) < max(IVFPQ_MIN_CHUNKS, spec.params["nlist"]):
+        spec = IndexSpec("flat", {})  # too few vectors left to train on (documents were removed)
     if spec.kind == "flat":
         inner = faiss.IndexFlatIP(dimension)
     elif spec.kind == "hnsw":

@@ -483,7 +483,7 @@ class _UnlabelledSteps:
 class _PairSteps:
     """Batches of the supervised stage: queries with their instruction, positives, then negatives."""
 
-    def __init__(self, tokenizer, pair_set: PairSet, options: TrainOptions):
+    def __init__(self, tokenizer, pair_set: PairSet, options: TrainOptions, world: int = 1):
         recipe = options.recipe
         settings = recipe.supervised
         self.pairs = pair_set.pairs
@@ -491,6 +491,12 @@ class _PairSteps:
         self.queries = InputBuilder(tokenizer, settings.query_max_length or settings.max_length)
         self.instruction = recipe.query_instruction
         self.order = PairBatches(pair_set, settings.batch_size, options.seed + STAGES.index("supervised"))
+        smallest = min(len(rows) for rows in pair_set.datasets.values())
+        if min(smallest, settings.batch_size) < world:
+            raise RagkitError(
+                f"a dataset of {smallest} pairs cannot fill a batch on each of {world} processes; "
+                "add rows or use fewer processes"
+            )
 
     def _collate(self, items, device) -> dict:
         batch = collate(items, self.passages.pad_id, "right")
@@ -535,7 +541,7 @@ def _train_stage(stage, causal_lm, tokenizer, data, options, accelerator, displa
     start_step, elapsed_before = _restore(stage, run, options, out, main)
     objective, optimizer = accelerator.prepare(run.objective, run.optimizer)
     steps = (
-        _PairSteps(tokenizer, data, options)
+        _PairSteps(tokenizer, data, options, world)
         if stage == "supervised"
         else _UnlabelledSteps(stage, tokenizer, causal_lm, data, options)
     )

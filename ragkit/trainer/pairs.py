@@ -147,9 +147,9 @@ def read_pairs(paths: list[str | Path]) -> PairSet:
     return PairSet(pairs, sources)
 
 
-def _group_negative(pair: Pair, members: list[Pair]) -> str | None:
+def _group_negative(pair: Pair, members: list[Pair], answers: set[str]) -> str | None:
     for other in members:
-        if other.positive != pair.positive and other.positive != pair.query:
+        if other.positive not in answers and other.positive != pair.query:
             return other.positive
     return None
 
@@ -165,20 +165,24 @@ def mine_negatives(pair_set: PairSet, *, depth: int = 10) -> PairSet:
     mined = 0
     for rows in pair_set.datasets.values():
         groups: dict[str, list[Pair]] = {}
+        answers: dict[str, set[str]] = {}
         for i in rows:
+            # Every positive of a query is an answer to it: none may become its negative.
+            answers.setdefault(pairs[i].query, set()).add(pairs[i].positive)
             if pairs[i].group is not None:
                 groups.setdefault(pairs[i].group, []).append(pairs[i])
         wanting = []
         for i in rows:
             if pairs[i].negatives:
                 continue
-            found = _group_negative(pairs[i], groups.get(pairs[i].group, [])) if pairs[i].group else None
+            members = groups.get(pairs[i].group, []) if pairs[i].group else []
+            found = _group_negative(pairs[i], members, answers[pairs[i].query])
             if found is not None:
                 pairs[i] = _with_negative(pairs[i], found)
                 mined += 1
             else:
                 wanting.append(i)
-        mined += _mine_bm25(pairs, rows, wanting, depth)
+        mined += _mine_bm25(pairs, rows, wanting, depth, answers)
     return PairSet(pairs, pair_set.sources, pair_set.mined + mined)
 
 
@@ -186,7 +190,9 @@ def _with_negative(pair: Pair, negative: str) -> Pair:
     return Pair(pair.query, pair.positive, (negative,), pair.instruction, pair.group, pair.dataset)
 
 
-def _mine_bm25(pairs: list[Pair], rows: list[int], wanting: list[int], depth: int) -> int:
+def _mine_bm25(
+    pairs: list[Pair], rows: list[int], wanting: list[int], depth: int, answers: dict[str, set[str]]
+) -> int:
     if not wanting:
         return 0
     from ragkit.evaluation.bm25 import bm25_run
@@ -201,7 +207,7 @@ def _mine_bm25(pairs: list[Pair], rows: list[int], wanting: list[int], depth: in
         ranked = sorted(run.get(str(i), {}).items(), key=lambda kv: -kv[1])
         for doc, _ in ranked:
             text = passages[int(doc)]
-            if text != pairs[i].positive and text != pairs[i].query:
+            if text not in answers[pairs[i].query] and text != pairs[i].query:
                 pairs[i] = _with_negative(pairs[i], text)
                 mined += 1
                 break
