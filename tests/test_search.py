@@ -68,7 +68,7 @@ def test_hybrid_brings_up_an_exact_word_match(corpus_index: Index):
     assert lexical[0][0] == zebra
     hybrid = corpus_index.search("zebra", k=3, hybrid=True)
     assert zebra in [h.chunk_id for h in hybrid]
-    assert all(0 < h.score <= 2 / 61 for h in hybrid)  # fused scores
+    assert all(0 <= h.score <= 1 for h in hybrid)  # convex combination of min-max scores
     filtered = corpus_index.search("zebra", k=3, hybrid=True, filter="sub/*")
     assert filtered and all(h.source.startswith("sub/") for h in filtered)
 

@@ -30,8 +30,9 @@ def ask_command(
         bool,
         typer.Option(
             "--hybrid/--dense",
-            help="Fuse dense search with full-text BM25 by reciprocal rank fusion (the default: "
-            "it doubles nDCG@10 on SciFact), or rank by the encoder alone with cosine scores.",
+            help="Fuse dense search with full-text BM25 (the default: 0.3 dense + 0.7 BM25 over "
+            "normalised scores, better than either alone on SciFact), or rank by the encoder "
+            "alone with cosine scores.",
         ),
     ] = True,
     answer: Annotated[

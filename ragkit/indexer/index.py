@@ -152,12 +152,12 @@ class Index:
     ) -> list[Hit]:
         """Top ``k`` chunks for ``query``.
 
-        ``filter`` is a path glob (``"docs/*.md"``) or a dict of a ``path`` glob and document
-        metadata values; it is applied inside the vector search, so ``k`` hits come back
-        whenever ``k`` chunks match. By default (``hybrid=True``) the dense ranking is fused
-        with SQLite FTS5 BM25 by reciprocal rank fusion, and a hit's score is the fused score:
-        on SciFact this doubles nDCG@10 of the default encoder (EVAL.md). ``hybrid=False``
-        ranks by the encoder alone; scores are then cosine similarities.
+        ``filter`` is a path glob (``"docs/*.md"``), a dict of a ``path`` glob and document
+        metadata values, or a list of those that must all hold; ``k`` hits come back whenever
+        ``k`` chunks match, on every index type. By default (``hybrid=True``) the dense ranking
+        is fused with SQLite FTS5 BM25 by ``self.fusion`` (:mod:`ragkit.fusion`), and a hit's
+        score is the fused score: on SciFact test it beats both halves (EVAL.md).
+        ``hybrid=False`` ranks by the encoder alone; scores are then cosine similarities.
         """
         return self.search_many([query], k, filter=filter, hybrid=hybrid)[0]
 
