@@ -224,9 +224,13 @@ def remove_document(db, path: str) -> int:
     return int(row[1] or 0)
 
 
-def chunk_ids(db, dimension: int) -> np.ndarray:
-    """Ids of the chunks whose vector is intact: exactly what the vector index holds."""
-    rows = db.execute("SELECT id FROM chunks WHERE length(vector) = ? ORDER BY id", [2 * dimension])
+def chunk_ids(db, dimension: int | None = None) -> np.ndarray:
+    """Chunk ids in order; with ``dimension``, only those whose vector is intact (exactly what
+    the vector index holds)."""
+    if dimension is None:
+        rows = db.execute("SELECT id FROM chunks ORDER BY id")
+    else:
+        rows = db.execute("SELECT id FROM chunks WHERE length(vector) = ? ORDER BY id", [2 * dimension])
     return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
 
