@@ -153,6 +153,7 @@ def _load_encoder(options: IndexOptions):
 
 
 def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bool = False) -> IndexSummary:
+    """Plan (what changed), apply (embed and store it), finish (vectors and settings)."""
     summary = IndexSummary()
     summary.skipped.update(found.skipped)
     started = time.perf_counter()
@@ -162,10 +163,9 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
     single_file = Path(options.source).expanduser().is_file()
     if single_file and meta.get("root") and not fresh_root:
         found = _rebase(found, Path(meta["root"]))
-    root = str(found.root)
-    if meta.get("root") and meta["root"] != root and not fresh_root:
+    if meta.get("root") and meta["root"] != str(found.root) and not fresh_root:
         raise InvalidInputError(
-            f"the index at {target} holds documents of {meta['root']}, not {root}; use --index "
+            f"the index at {target} holds documents of {meta['root']}, not {found.root}; use --index "
             "for a separate index, or --rebuild to replace it"
         )
     encoder = _load_encoder(options)
@@ -177,6 +177,29 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
             f"({encoder.fingerprint}). Use --rebuild to re-embed everything, or the original --encoder"
         )
     _check_settings(options, meta, encoder, target, fresh_root)
+    chunker = _chunker(encoder, options)
+    stored = store.documents(db)
+    pending = _scan(db, found, stored, options, summary)
+    # A run over one file never removes other documents; a folder run removes what is gone from it.
+    removed = [] if single_file else sorted(set(stored) - set(found.files))
+    if options.dry_run:
+        summary.would_index = [p[0] for p in pending]
+        summary.removed = sorted({*removed, *summary.removed_reasons})
+        return summary
+    _embed(db, encoder, chunker, pending, stored, options, summary, progress)
+    removed += [r for r in summary.removed_reasons if r not in removed]
+    if removed:
+        with db.conn:
+            for relative in removed:
+                store.remove_document(db, relative)
+        summary.removed = sorted(removed)
+    _finish(db, target, options, meta, encoder, chunker, str(found.root), summary, fresh_root)
+    db.conn.close()
+    return summary
+
+
+def _chunker(encoder, options: IndexOptions) -> Chunker:
+    """A chunker counting the encoder's own tokens (offsets for run-on text where it has them)."""
     tokenizer = encoder.tokenizer
 
     def count(texts: list[str]) -> list[int]:
@@ -189,12 +212,13 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
         return [tuple(span) for span in encoded["offset_mapping"]]
 
     fast = bool(getattr(tokenizer, "is_fast", False))
-    chunker = Chunker(
+    return Chunker(
         count, min(options.chunk_tokens, encoder.max_length), options.overlap, offsets if fast else None
     )
-    stored = store.documents(db)
 
-    # Decide what changed: size+mtime first, the content hash when those differ.
+
+def _scan(db, found, stored: dict, options: IndexOptions, summary: IndexSummary) -> list[tuple]:
+    """Files to (re-)embed: size+mtime first, the content hash when those differ."""
     phase = time.perf_counter()
     pending: list[tuple[str, Path, bytes, str, os.stat_result]] = []
     for relative, path in found.files.items():
@@ -220,15 +244,12 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
             summary.unchanged += 1
             continue
         pending.append((relative, path, raw, digest, stat))
-    # A run over one file never removes other documents; a folder run removes what is gone from it.
-    removed = [] if single_file else sorted(set(stored) - set(found.files))
     summary.seconds["scanning"] = time.perf_counter() - phase
+    return pending
 
-    if options.dry_run:
-        summary.would_index = [p[0] for p in pending]
-        summary.removed = sorted({*removed, *summary.removed_reasons})
-        return summary
 
+def _embed(db, encoder, chunker, pending, stored, options: IndexOptions, summary, progress) -> None:
+    """Parse, chunk, embed and store the pending files, a group of chunks per transaction."""
     if progress is not None:
         progress.start(len(pending))
     group: list[tuple] = []
@@ -236,8 +257,7 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
     for relative, path, raw, digest, stat in pending:
         phase = time.perf_counter()
         try:
-            blocks = parse_document(path, raw)
-            chunks = chunker.split(blocks)
+            chunks = chunker.split(parse_document(path, raw))
             if not chunks:
                 raise SkipFile("no text")
         except SkipFile as skip:
@@ -255,12 +275,10 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
     if group:
         _write_group(db, encoder, group, summary, progress, options.step_delay)
 
-    removed += [r for r in summary.removed_reasons if r not in removed]
-    if removed:
-        with db.conn:
-            for relative in removed:
-                store.remove_document(db, relative)
-        summary.removed = sorted(removed)
+
+def _finish(db, target, options, meta, encoder, chunker, root: str, summary, fresh_root: bool) -> None:
+    """Rebuild the vector file when anything changed, then record the index's settings."""
+    import json
 
     phase = time.perf_counter()
     count_chunks = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
@@ -272,8 +290,6 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
         vectors.write_atomic(index, target)
         recorded_spec = spec.to_dict()
     else:
-        import json
-
         recorded_spec = json.loads(recorded)
     with db.conn:
         store.set_meta(
@@ -294,8 +310,6 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
     summary.seconds["storing"] += time.perf_counter() - phase
     summary.index_spec = recorded_spec
     summary.chunks_total = count_chunks
-    db.conn.close()
-    return summary
 
 
 def _encoder_reference(spec: str) -> str:

@@ -51,34 +51,28 @@ def is_index(folder: Path) -> bool:
 
 
 def _ragkit_database(path: Path) -> bool:
-    import sqlite3
-
-    if not path.is_file():
-        return False
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            return conn.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is not None
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return False
+    return _query_one(path, "SELECT 1 FROM meta WHERE key = 'schema_version'", unreadable=False)
 
 
 def has_documents(folder: Path) -> bool:
+    # Unreadable: keep it, and let the error that opening it gives say what it is.
+    return _query_one(folder / DB_NAME, "SELECT 1 FROM documents LIMIT 1", unreadable=True)
+
+
+def _query_one(path: Path, sql: str, *, unreadable: bool) -> bool:
+    """Whether ``sql`` finds a row in the database at ``path``, opened read-only."""
     import sqlite3
 
-    path = folder / DB_NAME
     if not path.is_file():
         return False
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            return conn.execute("SELECT 1 FROM documents LIMIT 1").fetchone() is not None
+            return conn.execute(sql).fetchone() is not None
         finally:
             conn.close()
     except sqlite3.Error:
-        return True  # unreadable: keep it, and let the error say what it is
+        return unreadable
 
 
 def claim(target: Path, source: Path | None = None) -> None:
