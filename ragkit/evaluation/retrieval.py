@@ -136,6 +136,29 @@ def _dense_runs(group, dataset: BeirDataset, instruction: str, *, batch_size: in
     return results
 
 
+def _system_entries(per_system: dict, details: dict, query_ids: list[str], seed: int) -> dict:
+    """Each system's mean metrics, interval, and paired comparison with causal-mean."""
+    result_systems = {}
+    baseline = per_system.get(BASELINE)
+    for name, rows in per_system.items():
+        entry = {**mean_metrics(rows)}
+        ndcg = np.array([rows[q]["ndcg@10"] for q in query_ids])
+        entry["ndcg@10_ci95"] = mean_interval(ndcg, seed=seed)
+        if baseline is not None:
+            base = np.array([baseline[q]["ndcg@10"] for q in query_ids])
+            comparison = paired_comparison(ndcg, base, seed=seed)
+            entry.update(
+                delta_vs_causal_mean=comparison["delta"],
+                ci95=comparison["ci95"],
+                p_value=comparison["p_value"],
+            )
+        else:
+            entry.update(delta_vs_causal_mean=None, ci95=None, p_value=None)
+        entry["system"] = details[name]
+        result_systems[name] = entry
+    return result_systems
+
+
 def evaluate_retrieval(
     dataset_dir: str | Path,
     *,
@@ -205,24 +228,7 @@ def evaluate_retrieval(
     per_system = {name: per_query(dataset.qrels, runs[name]) for name in names}
 
     query_ids = sorted(dataset.qrels)
-    result_systems = {}
-    baseline = per_system.get(BASELINE)
-    for name, rows in per_system.items():
-        entry = {**mean_metrics(rows)}
-        ndcg = np.array([rows[q]["ndcg@10"] for q in query_ids])
-        entry["ndcg@10_ci95"] = mean_interval(ndcg, seed=seed)
-        if baseline is not None:
-            base = np.array([baseline[q]["ndcg@10"] for q in query_ids])
-            comparison = paired_comparison(ndcg, base, seed=seed)
-            entry.update(
-                delta_vs_causal_mean=comparison["delta"],
-                ci95=comparison["ci95"],
-                p_value=comparison["p_value"],
-            )
-        else:
-            entry.update(delta_vs_causal_mean=None, ci95=None, p_value=None)
-        entry["system"] = details[name]
-        result_systems[name] = entry
+    result_systems = _system_entries(per_system, details, query_ids, seed)
     return {
         "dataset": dataset.name,
         "split": split,
