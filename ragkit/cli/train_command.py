@@ -68,6 +68,14 @@ def train_command(
     lora_layers: Annotated[
         int | None, typer.Option(help="Put LoRA on the top N layers only (cheaper); default: the recipe's.")
     ] = None,
+    layers: Annotated[
+        int | None,
+        typer.Option(
+            help="Prune: keep the backbone's bottom N layers and drop the rest before training "
+            "(SmolLM2-135M has 30). Fewer layers encode proportionally faster; the supervised "
+            "stage recovers most of the quality. Default: all layers (or the --backbone encoder's)."
+        ),
+    ] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="Write a checkpoint every N steps.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for data order, masking and dropout.")] = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: the trained encoder.")] = Path(
@@ -119,6 +127,7 @@ def train_command(
         stages=parse_stages(stages),
         pairs=list(pairs or []),
         mine_negatives=mine_negatives,
+        layers=layers,
         recipe=chosen,
         seed=seed,
         resume=resume,

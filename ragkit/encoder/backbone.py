@@ -89,6 +89,18 @@ def resolve_backbone(name_or_path: str) -> Backbone:
     raise _unknown(name_or_path)
 
 
+def backbone_layers(backbone: Backbone) -> int:
+    """How many decoder layers the backbone has, from its config (a nested text config too)."""
+    try:
+        config = json.loads((backbone.folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"{backbone.folder}/config.json is unreadable: {exc}") from None
+    count = config.get("num_hidden_layers") or (config.get("text_config") or {}).get("num_hidden_layers")
+    if not isinstance(count, int):
+        raise ModelNotFoundError(f"{backbone.folder}/config.json does not say how many layers it has")
+    return count
+
+
 def load_model(folder: Path, *, attn_implementation: str | None = None, causal_lm: bool = False):
     """Load fp32 weights from a resolved folder (safetensors only).
 

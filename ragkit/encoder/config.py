@@ -31,11 +31,17 @@ class EncoderConfig:
     max_length: int = 512
     instructions: dict[str, str] = field(default_factory=dict)
     adapters: list[str] = field(default_factory=list)
+    layers: int | None = None
+    """Keep the backbone's bottom N layers only (None: all); see :mod:`ragkit.encoder.pruning`."""
 
     def __post_init__(self) -> None:
         validate_pooling(self.pooling)
         if not isinstance(self.max_length, int) or self.max_length < 1:
             raise EncoderFormatError(f"max_length must be a positive integer, got {self.max_length!r}")
+        if self.layers is not None and (
+            isinstance(self.layers, bool) or not isinstance(self.layers, int) or self.layers < 1
+        ):
+            raise EncoderFormatError(f"layers must be a positive integer, got {self.layers!r}")
 
     def to_json(self) -> str:
         body = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **asdict(self)}
@@ -68,18 +74,19 @@ def fingerprint(config: EncoderConfig, *, tokenizer_hash: str, adapter_hashes: l
     Device and dtype are left out on purpose: bf16 on a GPU and fp32 on a CPU give vectors
     of the same encoder that agree to rounding, and an index must accept both.
     """
-    return canonical_json_hash(
-        {
-            "format_version": FORMAT_VERSION,
-            "backbone": config.backbone_identity,
-            "bidirectional": config.bidirectional,
-            "pooling": config.pooling,
-            "max_length": config.max_length,
-            "instructions": config.instructions,
-            "tokenizer": tokenizer_hash,
-            "adapters": adapter_hashes,
-        }
-    )[:16]
+    described = {
+        "format_version": FORMAT_VERSION,
+        "backbone": config.backbone_identity,
+        "bidirectional": config.bidirectional,
+        "pooling": config.pooling,
+        "max_length": config.max_length,
+        "instructions": config.instructions,
+        "tokenizer": tokenizer_hash,
+        "adapters": adapter_hashes,
+    }
+    if config.layers is not None:  # absent when unpruned, so older fingerprints stay valid
+        described["layers"] = config.layers
+    return canonical_json_hash(described)[:16]
 
 
 def tokenizer_hash(tokenizer) -> str:

@@ -16,13 +16,14 @@ import numpy as np
 
 from ragkit.encoder.adapters import Adapter, load_adapter
 from ragkit.encoder.attention import ProbeResult, check_attention, probe, set_bidirectional
-from ragkit.encoder.backbone import Backbone, load_tokenizer, resolve_backbone
+from ragkit.encoder.backbone import Backbone, backbone_layers, load_tokenizer, resolve_backbone
 from ragkit.encoder.config import CONFIG_NAME, EncoderConfig, fingerprint, tokenizer_hash
 from ragkit.encoder.inputs import InputBuilder, collate, plan_batches, validate_texts
 from ragkit.encoder.light_tokenizer import light_tokenizer_if_possible
 from ragkit.encoder.merged_cache import load_light_merged, load_merged
 from ragkit.encoder.packaged import DEFAULT_BACKBONE
 from ragkit.encoder.pooling import pool, validate_pooling
+from ragkit.encoder.pruning import check_layers, layer_count
 from ragkit.errors import EncoderFormatError, InvalidInputError
 
 log = logging.getLogger("ragkit")
@@ -38,7 +39,7 @@ GPUs are limited by ``batch_size`` alone unless ``max_tokens_per_batch`` is give
 
 
 DEFAULT_ENCODER_DIR = Path(__file__).resolve().parent.parent / "default_encoder"
-"""The encoder ragkit ships: SmolLM2-135M + MNTP + SimCSE LoRA (model card in its README)."""
+"""The encoder ragkit ships: SmolLM2-135M + MNTP, SimCSE and supervised LoRAs (model card in its README)."""
 
 
 def resolve_name(name_or_path: str) -> str:
@@ -135,6 +136,7 @@ class Encoder:
         padding_side: str | None = None,
         attn_implementation: str | None = None,
         light: bool = False,
+        layers: int | None = None,
     ) -> Encoder:
         """Load an encoder from a packaged name, hub id, model folder or saved encoder.
 
@@ -145,6 +147,9 @@ class Encoder:
         ``light=True`` skips importing transformers when it can (:mod:`ragkit.encoder.light`):
         a saved encoder with adapters whose merged weights are cached and were verified
         against transformers, on a CPU in fp32, bidirectional. Otherwise it loads as usual.
+
+        ``layers`` keeps the bottom N layers of the backbone (:mod:`ragkit.encoder.pruning`);
+        a saved encoder trained pruned records its own count.
         """
         started = time.perf_counter()
         # Check cheap options before the slow load, so a typo fails in milliseconds.
@@ -180,6 +185,9 @@ class Encoder:
             config = EncoderConfig(**{**config.__dict__, "max_length": max_length})
         if instructions is not None:
             config.instructions = dict(instructions)
+        if layers is not None:
+            config = EncoderConfig(**{**config.__dict__, "layers": layers})
+        check_layers(config.layers, backbone_layers(backbone))
 
         model = tokenizer = None
         # Decided before reading anything, so a GPU or causal load never reads the tokenizer twice.
@@ -192,10 +200,12 @@ class Encoder:
             and resolve_device(device).type == "cpu"
         ):
             tokenizer = light_tokenizer_if_possible(tokenizer_folder)
-            model = load_light_merged(backbone, adapters) if tokenizer is not None else None
+            model = load_light_merged(backbone, adapters, config.layers) if tokenizer is not None else None
         if model is None:
             tokenizer = load_tokenizer(tokenizer_folder)
-            model = load_merged(backbone, adapters, attn_implementation=attn_implementation)
+            model = load_merged(
+                backbone, adapters, layers=config.layers, attn_implementation=attn_implementation
+            )
         encoder = cls.from_model(
             model,
             tokenizer,
@@ -256,6 +266,7 @@ class Encoder:
             "architecture": getattr(self.model.config, "model_type", "?"),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "dimension": self.dimension,
+            "layers": layer_count(self.model),
             "pooling": self.config.pooling,
             "max_length": self.config.max_length,
             "bidirectional": self.config.bidirectional,

@@ -16,6 +16,7 @@ from pathlib import Path
 from ragkit.encoder.adapters import Adapter, merge_adapters
 from ragkit.encoder.backbone import Backbone, load_model
 from ragkit.encoder.model_cache import ensure_built, read_manifest
+from ragkit.encoder.pruning import keep_bottom_layers
 from ragkit.encoder.quiet import quiet_transformers
 from ragkit.errors import CacheError
 from ragkit.hashing import canonical_json_hash
@@ -26,14 +27,15 @@ MERGED_FORMAT = 2
 """2: the manifest records whether the light (transformers-free) forward matches."""
 
 
-def merged_folder(backbone: Backbone, adapters: list[Adapter]) -> Path:
-    key = canonical_json_hash(
-        {
-            "format": MERGED_FORMAT,
-            "backbone": backbone.identity,
-            "adapters": [a.content_hash() for a in adapters],
-        }
-    )
+def merged_folder(backbone: Backbone, adapters: list[Adapter], layers: int | None = None) -> Path:
+    described = {
+        "format": MERGED_FORMAT,
+        "backbone": backbone.identity,
+        "adapters": [a.content_hash() for a in adapters],
+    }
+    if layers is not None:
+        described["layers"] = layers
+    key = canonical_json_hash(described)
     return ragkit_home() / "merged" / f"{backbone.name.replace('/', '--')[-40:]}-{key[:16]}"
 
 
@@ -54,9 +56,9 @@ def _verify_light(model, out: Path) -> dict:
     return {"verified": difference <= VERIFY_TOLERANCE, "max_difference": difference}
 
 
-def load_light_merged(backbone: Backbone, adapters: list[Adapter]):
+def load_light_merged(backbone: Backbone, adapters: list[Adapter], layers: int | None = None):
     """The merged model through the light forward, if its cache says that was verified; else None."""
-    folder = merged_folder(backbone, adapters)
+    folder = merged_folder(backbone, adapters, layers)
     manifest = read_manifest(folder)
     if manifest is None or not manifest.get("light", {}).get("verified"):
         return None
@@ -69,23 +71,36 @@ def load_light_merged(backbone: Backbone, adapters: list[Adapter]):
         return None
 
 
-def load_merged(backbone: Backbone, adapters: list[Adapter], *, attn_implementation: str | None = None):
-    """The backbone with ``adapters`` merged in order: from the cache, or merged and cached."""
+def load_merged(
+    backbone: Backbone,
+    adapters: list[Adapter],
+    *,
+    layers: int | None = None,
+    attn_implementation: str | None = None,
+):
+    """The backbone with ``adapters`` merged in order and pruned to ``layers``: from the
+    cache, or merged and cached."""
+
+    def merged():
+        model = load_model(backbone.folder, attn_implementation=attn_implementation)
+        return keep_bottom_layers(merge_adapters(model, adapters), layers)
+
     if not adapters:
-        return load_model(backbone.folder, attn_implementation=attn_implementation)
-    folder = merged_folder(backbone, adapters)
+        return merged()
+    folder = merged_folder(backbone, adapters, layers)
     if read_manifest(folder) is not None:
         return load_model(folder, attn_implementation=attn_implementation)
     built = {}
 
     def build(out: Path) -> dict:
-        model = merge_adapters(load_model(backbone.folder, attn_implementation=attn_implementation), adapters)
+        model = merged()
         with quiet_transformers():
             model.save_pretrained(out, safe_serialization=True)
         built["model"] = model
         return {
             "backbone": backbone.name,
             "adapters": [a.name for a in adapters],
+            "layers": layers,
             "light": _verify_light(model, out),
         }
 
@@ -95,9 +110,7 @@ def load_merged(backbone: Backbone, adapters: list[Adapter], *, attn_implementat
         # A full disk or read-only home costs speed, never a result.
         log.warning("could not cache the merged model (%s); merging in memory", exc)
         if "model" not in built:
-            built["model"] = merge_adapters(
-                load_model(backbone.folder, attn_implementation=attn_implementation), adapters
-            )
+            built["model"] = merged()
     if "model" in built:
         return built["model"]
     return load_model(folder, attn_implementation=attn_implementation)  # another process built it

@@ -81,7 +81,8 @@ def write_card(out: Path, *, command: str = "") -> Path:
         "",
         "## Training",
         "",
-        f"- Backbone: `{run.get('backbone', '?')}` (identity `{str(run.get('backbone_identity', ''))[:16]}`)",
+        f"- Backbone: `{run.get('backbone', '?')}` (identity `{str(run.get('backbone_identity', ''))[:16]}`)"
+        + ("" if run.get("layers") is None else f", pruned to its bottom {run['layers']} layers"),
         *_data_lines(run),
         f"- Recipe: `{recipe.get('name', '?')}`, seed {run.get('seed', 0)}; LoRA r={recipe.get('lora_r')}, "
         f"alpha={recipe.get('lora_alpha')}, dropout {recipe.get('lora_dropout')}, on "

@@ -21,11 +21,12 @@ from pathlib import Path
 
 from ragkit.encoder.adapters import Adapter, adapter_from_peft, load_adapter, merge_adapters
 from ragkit.encoder.attention import set_bidirectional
-from ragkit.encoder.backbone import load_model, load_tokenizer, resolve_backbone
+from ragkit.encoder.backbone import backbone_layers, load_model, load_tokenizer, resolve_backbone
 from ragkit.encoder.config import CONFIG_NAME, EncoderConfig
 from ragkit.encoder.encoder import resolve_name
 from ragkit.encoder.inputs import InputBuilder, collate
 from ragkit.encoder.packaged import DEFAULT_BACKBONE
+from ragkit.encoder.pruning import check_layers, keep_bottom_layers
 from ragkit.errors import RagkitError
 from ragkit.hashing import canonical_json_hash
 from ragkit.trainer.card import record_stage, write_card
@@ -57,6 +58,8 @@ class TrainOptions:
     recipe: Recipe = field(default_factory=lambda: RECIPES["quick"])
     pairs: list[str] = field(default_factory=list)
     mine_negatives: bool = True
+    layers: int | None = None
+    """Keep the bottom N layers before the first stage (None: as the start has them)."""
     seed: int = 0
     resume: bool = False
     device: str | None = None
@@ -190,6 +193,8 @@ class _Start:
     """The saved encoder the adapters come from (None: a bare backbone)."""
     history: dict = field(default_factory=dict)
     """Its own training record (stages, recipe), for the model card."""
+    layers: int | None = None
+    """The saved encoder's own pruning (None: every layer of the backbone)."""
 
 
 def _resolve_start(spec: str) -> _Start:
@@ -208,7 +213,14 @@ def _resolve_start(spec: str) -> _Start:
             history[key] = json.loads((saved / name).read_text())
         except (OSError, ValueError):
             history[key] = {}
-    return _Start(backbone, adapters, dict(config.instructions), spec, history)
+    return _Start(backbone, adapters, dict(config.instructions), spec, history, config.layers)
+
+
+def _layers(options: TrainOptions, start: _Start) -> int | None:
+    """The layer count of the trained encoder: pruning only ever removes layers."""
+    available = start.layers or backbone_layers(start.backbone)
+    check_layers(options.layers, available)
+    return options.layers if options.layers is not None else start.layers
 
 
 @dataclass
@@ -249,6 +261,7 @@ def _run_settings(options: TrainOptions, start: _Start, data: _Data) -> dict:
         if start.adapters
         else None,
         "stages": list(options.stages),
+        "layers": _layers(options, start),
         "recipe": options.recipe.to_dict(),
         "seed": options.seed,
     }
@@ -294,6 +307,7 @@ def train(options: TrainOptions) -> TrainResult:
     set_bidirectional(causal_lm, True)
     if start.adapters:
         _replace_decoder(causal_lm, merge_adapters(_decoder(causal_lm), start.adapters))
+    keep_bottom_layers(causal_lm, settings["layers"])
     names = [a.name for a in start.adapters]
     if main:
         for adapter in start.adapters:
@@ -319,7 +333,7 @@ def train(options: TrainOptions) -> TrainResult:
         instructions = start.instructions
         if "supervised" in options.stages:
             instructions = {**instructions, "query": options.recipe.query_instruction}
-        _finish(out, tokenizer, start.backbone, names, instructions)
+        _finish(out, tokenizer, start.backbone, names, instructions, settings["layers"])
         write_card(out, command=options.command)
     accelerator.wait_for_everyone()
     return TrainResult(out, summary, time.perf_counter() - started, resumed)
@@ -340,7 +354,9 @@ def _save_adapter(adapter: Adapter, folder: Path, dtype: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _finish(out: Path, tokenizer, backbone, adapter_names: list[str], instructions: dict[str, str]) -> None:
+def _finish(
+    out: Path, tokenizer, backbone, adapter_names: list[str], instructions: dict[str, str], layers: int | None
+) -> None:
     """Write the encoder files (``ragkit.json`` last, so its presence means complete)."""
     tokenizer.save_pretrained(out / "tokenizer")
     config = EncoderConfig(
@@ -348,6 +364,7 @@ def _finish(out: Path, tokenizer, backbone, adapter_names: list[str], instructio
         backbone_identity=backbone.identity,
         adapters=adapter_names,
         instructions=instructions,
+        layers=layers,
     )
     tmp = out / f".{CONFIG_NAME}.tmp"
     tmp.write_text(config.to_json())
