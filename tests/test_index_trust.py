@@ -426,11 +426,11 @@ def test_an_interrupted_first_run_keeps_what_it_committed(docs, tmp_path, tiny_b
     assert len(summary.added) == 2 and len(_paths(index)) == 3
 
 
-def test_rebuild_of_a_single_file_is_refused(docs, tmp_path, tiny_backbone_dir):
+def test_rebuild_naming_one_file_rebuilds_every_source(docs, tmp_path, tiny_backbone_dir):
     index = tmp_path / "index"
     _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
-    with pytest.raises(InvalidInputError, match="whole folder"):
-        _build(docs / "a.md", index, tiny_backbone_dir, chunk_tokens=16, overlap=0, rebuild=True)
+    summary = _build(docs / "a.md", index, tiny_backbone_dir, chunk_tokens=16, overlap=0, rebuild=True)
+    assert sorted(summary.added) == ["a.md", "b.md", "c.md"]
     assert _paths(index) == ["a.md", "b.md", "c.md"]
 
 

@@ -65,10 +65,14 @@ class _IndexProgress:
 
 
 def index_command(
-    path: Annotated[
-        Path,
-        typer.Argument(help="Folder (or file) of documents: .md .txt .rst .html, .pdf with ragkit[pdf]."),
-    ],
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Folders or files of documents (.md .txt .rst .html, .pdf with ragkit[pdf]), one or "
+            "more. Each new one becomes a source of the index. Default: every source it has.",
+            show_default=False,
+        ),
+    ] = None,
     index_dir: IndexDirOption = None,
     encoder: EncoderOption = "default",
     include: Annotated[
@@ -114,10 +118,12 @@ def index_command(
     group_chunks: Annotated[int, typer.Option(min=1, hidden=True)] = 256,
     step_delay: Annotated[float, typer.Option(min=0, hidden=True)] = 0.0,
 ) -> None:
-    """Embed a folder of documents into a FAISS index with SQLite metadata.
+    """Embed folders of documents into a FAISS index with SQLite metadata.
 
-    Rerunning re-embeds only new or changed files (content hash) and drops deleted ones, and
-    files that became unreadable; a run over one file updates that file only. Hidden and
+    An index holds one or more sources (`ragkit index ./docs ./notes`; `ragkit status` lists
+    them). Rerunning re-embeds only new or changed files (content hash) and drops files gone
+    from the folders it scanned, and files that became unreadable; a run over one file
+    updates that file only, and `ragkit index` alone refreshes every source. Hidden and
     git-ignored files are skipped, and so are symbolic links that lead out of the folder.
     The index folder must be new, empty or an index: ragkit never writes among other files.
     Safe to interrupt at any moment: the next run finishes the work.
@@ -130,7 +136,7 @@ def index_command(
     from ragkit.indexer.index import default_index_dir
 
     options = IndexOptions(
-        source=path,
+        source=list(paths or []),
         index_dir=index_dir or default_index_dir(),
         encoder=encoder,
         include=include or [],
@@ -179,6 +185,7 @@ def _summary_dict(summary, options, elapsed: float) -> dict:
         "index_type": summary.index_spec,
         "seconds": {k: round(v, 3) for k, v in {**summary.seconds, "total": elapsed}.items()},
         "would_index": summary.would_index,
+        "sources_added": summary.sources_added,
     }
 
 
@@ -200,6 +207,8 @@ def _print_summary(summary, options, elapsed: float) -> None:
         err.print(f"[yellow]skipped[/] {path}: {reason}")
     for path, reason in summary.removed_reasons.items():
         err.print(f"[red]removed[/] {path}: now {reason}")
+    for source in summary.sources_added:
+        err.print(f"[green]new source[/] {source}")
     table = Table(title=f"index {options.index_dir}", title_justify="left", show_header=False)
     table.add_column("what")
     table.add_column("count", justify="right")
@@ -232,7 +241,10 @@ def status_command(index_dir: IndexDirOption = None, as_json: JsonOption = False
     table.add_column("field")
     table.add_column("value")
     rows = {
-        "documents of": info["root"],
+        "sources": "\n".join(
+            f"{s['label']}: {s['path']} ({s['documents']:,} documents)" for s in info["sources"]
+        )
+        or "(none)",
         "documents": f"{info['documents']:,}",
         "chunks": f"{info['chunks']:,}",
         "dimension": str(info["dimension"]),

@@ -18,13 +18,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ragkit.documents.discover import discover
+from ragkit.documents.discover import Discovery, discover
 from ragkit.documents.readers import DEFAULT_MAX_BYTES, SkipFile, parse_document, read_bytes
 from ragkit.errors import InvalidInputError
 from ragkit.indexer import folder as index_folder
 from ragkit.indexer import store, vectors
 from ragkit.indexer.chunking import Chunker
 from ragkit.indexer.locking import index_lock
+from ragkit.indexer.sources import SourcePlan, Sources, plan_sources, recorded_sources, relabelled
 
 GROUP_CHUNKS = 256
 """Chunks encoded per group: big enough to batch well, small enough to commit often."""
@@ -34,7 +35,8 @@ GROUP_CHUNKS = 256
 class IndexOptions:
     """What ``ragkit index`` was asked to do."""
 
-    source: Path
+    source: Path | list[Path] | None
+    """Folders or files to index; None or empty: every source the index records."""
     index_dir: Path
     encoder: str = "default"
     include: list[str] = field(default_factory=list)
@@ -71,6 +73,8 @@ class IndexSummary:
     seconds: dict[str, float] = field(default_factory=lambda: Counter())
     index_spec: dict = field(default_factory=dict)
     would_index: list[str] = field(default_factory=list)
+    sources_added: list[str] = field(default_factory=list)
+    """New sources this run, as 'label (path)'."""
 
     @property
     def changed(self) -> bool:
@@ -81,27 +85,75 @@ def _sha256(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
+def _paths(options: IndexOptions) -> list[Path]:
+    if options.source is None:
+        return []
+    given = options.source if isinstance(options.source, list) else [options.source]
+    return [Path(p).expanduser() for p in given]
+
+
+def _recorded(target: Path, rebuild: bool = False) -> Sources:
+    """The index's sources; a rebuild of a damaged database starts from the paths given."""
+    if not (target / store.DB_NAME).is_file():
+        return Sources([])
+    try:
+        db = store.connect(target, readonly=True)
+    except InvalidInputError:
+        if rebuild:
+            return Sources([])
+        raise
+    try:
+        return recorded_sources(store.get_meta(db))
+    finally:
+        db.conn.close()
+
+
+def _plan(options: IndexOptions, target: Path, recorded: Sources) -> SourcePlan:
+    """Every path matched with a source and discovered, before anything is written."""
+    paths = _paths(options)
+    if options.rebuild or not paths:  # a rebuild re-embeds every recorded source, plus any new path
+        paths = [Path(s.path) for s in recorded.items] + paths
+    if options.rebuild:
+        recorded = Sources([])
+    if not paths:
+        raise InvalidInputError(f"name a folder or file to index (the index at {target} has no sources yet)")
+
+    def find(path: Path) -> Discovery:
+        return discover(
+            path, include=options.include, exclude=options.exclude, follow_symlinks=options.follow_symlinks
+        )
+
+    plan = plan_sources(recorded, paths, find)
+    for scan in plan.scans:
+        if scan.source in plan.added and scan.source.kind == "folder" and not scan.found.files:
+            reasons = ", ".join(f"{n} {why}" for why, n in scan.found.skipped.most_common()) or "it is empty"
+            raise InvalidInputError(
+                f"nothing to index in {scan.source.path}: no supported documents ({reasons})"
+            )
+    return plan
+
+
 def build_index(options: IndexOptions, progress=None) -> IndexSummary:
-    """Index ``options.source`` into ``options.index_dir``; see the module docstring."""
-    source = Path(options.source).expanduser()
+    """Index ``options.source`` (or every recorded source) into ``options.index_dir``."""
     target = Path(options.index_dir).expanduser()
-    found = discover(
-        source, include=options.include, exclude=options.exclude, follow_symlinks=options.follow_symlinks
-    )
-    if source.is_dir() and not found.files and not (target / store.DB_NAME).is_file():
-        reasons = ", ".join(f"{n} {why}" for why, n in found.skipped.most_common()) or "it is empty"
-        raise InvalidInputError(f"nothing to index in {source}: no supported documents ({reasons})")
-    if options.rebuild and source.is_file():
-        raise InvalidInputError(f"--rebuild re-embeds a whole folder; give the folder, not the file {source}")
+    for path in _paths(options) or [None]:
+        index_folder.claim(target, path, dry_run=True)
+    recorded = _recorded(target, options.rebuild)
+    plan = _plan(options, target, recorded)
     created = not target.exists()
-    index_folder.claim(target, source)
+    for source in plan.sources.items:
+        index_folder.claim(target, Path(source.path), dry_run=True)
+    index_folder.claim(target)
     locked = False
     try:
         with index_lock(target, options.wait_seconds):
             locked = True
+            now = _recorded(target, options.rebuild)
+            if recorded != now:  # another run changed the sources meanwhile
+                plan = _plan(options, target, now)
             if options.rebuild and not options.dry_run:
-                return _rebuild(options, found, target, progress)
-            summary = _update(options, found, target, progress)
+                return _rebuild(options, plan, target, progress)
+            summary = _update(options, plan, target, progress)
             if created and options.dry_run:
                 _remove_if_unused(target)
     except Exception:
@@ -118,7 +170,7 @@ def _remove_if_unused(target: Path) -> None:
     shutil.rmtree(target, ignore_errors=True)
 
 
-def _rebuild(options: IndexOptions, found, target: Path, progress) -> IndexSummary:
+def _rebuild(options: IndexOptions, plan: SourcePlan, target: Path, progress) -> IndexSummary:
     """Build a complete new index beside the old one, then swap: the old one stays usable."""
     index_folder.check_swappable(target)
     fresh = index_folder.fresh_sibling(target)
@@ -129,21 +181,11 @@ def _rebuild(options: IndexOptions, found, target: Path, progress) -> IndexSumma
             asked = None  # a damaged database: the rebuild starts from defaults
         options = dataclasses.replace(options, index_type=asked)
     try:
-        summary = _update(options, found, fresh, progress, fresh_root=True)
+        summary = _update(options, plan, fresh, progress, fresh_root=True)
         index_folder.swap_in(fresh, target)
     finally:
         shutil.rmtree(fresh, ignore_errors=True)
     return summary
-
-
-def _rebase(found, root: Path):
-    """Key a single file's discovery by its path under the index's root, where it lies there."""
-    if found.files and len(found.files) == 1:
-        (path,) = found.files.values()
-        if root in path.parents:
-            found.files = {path.relative_to(root).as_posix(): path}
-            found.root = root
-    return found
 
 
 def _load_encoder(options: IndexOptions):
@@ -152,22 +194,20 @@ def _load_encoder(options: IndexOptions):
     return Encoder.from_pretrained(options.encoder, device=options.device)
 
 
-def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bool = False) -> IndexSummary:
+def _update(
+    options: IndexOptions, plan: SourcePlan, target: Path, progress, fresh_root: bool = False
+) -> IndexSummary:
     """Plan (what changed), apply (embed and store it), finish (vectors and settings)."""
     summary = IndexSummary()
-    summary.skipped.update(found.skipped)
+    files: dict[str, Path] = {}
+    for scan in plan.scans:
+        summary.skipped.update(scan.found.skipped)
+        files.update(scan.found.files)
+    summary.sources_added = [f"{s.label} ({s.path})" for s in plan.added]
     started = time.perf_counter()
     db = store.connect(target)
     store.create_schema(db)
     meta = store.get_meta(db)
-    single_file = Path(options.source).expanduser().is_file()
-    if single_file and meta.get("root") and not fresh_root:
-        found = _rebase(found, Path(meta["root"]))
-    if meta.get("root") and meta["root"] != str(found.root) and not fresh_root:
-        raise InvalidInputError(
-            f"the index at {target} holds documents of {meta['root']}, not {found.root}; use --index "
-            "for a separate index, or --rebuild to replace it"
-        )
     encoder = _load_encoder(options)
     summary.seconds["loading the encoder"] = time.perf_counter() - started
     if meta.get("encoder_fingerprint") and meta["encoder_fingerprint"] != encoder.fingerprint:
@@ -178,10 +218,11 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
         )
     _check_settings(options, meta, encoder, target, fresh_root)
     chunker = _chunker(encoder, options)
-    stored = store.documents(db)
-    pending = _scan(db, found, stored, options, summary)
+    stored = _record_sources(db, plan, options.dry_run)
+    pending = _scan(db, files, stored, options, summary)
     # A run over one file never removes other documents; a folder run removes what is gone from it.
-    removed = [] if single_file else sorted(set(stored) - set(found.files))
+    scopes = [scan.scope for scan in plan.scans if scan.scope is not None]
+    removed = sorted(n for n in stored if n not in files and any(n.startswith(p) for p in scopes))
     if options.dry_run:
         summary.would_index = [p[0] for p in pending]
         summary.removed = sorted({*removed, *summary.removed_reasons})
@@ -193,9 +234,21 @@ def _update(options: IndexOptions, found, target: Path, progress, fresh_root: bo
             for relative in removed:
                 store.remove_document(db, relative)
         summary.removed = sorted(removed)
-    _finish(db, target, options, meta, encoder, chunker, str(found.root), summary, fresh_root)
+    _finish(db, target, options, meta, encoder, chunker, summary, fresh_root)
     db.conn.close()
     return summary
+
+
+def _record_sources(db, plan: SourcePlan, dry_run: bool) -> dict:
+    """Record this run's sources (renaming the first one's documents when a second arrives)
+    in one transaction, so an interrupted run leaves names and sources in agreement."""
+    stored = store.documents(db)
+    names = relabelled(list(stored), plan.relabel) if plan.relabel is not None else {}
+    if not dry_run:
+        with db.conn:
+            store.rename_documents(db, names)
+            store.set_meta(db, plan.sources.to_meta())
+    return {names.get(name, name): document for name, document in stored.items()}
 
 
 def _chunker(encoder, options: IndexOptions) -> Chunker:
@@ -217,11 +270,11 @@ def _chunker(encoder, options: IndexOptions) -> Chunker:
     )
 
 
-def _scan(db, found, stored: dict, options: IndexOptions, summary: IndexSummary) -> list[tuple]:
+def _scan(db, files: dict[str, Path], stored: dict, options: IndexOptions, summary) -> list[tuple]:
     """Files to (re-)embed: size+mtime first, the content hash when those differ."""
     phase = time.perf_counter()
     pending: list[tuple[str, Path, bytes, str, os.stat_result]] = []
-    for relative, path in found.files.items():
+    for relative, path in files.items():
         try:
             stat = path.stat()
         except OSError:
@@ -276,7 +329,7 @@ def _embed(db, encoder, chunker, pending, stored, options: IndexOptions, summary
         _write_group(db, encoder, group, summary, progress, options.step_delay)
 
 
-def _finish(db, target, options, meta, encoder, chunker, root: str, summary, fresh_root: bool) -> None:
+def _finish(db, target, options, meta, encoder, chunker, summary, fresh_root: bool) -> None:
     """Rebuild the vector file when anything changed, then record the index's settings."""
     import json
 
@@ -301,7 +354,6 @@ def _finish(db, target, options, meta, encoder, chunker, root: str, summary, fre
                 "index_type_requested": requested,
                 "dimension": str(encoder.dimension),
                 "index_spec": recorded_spec,
-                "root": root,
                 "chunk_tokens": str(chunker.max_tokens),
                 "overlap": str(chunker.overlap),
                 "updated_at": str(time.time()),

@@ -75,8 +75,9 @@ def _query_one(path: Path, sql: str, *, unreadable: bool) -> bool:
         return unreadable
 
 
-def claim(target: Path, source: Path | None = None) -> None:
-    """Check ``target`` may hold an index, create it if missing, and mark it as ragkit's."""
+def claim(target: Path, source: Path | None = None, *, dry_run: bool = False) -> None:
+    """Check ``target`` may hold an index (of ``source``); unless ``dry_run``, create it if
+    missing and mark it as ragkit's."""
     if target.exists() and not target.is_dir():
         raise InvalidInputError(f"--index {target} is a file, not a folder; choose a folder for the index")
     if source is not None:
@@ -95,8 +96,9 @@ def claim(target: Path, source: Path | None = None) -> None:
                 f"--index {target} is a folder of other files ({shown}), not a ragkit index; "
                 "choose an empty or new folder"
             )
-    target.mkdir(parents=True, exist_ok=True)
-    mark(target)
+    if not dry_run:
+        target.mkdir(parents=True, exist_ok=True)
+        mark(target)
 
 
 def mark(folder: Path) -> None:

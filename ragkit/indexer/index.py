@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from ragkit.errors import InvalidInputError
 from ragkit.fusion import DEFAULT_FUSION, hybrid_depth
 from ragkit.indexer import store, vectors
 from ragkit.indexer.lexical import lexical_ranking
+from ragkit.indexer.sources import recorded_sources
 
 DEFAULT_INDEX_DIR = ".ragkit"
 EXACT_FILTER_LIMIT = 50_000
@@ -133,7 +134,7 @@ class Index:
         documents = int(self.db.execute("SELECT count(*) FROM documents").fetchone()[0])
         return {
             "index": str(self.folder),
-            "root": self.meta.get("root"),
+            "sources": self.sources(),
             "documents": documents,
             "chunks": len(self),
             "dimension": int(self.meta["dimension"]),
@@ -146,6 +147,16 @@ class Index:
             "updated_at": float(self.meta.get("updated_at", 0)),
             "repaired_on_open": self.repaired,
         }
+
+    def sources(self) -> list[dict]:
+        """Each source (label, path, kind) with how many documents it has in the index."""
+        recorded = recorded_sources(self.meta)
+        counts: dict[str, int] = {s.label: 0 for s in recorded.items}
+        for (name,) in self.db.execute("SELECT path FROM documents"):
+            owner = recorded.owner(name)
+            if owner is not None:
+                counts[owner.label] += 1
+        return [{**asdict(s), "documents": counts[s.label]} for s in recorded.items]
 
     def search(
         self, query: str, k: int = 5, filter: str | dict | None = None, hybrid: bool = True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from pathlib import Path
@@ -10,34 +9,59 @@ from pathlib import Path
 from ragkit.errors import InvalidInputError
 from ragkit.indexer import store, vectors
 from ragkit.indexer.locking import index_lock
+from ragkit.indexer.sources import Source, Sources, recorded_sources
 
 
-def _stored_names(spec: str, root: Path | None, stored: set[str]) -> list[str]:
-    """Documents a user's PATH means: a file or folder on disk (relative to the current
-    folder), else a path as stored. The whole index is never one PATH away."""
-    candidates = []
-    if root is not None:
-        path = Path(spec).expanduser().absolute()
-        with contextlib.suppress(ValueError):
-            candidates.append(path.relative_to(root).as_posix())
-    candidates.append(spec.strip().rstrip("/"))
-    for candidate in candidates:
-        if candidate in ("", "."):
-            raise InvalidInputError(
-                f"'{spec}' names the whole index; to empty it, delete the index folder or use --rebuild"
-            )
+def _whole_source(spec: str, sources: Sources) -> Source | None:
+    """The source ``spec`` names as a whole: its path on disk, or its label."""
+    path = Path(spec).expanduser().absolute()
+    for source in sources.items:
+        if path == Path(source.path) or (sources.labelled and spec.strip().rstrip("/") == source.label):
+            if len(sources.items) == 1:
+                raise InvalidInputError(
+                    f"'{spec}' names the whole index; to empty it, delete the index folder or use --rebuild"
+                )
+            return source
+    return None
+
+
+def _candidates(spec: str, sources: Sources) -> list[str]:
+    """Stored names a user's PATH may mean: a file or folder on disk (relative to the current
+    folder) inside a source, else a name as stored."""
+    path = Path(spec).expanduser().absolute()
+    names = []
+    for source in sources.items:
+        root = Path(source.path)
+        if source.kind == "folder" and root in path.parents:
+            names.append(source.key(path.relative_to(root).as_posix(), sources.labelled))
+    literal = spec.strip().rstrip("/")
+    if literal in ("", "."):
+        raise InvalidInputError(
+            f"'{spec}' names the whole index; to empty it, delete the index folder or use --rebuild"
+        )
+    return [*names, literal]
+
+
+def _stored_names(spec: str, sources: Sources, stored: set[str]) -> tuple[list[str], Source | None]:
+    """The stored documents ``spec`` means, and the source it names as a whole (if it does)."""
+    whole = _whole_source(spec, sources)
+    if whole is not None:
+        return sorted(n for n in stored if sources.owner(n) == whole), whole
+    for candidate in _candidates(spec, sources):
         if candidate in stored:
-            return [candidate]
+            return [candidate], None
         under = sorted(s for s in stored if s.startswith(candidate + "/"))
         if under:
-            return under
-    return []
+            return under, None
+    return [], None
 
 
 def remove_documents(index_dir: Path, paths: list[str], *, wait_seconds: float = 0.0) -> list[str]:
-    """Remove the documents ``paths`` name (files or folders); returns what left the index.
+    """Remove the documents ``paths`` name (files, folders or whole sources); returns what
+    left the index.
 
-    Every path must match something: a typo names the path and changes nothing.
+    Every path must match something: a typo names the path and changes nothing. A whole
+    source leaves the index's sources too, so refreshing the index does not bring it back.
     """
     if not paths:
         raise InvalidInputError("name at least one document or folder to remove")
@@ -46,25 +70,36 @@ def remove_documents(index_dir: Path, paths: list[str], *, wait_seconds: float =
     with index_lock(index_dir, wait_seconds):
         db = store.connect(index_dir)
         meta = store.get_meta(db)
-        root = Path(meta["root"]) if meta.get("root") else None
+        sources = recorded_sources(meta)
         stored = set(store.documents(db))
         chosen: list[str] = []
+        dropped: list[Source] = []
         for spec in paths:
-            found = _stored_names(spec, root, stored)
-            if not found:
+            found, whole = _stored_names(spec, sources, stored)
+            if not found and whole is None:
                 raise InvalidInputError(f"'{spec}' matches no document in the index at {index_dir}")
             chosen += [f for f in found if f not in chosen]
+            dropped += [whole] if whole is not None else []
+        kept = Sources([s for s in sources.items if s not in dropped], sources.labelled)
+        if not kept.items:
+            raise InvalidInputError(
+                "that would remove every source; delete the index folder or use --rebuild"
+            )
         with db.conn:
             for relative in chosen:
                 store.remove_document(db, relative)
-        dimension = int(meta["dimension"])
-        count = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
-        requested = meta.get("index_type_requested") or json.loads(meta["index_spec"])["kind"]
-        index_spec = vectors.choose(requested, count, dimension)
-        vectors.write_atomic(
-            vectors.build(index_spec, dimension, store.all_vectors(db, dimension)), index_dir
-        )
-        with db.conn:
-            store.set_meta(db, {"updated_at": str(time.time()), "index_spec": index_spec.to_dict()})
+            if dropped:
+                store.set_meta(db, kept.to_meta())
+        _rebuild_vectors(db, meta, index_dir)
         db.conn.close()
     return chosen
+
+
+def _rebuild_vectors(db, meta: dict, index_dir: Path) -> None:
+    dimension = int(meta["dimension"])
+    count = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+    requested = meta.get("index_type_requested") or json.loads(meta["index_spec"])["kind"]
+    index_spec = vectors.choose(requested, count, dimension)
+    vectors.write_atomic(vectors.build(index_spec, dimension, store.all_vectors(db, dimension)), index_dir)
+    with db.conn:
+        store.set_meta(db, {"updated_at": str(time.time()), "index_spec": index_spec.to_dict()})

@@ -210,6 +210,12 @@ def replace_document(
     return ids
 
 
+def rename_documents(db, names: dict[str, str]) -> None:
+    """Store documents under new names; chunks and vectors follow by document id."""
+    for old, new in names.items():
+        db.execute("UPDATE documents SET path = ? WHERE path = ?", [new, old])
+
+
 def touch_document(db, path: str, mtime: float) -> None:
     """Same content, new mtime: remember it so the next run skips hashing the file again."""
     db.execute("UPDATE documents SET mtime = ? WHERE path = ?", [mtime, path])
