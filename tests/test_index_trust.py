@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ragkit.documents.readers import PARSER_VERSION
 from ragkit.errors import InvalidInputError
 from ragkit.indexer import store
 from ragkit.indexer.builder import IndexOptions, build_index
@@ -306,6 +307,14 @@ def test_settings_are_one_record_never_a_silent_mix(docs, tmp_path, tiny_backbon
     assert summary.index_spec["kind"] == "hnsw"  # the type asked for before, not auto
     meta = store.get_meta(store.connect(index, readonly=True))
     assert meta["encoder"] == str(tiny_backbone_dir.resolve())
+    assert meta["parser_version"] == str(PARSER_VERSION)
+    # Chunks made by other document readers are not mixed with this version's.
+    db = store.connect(index)
+    with db.conn:
+        store.set_meta(db, {"parser_version": "1"})
+    db.conn.close()
+    with pytest.raises(InvalidInputError, match=r"readers version 1.*--rebuild"):
+        _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
     rebuilt = _build(docs, index, tiny_backbone_dir, chunk_tokens=32, overlap=0, rebuild=True)
     assert sorted(rebuilt.added) == ["a.md", "b.md", "c.md"]
     assert rebuilt.index_spec["kind"] == "hnsw"

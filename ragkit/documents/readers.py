@@ -27,6 +27,9 @@ TEXT_PARSERS: dict[str, Callable[[str], list[Block]]] = {
     ".htm": parse_html,
 }
 SUPPORTED_SUFFIXES = frozenset(TEXT_PARSERS) | {".pdf"}
+PARSER_VERSION = 2
+"""Raised whenever a parser change alters the blocks of some file: an index records the
+version its chunks were made with and refuses to mix in chunks of another."""
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 """Bigger files are skipped: a 50 MB log would take hours to embed and drown real documents."""
 

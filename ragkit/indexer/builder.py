@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragkit.documents.discover import Discovery, discover
-from ragkit.documents.readers import DEFAULT_MAX_BYTES, SkipFile, parse_document, read_bytes
+from ragkit.documents.readers import DEFAULT_MAX_BYTES, PARSER_VERSION, SkipFile, parse_document, read_bytes
 from ragkit.errors import InvalidInputError
 from ragkit.indexer import folder as index_folder
 from ragkit.indexer import store, vectors
@@ -355,6 +355,7 @@ def _finish(db, target, options, meta, encoder, chunker, summary, fresh_root: bo
                 "dimension": str(encoder.dimension),
                 "index_spec": recorded_spec,
                 "chunk_tokens": str(chunker.max_tokens),
+                "parser_version": str(PARSER_VERSION),
                 "overlap": str(chunker.overlap),
                 "updated_at": str(time.time()),
             },
@@ -371,9 +372,15 @@ def _encoder_reference(spec: str) -> str:
 
 
 def _check_settings(options: IndexOptions, meta: dict, encoder, target: Path, fresh_root: bool) -> None:
-    """Chunking must match what the stored chunks were made with: never a silent mix."""
+    """Chunking and parsing must match what the stored chunks were made with: never a silent mix."""
     if fresh_root or "chunk_tokens" not in meta:
         return
+    recorded_parser = meta.get("parser_version", str(PARSER_VERSION))
+    if recorded_parser != str(PARSER_VERSION):
+        raise InvalidInputError(
+            f"the index at {target} was parsed by ragkit's document readers version {recorded_parser}, "
+            f"these are version {PARSER_VERSION}; re-read every document with --rebuild"
+        )
     wanted = {"chunk_tokens": min(options.chunk_tokens, encoder.max_length), "overlap": options.overlap}
     for key, value in wanted.items():
         if str(value) != meta[key]:
