@@ -115,3 +115,22 @@ def test_citation_filter_handles_pieces_split_inside_a_citation():
     assert stream.dropped == [4]
     assert keep_valid_citations("[0] [3] [4]", 3) == (" [3] ", [0, 4])
     assert build_messages("q?", ["p1", "p2"])[1]["content"].startswith("Passages:\n\n[1] p1\n\n[2] p2")
+
+
+@pytest.mark.parametrize(
+    ("text", "clean", "dropped"),
+    [
+        ("a [1, 7] b", "a [1] b", [7]),
+        ("a [1,2] b", "a [1,2] b", []),
+        ("a [9-12] b", "a  b", [9, 10, 11, 12]),
+        ("a [2\u20134] b", "a [2, 3] b", [4]),
+        ("a [3; 0] b", "a [3] b", [0]),
+        ("a [1-100000] b", "a [1] b", [100000]),
+        ("a [5, 6] b", "a  b", [5, 6]),
+    ],
+)
+def test_citation_groups_and_ranges_are_checked_number_by_number(text, clean, dropped):
+    assert keep_valid_citations(text, 3) == (clean, dropped)
+    stream = CitationFilter(3)
+    assert "".join(stream.feed(c) for c in text) + stream.flush() == clean  # one character at a time
+    assert stream.dropped == dropped

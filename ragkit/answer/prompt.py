@@ -1,8 +1,9 @@
 """The grounded-answer prompt and the citation check.
 
 The model sees numbered passages and is told to answer only from them. Whatever it writes,
-a citation of a passage it was not given ("[7]" when it got three) is removed before the
-user sees it and reported, so a citation always points at a passage on screen.
+a citation of a passage it was not given ("[7]" when it got three, also inside "[2, 7]" or
+"[2-7]") is removed before the user sees it and reported, so a citation always points at a
+passage on screen.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ SYSTEM = (
     "you use as [1], [2] and so on. If the passages do not contain the answer, say so. "
     "Answer in at most three sentences."
 )
-_CITATION = re.compile(r"\[(\d+)\]")
+_CITATION = re.compile(r"\[(\d+(?:\s*[,;\-\u2013]\s*\d+)*)\]")
+"""[3], and groups and ranges as models write them: [1, 7], [2;5], [9-12], [9\u201312]."""
+_LONGEST_RANGE = 50
 
 
 def build_messages(question: str, passages: list[str], max_chars: int = 1200) -> list[dict]:
@@ -26,26 +29,40 @@ def build_messages(question: str, passages: list[str], max_chars: int = 1200) ->
     ]
 
 
-def cited(text: str) -> list[int]:
-    return [int(n) for n in _CITATION.findall(text)]
+def _numbers(group: str) -> list[int]:
+    """Every passage number a citation group names, ranges spelled out."""
+    numbers: list[int] = []
+    for part in re.split(r"\s*[,;]\s*", group):
+        ends = [int(n) for n in re.split(r"\s*[\-\u2013]\s*", part)]
+        low, high = ends[0], ends[-1]
+        if high < low or high - low > _LONGEST_RANGE:
+            numbers += ends  # not a range a model means: each end is checked on its own
+        else:
+            numbers += range(low, high + 1)
+    return numbers
 
 
 def keep_valid_citations(text: str, count: int) -> tuple[str, list[int]]:
-    """Drop citations outside 1..count; returns the cleaned text and what was dropped."""
+    """Keep citations of passages 1..count; returns the cleaned text and what was dropped.
+
+    A group keeps its valid numbers ("[2, 7]" with three passages becomes "[2]") and
+    disappears when none is valid.
+    """
     dropped: list[int] = []
 
     def check(match: re.Match) -> str:
-        number = int(match.group(1))
-        if 1 <= number <= count:
+        numbers = _numbers(match.group(1))
+        valid = [n for n in numbers if 1 <= n <= count]
+        dropped.extend(n for n in numbers if not 1 <= n <= count)
+        if len(valid) == len(numbers):
             return match.group(0)
-        dropped.append(number)
-        return ""
+        return f"[{', '.join(map(str, sorted(set(valid))))}]" if valid else ""
 
     return _CITATION.sub(check, text), dropped
 
 
 class CitationFilter:
-    """Streams text through, holding back only a possibly unfinished "[12" at the end."""
+    """Streams text through, holding back only a possibly unfinished "[1, 12" at the end."""
 
     def __init__(self, count: int):
         self.count = count
@@ -55,7 +72,7 @@ class CitationFilter:
     def feed(self, piece: str) -> str:
         text = self.pending + piece
         cut = text.rfind("[")
-        if cut != -1 and "]" not in text[cut:] and len(text) - cut <= 6:
+        if cut != -1 and "]" not in text[cut:] and len(text) - cut <= 24:
             text, self.pending = text[:cut], text[cut:]
         else:
             self.pending = ""

@@ -25,12 +25,6 @@ def record_stage(out: Path, stage: str, stats: dict) -> None:
     (out / STAGES_FILE).write_text(json.dumps(stages, indent=2) + "\n")
 
 
-def record_evaluation(out: Path, name: str, result: dict) -> None:
-    evaluation = _read(out / EVALUATION_FILE)
-    evaluation[name] = result
-    (out / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2) + "\n")
-
-
 _STAGE_WORDS = {
     "mntp": "masked next-token prediction (MNTP)",
     "simcse": "unsupervised SimCSE",

@@ -63,7 +63,6 @@ class Recipe:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     checkpoint_every: int = 50
-    log_every: int = 5
 
     def stage(self, name: str) -> StageRecipe:
         return getattr(self, name)
@@ -121,7 +120,6 @@ RECIPES: dict[str, Recipe] = {
         supervised_temperature=0.02,
         simcse_hidden_dropout=0.0,
         checkpoint_every=100,
-        log_every=10,
     ),
     # About 35 minutes for SmolLM2-135M on 2 CPU cores (a step of either stage takes 7-12 s
     # there): far fewer steps at a higher learning rate; SimCSE on the first 32 tokens of
