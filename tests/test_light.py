@@ -69,6 +69,10 @@ def test_light_encoder_has_the_fingerprint_and_vectors_of_the_full_one(
     assert light.probe_result.is_bidirectional()
     np.testing.assert_allclose(light.encode(TEXTS), full.encode(TEXTS), atol=1e-5)
     np.testing.assert_allclose(light.encode_queries(TEXTS[:2]), full.encode_queries(TEXTS[:2]), atol=1e-5)
+    # A light encoder saves like any other: the copy loads to the same encoder.
+    copy = Encoder.from_pretrained(str(light.save(tmp_path / "copy")))
+    assert copy.fingerprint == full.fingerprint
+    np.testing.assert_allclose(copy.encode(TEXTS), full.encode(TEXTS), atol=1e-5)
 
 
 def test_light_is_declined_when_unverified_causal_or_not_fp32(

@@ -22,6 +22,7 @@ class LightTokenizer:
     def __init__(self, folder: Path):
         from tokenizers import Tokenizer
 
+        self.folder = Path(folder)
         self.backend_tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.backend_tokenizer.no_padding()
         self.backend_tokenizer.no_truncation()
@@ -34,6 +35,16 @@ class LightTokenizer:
         if isinstance(token, dict):
             token = token.get("content")
         return None if token is None else self.backend_tokenizer.token_to_id(token)
+
+    def save_pretrained(self, target: Path) -> None:
+        """Copy the tokenizer files it was read from, as transformers would save them."""
+        import shutil
+
+        target = Path(target)
+        target.mkdir(parents=True, exist_ok=True)
+        for path in self.folder.iterdir():
+            if path.is_file():
+                shutil.copy2(path, target / path.name)
 
     def __len__(self) -> int:
         return self.backend_tokenizer.get_vocab_size(with_added_tokens=True)
