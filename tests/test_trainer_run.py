@@ -300,3 +300,26 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(
     assert "mntp-000004" in str(caught.value)
     kept = load_file(out / "checkpoints" / "mntp-000004" / "trainable.safetensors")
     assert all(torch.isfinite(v).all() for v in kept.values())
+
+
+def test_resume_at_a_stage_s_last_checkpoint_keeps_its_loss(
+    tiny_causal_dir, tiny_corpus, tmp_path, monkeypatch
+):
+    import ragkit.trainer.loop as loop
+
+    out = tmp_path / "enc"
+    save = loop._save_adapter
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # killed after the last checkpoint, before the adapter is saved
+
+    monkeypatch.setattr(loop, "_save_adapter", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(_options(tiny_causal_dir, tiny_corpus, out, stages=["mntp"]))
+    assert (out / "checkpoints" / "mntp-000006").is_dir()
+    monkeypatch.setattr(loop, "_save_adapter", save)
+    result = train(_options(tiny_causal_dir, tiny_corpus, out, stages=["mntp"], resume=True))
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert result.stages["mntp"]["resumed_from"] == 6
+    assert result.stages["mntp"]["final_loss"] == pytest.approx(last["loss"])
+    assert "nan" not in (out / "README.md").read_text().lower()

@@ -434,15 +434,18 @@ def _detach_lora(run: _StageRun, stage: str, causal_lm) -> Adapter:
     return adapter
 
 
-def _restore(stage: str, run: _StageRun, options: TrainOptions, out: Path, main: bool) -> tuple[int, float]:
-    """Load the stage's last checkpoint into the LoRA and optimizer; returns (step, elapsed)."""
+def _restore(
+    stage: str, run: _StageRun, options: TrainOptions, out: Path, main: bool
+) -> tuple[int, float, float]:
+    """Load the stage's last checkpoint into the LoRA and optimizer; returns (step, elapsed,
+    the loss at that step), so a stage resumed at its last step still reports its loss."""
     import torch
 
     checkpoints = [c for c in list_checkpoints(out / "checkpoints") if c.name.startswith(f"{stage}-")]
     if not (options.resume and checkpoints):
         if main:
             trim_metrics(out, list(options.stages), stage, 0)
-        return 0, 0.0
+        return 0, 0.0, float("nan")
     checkpoint = load_checkpoint(checkpoints[-1])
     missing = [n for n, _ in run.named if n not in checkpoint.weights]
     if missing:
@@ -455,7 +458,7 @@ def _restore(stage: str, run: _StageRun, options: TrainOptions, out: Path, main:
     if main:
         trim_metrics(out, list(options.stages), stage, step)
     log.info("resuming %s from step %d", stage, step)
-    return step, float(checkpoint.extra.get("elapsed", 0.0))
+    return step, float(checkpoint.extra.get("elapsed", 0.0)), float(checkpoint.extra.get("loss", "nan"))
 
 
 class _UnlabelledSteps:
@@ -555,7 +558,7 @@ def _train_stage(stage, causal_lm, tokenizer, data, options, accelerator, displa
     if settings.batch_size < world:
         raise RagkitError(f"--batch-size {settings.batch_size} is smaller than the {world} processes")
     run = _attach_lora(stage, causal_lm, options)
-    start_step, elapsed_before = _restore(stage, run, options, out, main)
+    start_step, elapsed_before, loss_value = _restore(stage, run, options, out, main)
     objective, optimizer = accelerator.prepare(run.objective, run.optimizer)
     steps = (
         _PairSteps(tokenizer, data, options, world)
@@ -566,7 +569,7 @@ def _train_stage(stage, causal_lm, tokenizer, data, options, accelerator, displa
     device = accelerator.device
 
     display.start_stage(stage, settings.steps, start_step)
-    stage_started, tokens, loss_value = time.perf_counter(), 0, float("nan")
+    stage_started, tokens = time.perf_counter(), 0
     for step in range(start_step, settings.steps):
         torch.manual_seed(_step_seed(options.seed, stage, step, rank))
         loss, step_tokens = steps.loss(objective, step, rank, world, device)
