@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ragkit.documents.readers import SkipFile, read_document
+from ragkit.documents.readers import SkipFile, parse_document, read_document
 
 
 def _make_pdf(path: Path, pages: list[str]) -> None:
@@ -74,6 +74,10 @@ def test_pdf_pages_become_lines(tmp_path):
         ("the cat sat on the mat", 1, "page 1"),
         ("stock market fell", 2, "page 2"),
     ]
+    # The bytes read (and hashed) are what is parsed, even if the file changes meanwhile.
+    raw = path.read_bytes()
+    _make_pdf(path, ["something else entirely"])
+    assert [b.text for b in parse_document(path, raw)] == ["the cat sat on the mat", "stock market fell"]
     fake = tmp_path / "fake.pdf"
     fake.write_text("not a pdf at all")
     with pytest.raises(SkipFile, match="not a PDF"):

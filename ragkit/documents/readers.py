@@ -82,7 +82,7 @@ def parse_document(path: Path, raw: bytes) -> list[Block]:
         if not raw.startswith(b"%PDF"):
             raise SkipFile("not a PDF")
         try:
-            blocks = parse_pdf(path)
+            blocks = parse_pdf(raw)
         except Exception as exc:  # pypdf raises many kinds on damaged files
             raise SkipFile(f"damaged PDF ({type(exc).__name__})") from None
     else:
