@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import ragkit.encoder.model_cache as cache
-from ragkit.encoder.packaged import PackagedModel
+import ragkit.models.converted as cache
+from ragkit.models.packaged import PackagedModel
 
 
 def _fake_model() -> PackagedModel:
@@ -83,8 +83,8 @@ def test_touched_but_intact_file_is_rehashed_not_rebuilt(fake_home: Path) -> Non
 
 
 def test_leftover_partial_build_is_cleaned(fake_home: Path) -> None:
-    root = cache.cache_root()
-    partial = root / f".{cache.cached_folder(_fake_model()).name}-build-killed"
+    folder = cache.cached_folder(_fake_model())
+    partial = folder.parent / f".{folder.name}-build-killed"
     partial.mkdir(parents=True)
     (partial / "model.safetensors").write_bytes(b"half")
     cache.ensure_converted(_fake_model())

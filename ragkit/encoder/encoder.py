@@ -14,17 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ragkit.encoder.adapters import Adapter, load_adapter
+from ragkit.encoder.adapters import Adapter
 from ragkit.encoder.attention import ProbeResult, check_attention, probe, set_bidirectional
-from ragkit.encoder.backbone import Backbone, backbone_layers, load_tokenizer, resolve_backbone
 from ragkit.encoder.config import CONFIG_NAME, EncoderConfig, fingerprint, tokenizer_hash
 from ragkit.encoder.inputs import InputBuilder, collate, plan_batches, validate_texts
 from ragkit.encoder.light_tokenizer import light_tokenizer_if_possible
-from ragkit.encoder.merged_cache import load_light_merged, load_merged
-from ragkit.encoder.packaged import DEFAULT_BACKBONE
 from ragkit.encoder.pooling import pool, validate_pooling
 from ragkit.encoder.pruning import check_layers, layer_count
 from ragkit.errors import EncoderFormatError, InvalidInputError
+from ragkit.models.backbone import Backbone, backbone_layers, load_tokenizer
+from ragkit.models.merged import load_light_merged, load_merged
+from ragkit.models.resolve import ResolvedEncoder, resolve_encoder
 
 log = logging.getLogger("ragkit")
 
@@ -36,26 +36,6 @@ Measured on 2 cores (bench/encode.py, BENCHMARKS.md): throughput peaks at a few 
 tokens per forward pass and falls with bigger batches, whose activations spill the caches.
 GPUs are limited by ``batch_size`` alone unless ``max_tokens_per_batch`` is given.
 """
-
-
-DEFAULT_ENCODER_DIR = Path(__file__).resolve().parent.parent / "default_encoder"
-"""The encoder ragkit ships: SmolLM2-135M + MNTP, SimCSE and supervised LoRAs (model card in its README)."""
-
-
-def resolve_name(name_or_path: str) -> str:
-    """``"default"`` means the shipped trained encoder (the bare backbone if it is absent)."""
-    if name_or_path != "default":
-        return name_or_path
-    return str(DEFAULT_ENCODER_DIR) if (DEFAULT_ENCODER_DIR / CONFIG_NAME).is_file() else DEFAULT_BACKBONE
-
-
-def backbone_of(name_or_path: str) -> str:
-    """The backbone under an encoder name: what the paper's causal baseline is built from."""
-    resolved = resolve_name(name_or_path)
-    saved = Path(resolved).expanduser()
-    if (saved / CONFIG_NAME).is_file():
-        return EncoderConfig.load(saved).backbone
-    return resolved
 
 
 def resolve_device(device: str | None):
@@ -83,6 +63,43 @@ def resolve_dtype(dtype: str | None, device):
     if dtype not in choices:
         raise InvalidInputError(f"dtype must be one of {', '.join(choices)}, not {dtype!r}")
     return choices[dtype]
+
+
+def _check_options(pooling, max_length, padding_side, dtype, device) -> None:
+    """Check cheap options before the slow load, so a typo fails in milliseconds."""
+    if pooling is not None:
+        validate_pooling(pooling)
+    if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
+        raise InvalidInputError(f"max_length must be a positive integer, got {max_length!r}")
+    if padding_side not in (None, "left", "right"):
+        raise InvalidInputError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
+    resolve_dtype(dtype, resolve_device(device))
+
+
+def _with_overrides(config: EncoderConfig, **overrides) -> EncoderConfig:
+    """The saved settings with the caller's (those not None) in their place."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    if "bidirectional" in given:
+        given["bidirectional"] = bool(given["bidirectional"])
+    if "instructions" in given:
+        given["instructions"] = dict(given["instructions"])
+    return EncoderConfig(**{**config.__dict__, **given})
+
+
+def _load_weights(resolved: ResolvedEncoder, config: EncoderConfig, light: bool, attn_implementation, device):
+    """The merged (and pruned) model and its tokenizer: the light path when asked and
+    possible (adapters, bidirectional, fp32 on a CPU, a verified cache), else transformers.
+    Decided before reading anything, so a GPU or causal load never reads the tokenizer twice."""
+    model = tokenizer = None
+    if light and resolved.adapters and config.bidirectional and resolve_device(device).type == "cpu":
+        tokenizer = light_tokenizer_if_possible(resolved.tokenizer_folder)
+        if tokenizer is not None:
+            model = load_light_merged(resolved.backbone, resolved.adapters, config.layers)
+    if model is None:
+        tokenizer = load_tokenizer(resolved.tokenizer_folder)
+        backbone, adapters = resolved.backbone, resolved.adapters
+        model = load_merged(backbone, adapters, layers=config.layers, attn_implementation=attn_implementation)
+    return model, tokenizer
 
 
 class Encoder:
@@ -152,66 +169,25 @@ class Encoder:
         a saved encoder trained pruned records its own count.
         """
         started = time.perf_counter()
-        # Check cheap options before the slow load, so a typo fails in milliseconds.
-        if pooling is not None:
-            validate_pooling(pooling)
-        if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
-            raise InvalidInputError(f"max_length must be a positive integer, got {max_length!r}")
-        if padding_side not in (None, "left", "right"):
-            raise InvalidInputError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
-        resolve_dtype(dtype, resolve_device(device))
-        saved = Path(resolve_name(name_or_path)).expanduser()
-        name_or_path = str(saved) if (saved / CONFIG_NAME).is_file() else resolve_name(name_or_path)
-        adapters: list[Adapter] = []
-        if (saved / CONFIG_NAME).is_file():
-            config = EncoderConfig.load(saved)
-            backbone = resolve_backbone(config.backbone)
-            if backbone.identity != config.backbone_identity:
-                raise EncoderFormatError(
-                    f"the backbone '{config.backbone}' now has different weights from those the "
-                    f"encoder at {saved} was trained on"
-                )
-            adapters = [load_adapter(saved / "adapters" / name) for name in config.adapters]
-            tokenizer_folder = saved / "tokenizer"
-        else:
-            backbone = resolve_backbone(name_or_path)
-            config = EncoderConfig(backbone=backbone.name, backbone_identity=backbone.identity)
-            tokenizer_folder = backbone.folder
-        if bidirectional is not None:
-            config.bidirectional = bool(bidirectional)
-        if pooling is not None:
-            config.pooling = validate_pooling(pooling)
-        if max_length is not None:
-            config = EncoderConfig(**{**config.__dict__, "max_length": max_length})
-        if instructions is not None:
-            config.instructions = dict(instructions)
-        if layers is not None:
-            config = EncoderConfig(**{**config.__dict__, "layers": layers})
-        check_layers(config.layers, backbone_layers(backbone))
-
-        model = tokenizer = None
-        # Decided before reading anything, so a GPU or causal load never reads the tokenizer twice.
-        if (
-            light
-            and adapters
-            and config.bidirectional
-            and attn_implementation is None
-            and dtype in (None, "float32")
-            and resolve_device(device).type == "cpu"
-        ):
-            tokenizer = light_tokenizer_if_possible(tokenizer_folder)
-            model = load_light_merged(backbone, adapters, config.layers) if tokenizer is not None else None
-        if model is None:
-            tokenizer = load_tokenizer(tokenizer_folder)
-            model = load_merged(
-                backbone, adapters, layers=config.layers, attn_implementation=attn_implementation
-            )
+        _check_options(pooling, max_length, padding_side, dtype, device)
+        resolved = resolve_encoder(name_or_path)
+        config = _with_overrides(
+            resolved.config,
+            bidirectional=bidirectional,
+            pooling=pooling,
+            max_length=max_length,
+            instructions=instructions,
+            layers=layers,
+        )
+        check_layers(config.layers, backbone_layers(resolved.backbone))
+        light = light and attn_implementation is None and dtype in (None, "float32")
+        model, tokenizer = _load_weights(resolved, config, light, attn_implementation, device)
         encoder = cls.from_model(
             model,
             tokenizer,
             config,
-            backbone=backbone,
-            adapters=adapters,
+            backbone=resolved.backbone,
+            adapters=resolved.adapters,
             device=device,
             dtype=dtype,
             padding_side=padding_side,

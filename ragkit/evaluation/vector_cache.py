@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ragkit.home import ragkit_home
+from ragkit.models.cache import vectors_file
 
 
 def _key(instruction: str, text: str) -> str:
@@ -25,9 +25,7 @@ class VectorCache:
     """A small key-value store of float32 vectors for one encoder fingerprint."""
 
     def __init__(self, fingerprint: str, root: Path | None = None):
-        folder = (root or ragkit_home()) / "vectors"
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"{fingerprint}.sqlite"
+        self.path = vectors_file(fingerprint, root)
         self._db = sqlite3.connect(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")

@@ -21,14 +21,14 @@ from pathlib import Path
 
 from ragkit.encoder.adapters import Adapter, adapter_from_peft, load_adapter, merge_adapters
 from ragkit.encoder.attention import set_bidirectional
-from ragkit.encoder.backbone import backbone_layers, load_model, load_tokenizer, resolve_backbone
 from ragkit.encoder.config import CONFIG_NAME, EncoderConfig
-from ragkit.encoder.encoder import resolve_name
 from ragkit.encoder.inputs import InputBuilder, collate
-from ragkit.encoder.packaged import DEFAULT_BACKBONE
 from ragkit.encoder.pruning import check_layers, keep_bottom_layers
 from ragkit.errors import RagkitError
 from ragkit.hashing import canonical_json_hash
+from ragkit.models.backbone import backbone_layers, load_model, load_tokenizer
+from ragkit.models.packaged import DEFAULT_BACKBONE
+from ragkit.models.resolve import resolve_encoder
 from ragkit.trainer.card import record_stage, write_card
 from ragkit.trainer.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from ragkit.trainer.corpus import Corpus, corpus_pairs, load_corpus, sentence_views
@@ -199,21 +199,19 @@ class _Start:
 
 def _resolve_start(spec: str) -> _Start:
     """A backbone name, or a saved encoder (``default`` too) whose adapters stay underneath."""
-    saved = Path(resolve_name(spec)).expanduser()
-    if not (saved / CONFIG_NAME).is_file():
-        return _Start(resolve_backbone(spec), [], {})
-    config = EncoderConfig.load(saved)
-    backbone = resolve_backbone(config.backbone)
-    if backbone.identity != config.backbone_identity:
-        raise RagkitError(f"the backbone of the encoder at {saved} now has different weights")
-    adapters = [load_adapter(saved / "adapters" / name) for name in config.adapters]
+    resolved = resolve_encoder(spec)
+    saved, config = resolved.saved, resolved.config
+    if saved is None:
+        return _Start(resolved.backbone, [], {})
     history = {}
     for name, key in (("stages.json", "stages"), ("training.json", "training")):
         try:
             history[key] = json.loads((saved / name).read_text())
         except (OSError, ValueError):
             history[key] = {}
-    return _Start(backbone, adapters, dict(config.instructions), spec, history, config.layers)
+    return _Start(
+        resolved.backbone, resolved.adapters, dict(config.instructions), spec, history, config.layers
+    )
 
 
 def _layers(options: TrainOptions, start: _Start) -> int | None:

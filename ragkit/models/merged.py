@@ -3,9 +3,8 @@
 Merging through peft costs seconds on every load (import peft, wrap every projection,
 merge, unwrap) and yields the same weights each time; a terminal user of ``ragkit ask``
 should not pay that per question. The merged model is written once under
-``$RAGKIT_HOME/merged/``, keyed by the backbone's identity and the adapters' content hashes
-(new adapters never meet stale weights), and built and verified like the converted-model
-cache. The folder is ours, written by us, safetensors only; deleting it is always safe.
+``$RAGKIT_HOME/merged/`` (its key: :mod:`ragkit.models.cache`), and built and verified like
+the converted-model cache. The folder is ours, written by us, safetensors only; deleting it is always safe.
 """
 
 from __future__ import annotations
@@ -14,29 +13,18 @@ import logging
 from pathlib import Path
 
 from ragkit.encoder.adapters import Adapter, merge_adapters
-from ragkit.encoder.backbone import Backbone, load_model
-from ragkit.encoder.model_cache import ensure_built, read_manifest
 from ragkit.encoder.pruning import keep_bottom_layers
-from ragkit.encoder.quiet import quiet_transformers
 from ragkit.errors import CacheError
-from ragkit.hashing import canonical_json_hash
-from ragkit.home import ragkit_home
+from ragkit.models import cache
+from ragkit.models.backbone import Backbone, load_model
+from ragkit.models.converted import ensure_built, read_manifest
+from ragkit.models.quiet import quiet_transformers
 
 log = logging.getLogger("ragkit")
-MERGED_FORMAT = 2
-"""2: the manifest records whether the light (transformers-free) forward matches."""
 
 
 def merged_folder(backbone: Backbone, adapters: list[Adapter], layers: int | None = None) -> Path:
-    described = {
-        "format": MERGED_FORMAT,
-        "backbone": backbone.identity,
-        "adapters": [a.content_hash() for a in adapters],
-    }
-    if layers is not None:
-        described["layers"] = layers
-    key = canonical_json_hash(described)
-    return ragkit_home() / "merged" / f"{backbone.name.replace('/', '--')[-40:]}-{key[:16]}"
+    return cache.merged_folder(backbone.name, backbone.identity, [a.content_hash() for a in adapters], layers)
 
 
 def _verify_light(model, out: Path) -> dict:

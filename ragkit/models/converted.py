@@ -21,11 +21,11 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from ragkit.encoder.packaged import PackagedModel
-from ragkit.encoder.quiet import quiet_transformers
 from ragkit.errors import CacheError
 from ragkit.hashing import sha256_file
-from ragkit.home import ragkit_home
+from ragkit.models.cache import converted_folder
+from ragkit.models.packaged import PackagedModel
+from ragkit.models.quiet import quiet_transformers
 
 log = logging.getLogger("ragkit")
 
@@ -34,15 +34,9 @@ CACHE_FORMAT = 1
 _LOCK_TIMEOUT_S = 900
 
 
-def cache_root() -> Path:
-    root = ragkit_home() / "models"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
 def cached_folder(model: PackagedModel) -> Path:
     """Where the converted copy of ``model`` lives (it may not exist yet)."""
-    return cache_root() / f"{model.name}-{model.version()}"
+    return converted_folder(model.name, model.version())
 
 
 def read_manifest(folder: Path) -> dict | None:

@@ -1,0 +1,69 @@
+"""What a user's model name means: a saved encoder (backbone + adapters) or a bare backbone.
+
+``default`` is the encoder ragkit ships; a folder with ``ragkit.json`` is a saved encoder;
+anything else is a backbone (:func:`ragkit.models.backbone.resolve_backbone`). Loading the
+encoder, the trainer and the CLI all resolve names here, so they agree on what a name means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ragkit.encoder.adapters import Adapter, load_adapter
+from ragkit.encoder.config import CONFIG_NAME, EncoderConfig
+from ragkit.errors import EncoderFormatError
+from ragkit.models.backbone import Backbone, resolve_backbone
+from ragkit.models.packaged import DEFAULT_BACKBONE
+
+DEFAULT_ENCODER_DIR = Path(__file__).resolve().parent.parent / "default_encoder"
+"""The encoder ragkit ships: SmolLM2-135M + MNTP, SimCSE and supervised LoRAs (model card in its README)."""
+
+
+def resolve_name(name_or_path: str) -> str:
+    """``"default"`` means the shipped trained encoder (the bare backbone if it is absent)."""
+    if name_or_path != "default":
+        return name_or_path
+    return str(DEFAULT_ENCODER_DIR) if (DEFAULT_ENCODER_DIR / CONFIG_NAME).is_file() else DEFAULT_BACKBONE
+
+
+def saved_encoder_folder(name_or_path: str) -> Path | None:
+    """The folder of a saved encoder the name means, or None for a backbone."""
+    saved = Path(resolve_name(name_or_path)).expanduser()
+    return saved if (saved / CONFIG_NAME).is_file() else None
+
+
+def backbone_of(name_or_path: str) -> str:
+    """The backbone under an encoder name: what the paper's causal baseline is built from."""
+    saved = saved_encoder_folder(name_or_path)
+    return EncoderConfig.load(saved).backbone if saved is not None else resolve_name(name_or_path)
+
+
+@dataclass
+class ResolvedEncoder:
+    """Everything needed to load an encoder, found and checked before any weight is read."""
+
+    config: EncoderConfig
+    backbone: Backbone
+    adapters: list[Adapter]
+    tokenizer_folder: Path
+    saved: Path | None
+    """The saved encoder folder (None: a bare backbone)."""
+
+
+def resolve_encoder(name_or_path: str) -> ResolvedEncoder:
+    """A saved encoder with its adapters, or a backbone with a default config."""
+    saved = saved_encoder_folder(name_or_path)
+    if saved is None:
+        backbone = resolve_backbone(resolve_name(name_or_path))
+        config = EncoderConfig(backbone=backbone.name, backbone_identity=backbone.identity)
+        return ResolvedEncoder(config, backbone, [], backbone.folder, None)
+    config = EncoderConfig.load(saved)
+    backbone = resolve_backbone(config.backbone)
+    if backbone.identity != config.backbone_identity:
+        raise EncoderFormatError(
+            f"the backbone '{config.backbone}' now has different weights from those the "
+            f"encoder at {saved} was trained on"
+        )
+    adapters = [load_adapter(saved / "adapters" / name) for name in config.adapters]
+    return ResolvedEncoder(config, backbone, adapters, saved / "tokenizer", saved)
