@@ -467,3 +467,14 @@ def test_removing_below_ivfpq_minimum_keeps_the_index_openable(tmp_path):
     assert spec.kind == "ivfpq"
     few = vectors.build(spec, 16, [(np.arange(100, dtype=np.int64), points[:100])])
     assert few.ntotal == 100  # fell back to exact search instead of failing to train
+
+
+def test_progress_shows_on_a_pipe(docs, tmp_path, tiny_backbone_dir):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "ragkit", "index", str(docs), "--index", str(tmp_path / "index")]
+    command += ["--encoder", str(tiny_backbone_dir), "--chunk-tokens", "16", "--overlap", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "indexing 3 files" in result.stderr and "indexing: 3/3 files, 3 chunks" in result.stderr

@@ -24,18 +24,32 @@ IndexDirOption = Annotated[
 
 
 class _IndexProgress:
-    """Files, chunks, tokens/s and ETA while documents are embedded."""
+    """Files, chunks, tokens/s and ETA while documents are embedded.
 
-    def __init__(self, enabled: bool):
+    A live bar on a terminal; on a pipe or a log file, one plain line at most every
+    ``every`` seconds (and when done), so a long run is never silent where it is watched.
+    """
+
+    def __init__(self, enabled: bool, *, live: bool, every: float = 10.0):
         self.enabled = enabled
+        self.live = live
+        self.every = every
         self._bar = None
         self._task = None
+        self._files = 0
+        self._done = 0
         self._tokens = 0
         self._chunks = 0
         self._started = time.perf_counter()
+        self._printed = self._started
 
     def start(self, files: int) -> None:
+        self._files, self._started = files, time.perf_counter()
+        self._printed = self._started
         if not self.enabled or files == 0:
+            return
+        if not self.live:
+            err.print(f"indexing {files} files", highlight=False)
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -50,14 +64,30 @@ class _IndexProgress:
         )
         self._bar.start()
         self._task = self._bar.add_task("index", total=files, chunks=0, rate="-")
-        self._started = time.perf_counter()
 
-    def advance_file(self, chunks: int = 0, tokens: int = 0) -> None:
+    def encoded(self, chunks: int, tokens: int) -> None:
+        """Chunks embedded (a big file reports as it goes, not only when it is done)."""
         self._chunks += chunks
         self._tokens += tokens
+        self._show(advance=0)
+
+    def advance_file(self) -> None:
+        self._done += 1
+        self._show(advance=1)
+
+    def _show(self, advance: int) -> None:
+        now = time.perf_counter()
+        rate = self._tokens / max(now - self._started, 1e-9)
         if self._bar is not None:
-            rate = self._tokens / max(time.perf_counter() - self._started, 1e-9)
-            self._bar.update(self._task, advance=1, chunks=self._chunks, rate=f"{rate:,.0f}")
+            self._bar.update(self._task, advance=advance, chunks=self._chunks, rate=f"{rate:,.0f}")
+            return
+        due = now - self._printed >= self.every or (advance and self._done == self._files)
+        if self.enabled and not self.live and due:
+            self._printed = now
+            err.print(
+                f"indexing: {self._done}/{self._files} files, {self._chunks:,} chunks, {rate:,.0f} tok/s",
+                highlight=False,
+            )
 
     def stop(self) -> None:
         if self._bar is not None:
@@ -153,7 +183,7 @@ def index_command(
         step_delay=step_delay,
     )
     started = time.perf_counter()
-    progress = _IndexProgress(enabled=sys.stderr.isatty() and not as_json)
+    progress = _IndexProgress(enabled=not as_json, live=sys.stderr.isatty())
     try:
         summary = build_index(options, progress)
     finally:

@@ -18,6 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ragkit.documents.discover import Discovery, discover
 from ragkit.documents.readers import DEFAULT_MAX_BYTES, PARSER_VERSION, SkipFile, parse_document, read_bytes
 from ragkit.errors import InvalidInputError
@@ -408,12 +410,20 @@ def _spec_changed(recorded: str, spec, requested: str) -> bool:
 
 
 def _write_group(db, encoder, group, summary: IndexSummary, progress, delay: float = 0.0) -> None:
-    """Encode a group's chunks in one call, then store each document in one transaction."""
+    """Encode a group's chunks (in slices, reporting progress), then store each document in
+    one transaction."""
     phase = time.perf_counter()
-    texts = [chunk.text for *_, chunks, _ in group for chunk in chunks]
-    vectors_ = encoder.encode_documents(texts, show_progress=False, warn_truncated=False)
+    chunks_ = [chunk for *_, chunks, _ in group for chunk in chunks]
+    parts = []
+    for start in range(0, len(chunks_), GROUP_CHUNKS):
+        piece = chunks_[start : start + GROUP_CHUNKS]
+        texts = [chunk.text for chunk in piece]
+        parts.append(encoder.encode_documents(texts, show_progress=False, warn_truncated=False))
+        if progress is not None:
+            progress.encoded(len(piece), sum(chunk.tokens for chunk in piece))
+    vectors_ = np.concatenate(parts) if parts else np.zeros((0, encoder.dimension), dtype=np.float32)
     summary.seconds["encoding"] += time.perf_counter() - phase
-    summary.tokens += sum(chunk.tokens for *_, chunks, _ in group for chunk in chunks)
+    summary.tokens += sum(chunk.tokens for chunk in chunks_)
     phase = time.perf_counter()
     offset = 0
     with db.conn:
@@ -430,10 +440,10 @@ def _write_group(db, encoder, group, summary: IndexSummary, progress, delay: flo
             )
             offset += len(chunks)
             (summary.updated if existed else summary.added).append(relative)
-    summary.chunks_written += len(texts)
+    summary.chunks_written += len(chunks_)
     summary.seconds["storing"] += time.perf_counter() - phase
     if delay:
         time.sleep(delay)
     if progress is not None:
-        for *_, chunks, _ in group:
-            progress.advance_file(chunks=len(chunks), tokens=sum(c.tokens for c in chunks))
+        for _ in group:
+            progress.advance_file()
