@@ -55,89 +55,109 @@ def discover(
     if not root.exists():
         raise InvalidInputError(f"{root} does not exist")
     found = Discovery(root.resolve() if root.is_dir() else root.resolve().parent)
-    includes, excludes = _spec(include or []), _spec(exclude or [])
+    walker = _Walker(found, _spec(include or []), _spec(exclude or []), hidden, gitignore, follow_symlinks)
+    if root.is_file():
+        walker.consider(root.resolve(), root.name)
+    else:
+        walker.walk()
+    return found
 
-    def outside(path: Path) -> bool:
-        if follow_symlinks:
+
+class _Walker:
+    """One walk: the rules (globs, hidden, git-ignore, symlinks) and what they decided."""
+
+    def __init__(self, found: Discovery, includes, excludes, hidden: bool, gitignore: bool, follow: bool):
+        self.found = found
+        self.includes, self.excludes = includes, excludes
+        self.hidden, self.gitignore, self.follow = hidden, gitignore, follow
+        self.ignores: dict[str, object] = {}
+        self.seen: set[tuple[int, int]] = set()
+
+    def walk(self) -> None:
+        base = self.found.root
+        for current, dirs, files in os.walk(base, followlinks=True):
+            folder = Path(current)
+            if not self._enter(folder):
+                dirs[:] = []
+                continue
+            dirs[:] = [name for name in sorted(dirs) if self._keep_folder(folder / name)]
+            for name in sorted(files):
+                self._file(folder / name)
+
+    def _enter(self, folder: Path) -> bool:
+        """Whether to walk ``folder``: once per real folder (a symlink loop is walked once)."""
+        try:
+            stat = folder.stat()
+        except OSError:
             return False
-        real = path.resolve()
-        return real != found.root and found.root not in real.parents
+        key = (stat.st_dev, stat.st_ino)
+        relative = folder.relative_to(self.found.root).as_posix()
+        if key in self.seen:
+            self.found.skipped["symlink loop"] += 1
+            self.found.notes.append(f"{relative}: symlink loop, not followed")
+            return False
+        self.seen.add(key)
+        if self.gitignore:
+            spec = _gitignore(folder)
+            if spec is not None:
+                self.ignores[relative] = spec
+        return True
 
-    def consider(path: Path, relative: str) -> None:
+    def _ignored(self, relative: str, is_dir: bool) -> bool:
+        for scope, spec in self.ignores.items():
+            prefix = "" if scope == "." else scope + "/"
+            if relative.startswith(prefix):
+                inner = relative[len(prefix) :] + ("/" if is_dir else "")
+                if spec.match_file(inner):
+                    return True
+        return False
+
+    def _outside(self, path: Path) -> bool:
+        if self.follow:
+            return False
+        real, root = path.resolve(), self.found.root
+        return real != root and root not in real.parents
+
+    def _left_out(self, path: Path, relative: str, is_dir: bool) -> str | None:
+        """Why a walked entry is left out (None: keep it)."""
+        if not self.hidden and path.name.startswith("."):
+            return "hidden"
+        if self.gitignore and self._ignored(relative, is_dir):
+            return "git-ignored"
+        if not is_dir and not path.is_file():
+            return "not a regular file"
+        if self._outside(path):
+            return "symlink out of the folder"
+        return None
+
+    def _keep_folder(self, path: Path) -> bool:
+        reason = self._left_out(path, path.relative_to(self.found.root).as_posix(), True)
+        if reason is not None:
+            self.found.skipped[reason] += 1
+        return reason is None
+
+    def _file(self, path: Path) -> None:
+        relative = path.relative_to(self.found.root).as_posix()
+        reason = self._left_out(path, relative, False)
+        if reason is not None:
+            self.found.skipped[reason] += 1
+        else:
+            self.consider(path, relative)
+
+    def consider(self, path: Path, relative: str) -> None:
+        """Keep a readable file that the globs and the supported types allow."""
+        found = self.found
         try:
             relative.encode("utf-8")
         except UnicodeEncodeError:
             found.skipped["file name is not valid UTF-8"] += 1
             found.notes.append(f"{os.fsencode(path)!r}: file name is not valid UTF-8, skipped")
             return
-        if excludes is not None and excludes.match_file(relative):
+        if self.excludes is not None and self.excludes.match_file(relative):
             found.skipped["excluded"] += 1
-        elif includes is not None and not includes.match_file(relative):
+        elif self.includes is not None and not self.includes.match_file(relative):
             found.skipped["not included"] += 1
         elif path.suffix.lower() not in SUPPORTED_SUFFIXES:
             found.skipped["unsupported file type"] += 1
         else:
             found.files[relative] = path
-
-    if root.is_file():
-        consider(root.resolve(), root.name)
-        return found
-
-    seen: set[tuple[int, int]] = set()
-    ignores: dict[str, object] = {}
-    base = found.root
-    for current, dirs, files in os.walk(base, followlinks=True):
-        folder = Path(current)
-        try:
-            stat = folder.stat()
-        except OSError:
-            dirs[:] = []
-            continue
-        key = (stat.st_dev, stat.st_ino)
-        relative_folder = folder.relative_to(base).as_posix()
-        if key in seen:
-            found.skipped["symlink loop"] += 1
-            found.notes.append(f"{relative_folder}: symlink loop, not followed")
-            dirs[:] = []
-            continue
-        seen.add(key)
-        if gitignore:
-            spec = _gitignore(folder)
-            if spec is not None:
-                ignores[relative_folder] = spec
-
-        def ignored(relative: str, is_dir: bool) -> bool:
-            for scope, spec in ignores.items():
-                prefix = "" if scope == "." else scope + "/"
-                if relative.startswith(prefix):
-                    inner = relative[len(prefix) :] + ("/" if is_dir else "")
-                    if spec.match_file(inner):
-                        return True
-            return False
-
-        kept_dirs = []
-        for name in sorted(dirs):
-            relative = (folder / name).relative_to(base).as_posix()
-            if not hidden and name.startswith("."):
-                found.skipped["hidden"] += 1
-            elif gitignore and ignored(relative, True):
-                found.skipped["git-ignored"] += 1
-            elif outside(folder / name):
-                found.skipped["symlink out of the folder"] += 1
-            else:
-                kept_dirs.append(name)
-        dirs[:] = kept_dirs
-        for name in sorted(files):
-            path = folder / name
-            relative = path.relative_to(base).as_posix()
-            if not hidden and name.startswith("."):
-                found.skipped["hidden"] += 1
-            elif gitignore and ignored(relative, False):
-                found.skipped["git-ignored"] += 1
-            elif not path.is_file():
-                found.skipped["not a regular file"] += 1
-            elif outside(path):
-                found.skipped["symlink out of the folder"] += 1
-            else:
-                consider(path, relative)
-    return found
