@@ -1,10 +1,12 @@
 """Answer questions from a ragkit index inside a LangChain (LCEL) chain, fully offline.
 
     python examples/langchain_qa.py "How do I resume an interrupted training run?"
+    python examples/langchain_qa.py --generate "How do I resume an interrupted training run?"
 
-Indexes ./docs into ./.ragkit on first use, retrieves with RagkitRetriever, and lets the
-packaged SmolLM2-135M-Instruct write a short answer that cites the passages. Swap the
-`answer` step for any LangChain chat model (ChatOpenAI, ChatOllama, ...) in real use.
+Indexes ./docs into ./.ragkit on first use. The answer step is ``ragkit.answer`` as a
+runnable: the passages' own best sentences by default, or (``--generate``) an answer written
+by the packaged SmolLM2-135M-Instruct of which only the sentences that a cited passage
+supports are kept. The retriever composes with any other LangChain step the same way.
 """
 
 from __future__ import annotations
@@ -12,40 +14,27 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from langchain_core.output_parsers import StrOutputParser
-from langchain_core.runnables import RunnableLambda, RunnablePassthrough
-
-from ragkit.answer.generator import ChatModel
-from ragkit.answer.prompt import CitationFilter, build_messages
 from ragkit.indexer.builder import IndexOptions, build_index
-from ragkit.integrations.langchain import RagkitRetriever
+from ragkit.integrations.langchain import answer_runnable
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def main(question: str) -> None:
+def main(question: str, mode: str) -> None:
     index_dir = ROOT / ".ragkit"
     if not (index_dir / "index.db").exists():
         build_index(IndexOptions(source=ROOT / "docs", index_dir=index_dir))
-    retriever = RagkitRetriever.from_index(index_dir, k=3)
-    model = ChatModel()
-
-    def answer(inputs: dict) -> str:
-        passages = [d.page_content for d in inputs["docs"]]
-        citations = CitationFilter(len(passages))
-        text = "".join(citations.feed(p) for p in model.stream(build_messages(inputs["question"], passages)))
-        return text + citations.flush()
-
-    chain = {"docs": retriever, "question": RunnablePassthrough()} | RunnablePassthrough.assign(
-        answer=RunnableLambda(answer)
-    )
+    chain = answer_runnable(index_dir, k=3, mode=mode)
     result = chain.invoke(question)
-    for i, doc in enumerate(result["docs"], start=1):
-        meta = doc.metadata
-        print(f"[{i}] {meta['source']}:{meta['start_line']}-{meta['end_line']} ({meta['heading']})")
-    print()
-    print(StrOutputParser().invoke(result["answer"]))
+    print(result.text)
+    for c in result.citations:
+        print(f"  [{c.number}] {c.source}:{c.start_line}-{c.end_line} {c.heading}")
+    if result.note:
+        print(result.note)
 
 
 if __name__ == "__main__":
-    main(" ".join(sys.argv[1:]) or "How do I resume an interrupted training run?")
+    args = sys.argv[1:]
+    mode = "generate" if "--generate" in args else "extract"
+    words = [a for a in args if a != "--generate"]
+    main(" ".join(words) or "How do I resume an interrupted training run?", mode)

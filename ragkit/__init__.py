@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["Encoder", "Hit", "Index", "RagkitError", "__version__"]
+__all__ = ["Encoder", "Hit", "Index", "RagkitError", "__version__", "answer"]
 
 if TYPE_CHECKING:
+    from ragkit.answer import answer
     from ragkit.encoder import Encoder
     from ragkit.errors import RagkitError
     from ragkit.indexer.index import Hit, Index
@@ -26,6 +27,10 @@ def __getattr__(name: str):
         from ragkit.indexer import index
 
         return getattr(index, name)
+    if name == "answer":
+        import ragkit.answer
+
+        return ragkit.answer
     if name == "RagkitError":
         from ragkit.errors import RagkitError
 

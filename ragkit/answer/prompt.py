@@ -42,6 +42,21 @@ def _numbers(group: str) -> list[int]:
     return numbers
 
 
+def citation_numbers(text: str) -> list[int]:
+    """Every passage number the citations in ``text`` name, in order, ranges spelled out."""
+    return [n for match in _CITATION.finditer(text) for n in _numbers(match.group(1))]
+
+
+def tidy(text: str) -> str:
+    """Single spaces, none before a full stop or comma (where a citation was taken out)."""
+    return " ".join(text.split()).replace(" .", ".").replace(" ,", ",")
+
+
+def strip_citations(text: str) -> str:
+    """``text`` without its citation marks."""
+    return tidy(_CITATION.sub(" ", text))
+
+
 def keep_valid_citations(text: str, count: int) -> tuple[str, list[int]]:
     """Keep citations of passages 1..count; returns the cleaned text and what was dropped.
 
@@ -59,29 +74,3 @@ def keep_valid_citations(text: str, count: int) -> tuple[str, list[int]]:
         return f"[{', '.join(map(str, sorted(set(valid))))}]" if valid else ""
 
     return _CITATION.sub(check, text), dropped
-
-
-class CitationFilter:
-    """Streams text through, holding back only a possibly unfinished "[1, 12" at the end."""
-
-    def __init__(self, count: int):
-        self.count = count
-        self.pending = ""
-        self.dropped: list[int] = []
-
-    def feed(self, piece: str) -> str:
-        text = self.pending + piece
-        cut = text.rfind("[")
-        if cut != -1 and "]" not in text[cut:] and len(text) - cut <= 24:
-            text, self.pending = text[:cut], text[cut:]
-        else:
-            self.pending = ""
-        clean, dropped = keep_valid_citations(text, self.count)
-        self.dropped += dropped
-        return clean
-
-    def flush(self) -> str:
-        clean, dropped = keep_valid_citations(self.pending, self.count)
-        self.dropped += dropped
-        self.pending = ""
-        return clean

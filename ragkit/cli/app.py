@@ -48,10 +48,12 @@ def _root(
 
 def main() -> None:
     """Console-script entry: user errors print one line and exit 1, bugs keep tracebacks."""
+    import sys
+
     from ragkit.errors import RagkitError
 
     try:
-        app()
+        app(args=ask_command.answer_flag_values(sys.argv[1:]), prog_name="ragkit")
     except RagkitError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None

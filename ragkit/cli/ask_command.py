@@ -12,6 +12,18 @@ from ragkit.cli.index_commands import IndexDirOption
 from ragkit.cli.options import JsonOption
 
 SNIPPET_CHARS = 320
+ANSWER_MODES = ("extract", "generate")
+
+
+def answer_flag_values(args: list[str]) -> list[str]:
+    """Give a bare ``--answer`` (last, or before another option) its default value, so that
+    ``--answer --json`` means what it says (click would take ``--json`` as the mode)."""
+    fixed: list[str] = []
+    for i, arg in enumerate(args):
+        fixed.append(arg)
+        if arg == "--answer" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            fixed.append("extract")
+    return fixed
 
 
 def ask_command(
@@ -36,13 +48,24 @@ def ask_command(
         ),
     ] = True,
     answer: Annotated[
-        bool,
+        str | None,
         typer.Option(
-            "--answer", help="Also write a short answer from the passages, citing them as [1], [2]."
+            "--answer",
+            metavar="[extract|generate]",
+            help="Also answer from the passages, citing them as [1], [2]. `--answer` alone (extract): "
+            "the passages' own best sentences, so nothing is invented. `--answer generate`: a chat "
+            "model writes it, and only sentences a cited passage supports are shown.",
+            show_default=False,
         ),
-    ] = False,
-    answer_model: Annotated[
-        str, typer.Option(help="Chat model for --answer: smollm2-135m (packaged) or a Hugging Face id.")
+    ] = None,
+    generator: Annotated[
+        str,
+        typer.Option(
+            "--generator",
+            "--answer-model",
+            help="Chat model for --answer generate: smollm2-135m (packaged), a model folder or a "
+            "Hugging Face id.",
+        ),
     ] = "smollm2-135m",
     encoder: Annotated[
         str | None,
@@ -56,12 +79,15 @@ def ask_command(
 
     Example: `ragkit ask "how do I resume training?" -k 3 --filter "docs/*.md"`
     """
+    from ragkit.answer import MODES
     from ragkit.errors import InvalidInputError
     from ragkit.indexer.filters import parse_filter_args
     from ragkit.indexer.index import Index
 
     if not query.strip():
         raise InvalidInputError("the query is empty; there is nothing to search for")
+    if answer is not None and answer not in MODES:
+        raise InvalidInputError(f"--answer takes extract or generate, not {answer!r}")
     index = Index.open(index_dir)
     if encoder is not None:
         index.use_encoder(encoder)
@@ -73,12 +99,13 @@ def ask_command(
     payload = {"query": query, "hits": [_hit_dict(h) for h in hits]}
     if as_json:
         if answer:
-            payload["answer"] = _answer(query, hits, answer_model, stream=False)
+            result = _answer(index, query, hits, answer, generator, stream=False)
+            payload["answer"] = {k: v for k, v in result.to_dict().items() if k != "hits"}
         out.print_json(data=payload)
         return
     _show(query, hits, hybrid=hybrid)
     if answer:
-        _answer(query, hits, answer_model, stream=True)
+        _answer(index, query, hits, answer, generator, stream=True)
 
 
 def _hit_dict(hit) -> dict:
@@ -117,30 +144,48 @@ def _show(query: str, hits, *, hybrid: bool) -> None:
         out.print(snippet)
 
 
-def _answer(query: str, hits, model_name: str, *, stream: bool, model=None) -> str:
-    from ragkit.answer.prompt import CitationFilter, build_messages
+def _answer(index, query: str, hits, mode: str, generator, *, stream: bool, model=None):
+    """The answer object; with ``stream``, shown as it comes (generated text sentence by
+    sentence, once each sentence has passed the grounding check)."""
+    from ragkit.answer import answer
 
-    if not hits:
-        return ""
-    if model is None:
+    if stream:
+        how = "sentences of the passages" if mode == "extract" else "generated, checked against the passages"
+        out.print(f"\n[bold]Answer[/] ({how})")
+    if mode == "generate" and model is None:
         from ragkit.answer.generator import ChatModel
 
-        with err.status(f"loading {model_name} to write the answer"):
-            model = ChatModel(model_name)
-    citations = CitationFilter(len(hits))
-    parts = []
+        with err.status(f"loading {generator} to write the answer"):
+            model = ChatModel(generator)
+    shown: list[str] = []
+
+    def show(text: str) -> None:
+        shown.append(text)
+        out.print(text, end="", highlight=False)
+
+    result = answer(index, query, hits=hits, mode=mode, generator=model, on_text=show if stream else None)
     if stream:
-        out.print("\n[bold]Answer[/] (from the passages above; check them)")
-    for piece in model.stream(build_messages(query, [h.text for h in hits])):
-        clean = citations.feed(piece)
-        parts.append(clean)
-        if stream and clean:
-            out.print(clean, end="")
-    tail = citations.flush()
-    parts.append(tail)
-    if stream:
-        out.print(tail)
-        if citations.dropped:
-            dropped = sorted(set(citations.dropped))
-            err.print(f"[yellow]removed citations of passages that were not given: {dropped}[/]")
-    return "".join(parts).strip()
+        _finish_answer(result, streamed=bool(shown))
+    return result
+
+
+def _finish_answer(result, *, streamed: bool) -> None:
+    """The rest of a shown answer: text not streamed yet, its sources, what the check removed."""
+    if not streamed:
+        out.print(result.text, highlight=False)
+    else:
+        out.print()
+    for citation in result.citations:
+        heading = f"  {citation.heading}" if citation.heading else ""
+        out.print(
+            f"  [{citation.number}] {citation.source}:{citation.start_line}-{citation.end_line}{heading}",
+            highlight=False,
+            markup=False,
+        )
+    if result.note:
+        err.print(result.note, style="yellow", markup=False)
+    if result.removed_sentences and result.mode == "generate":
+        removed = result.removed_sentences
+        err.print(f"removed {removed} generated sentence(s) the passages do not support", style="yellow")
+    if result.invented:
+        err.print(f"not in any passage, removed: {', '.join(result.invented)}", style="yellow", markup=False)

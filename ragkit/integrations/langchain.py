@@ -1,9 +1,11 @@
-"""LangChain adapters: a retriever over a ragkit index, and ragkit encoders as embeddings.
+"""LangChain adapters: a retriever over a ragkit index, ragkit encoders as embeddings, and
+grounded answers as a runnable.
 
-    from ragkit.integrations.langchain import RagkitRetriever, RagkitEmbeddings
+    from ragkit.integrations.langchain import RagkitRetriever, RagkitEmbeddings, answer_runnable
 
     retriever = RagkitRetriever.from_index(".ragkit", k=4)
     docs = retriever.invoke("how do I install it?")       # list[Document]
+    result = answer_runnable(".ragkit").invoke("how do I install it?")   # ragkit.answer.Answer
 
 Both are plain ``langchain_core`` objects, so they compose with LCEL (``retriever | ...``),
 ``batch``, ``ainvoke`` and LangChain's vector stores.
@@ -19,6 +21,7 @@ from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, Callba
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import Runnable, RunnableLambda
 from pydantic import ConfigDict, PrivateAttr
 
 
@@ -124,3 +127,20 @@ class RagkitEmbeddings(Embeddings):
 
     async def aembed_query(self, text: str) -> list[float]:
         return await asyncio.to_thread(self.embed_query, text)
+
+
+def answer_runnable(
+    index_dir: str | Path, *, k: int = 4, mode: str = "extract", generator: Any = None
+) -> Runnable:
+    """``ragkit.answer`` as a LangChain runnable: a question in, an :class:`~ragkit.answer.Answer`
+    out (the same object the CLI shows), composable with LCEL, ``batch`` and ``ainvoke``."""
+    from ragkit.answer import MODES, answer
+    from ragkit.errors import InvalidInputError
+    from ragkit.indexer.index import Index
+
+    if mode not in MODES:
+        raise InvalidInputError(f"unknown answer mode {mode!r}: use extract or generate")
+    index = Index.open(index_dir)
+    return RunnableLambda(
+        lambda question: answer(index, question, k=k, mode=mode, generator=generator), name="ragkit_answer"
+    )
