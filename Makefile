@@ -28,6 +28,7 @@ demo: install
 	$(BIN)/python -c "from ragkit import Index; \
 [print(f'{h.rank}. {h.score:.3f} (cos {h.similarity:.2f}) {h.source}:{h.start_line}-{h.end_line} [{h.heading}]') \
  for h in Index.open('.ragkit').search('How do I resume an interrupted training run?', k=3)]"
+	$(BIN)/ragkit ask "How do I resume an interrupted training run?" --index .ragkit -k 3 --answer
 
 test: install lint
 	$(BIN)/python -m pytest -ra
