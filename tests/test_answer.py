@@ -159,3 +159,24 @@ def test_ragkit_answer_is_callable_and_the_langchain_runnable_gives_the_same_obj
     chained = answer_runnable(index.folder, k=3).invoke("what do cats eat?")
     assert isinstance(direct, Answer) and isinstance(chained, Answer)
     assert (direct.text, direct.citations) == (chained.text, chained.citations)
+
+
+def test_code_lines_and_table_rows_are_candidates_of_their_own():
+    from ragkit.answer.extractive import passage_sentences
+    from ragkit.indexer.index import Hit
+
+    table = "| option | default | meaning | |---|---|---| | `--include GLOB` | all | only matching files |"
+    code = "ragkit index ./docs --rebuild   # start again\nragkit status   # what it holds"
+    text = f"Intro words are here. More words follow now.\n\n{table}\n\n{code}"
+    hit = Hit(1, 1.0, text, "a.md", 1, 9, "", 1)
+    units = [s.text for s in passage_sentences([hit])]
+    assert units == [
+        "Intro words are here.",
+        "More words follow now.",
+        "option | default | meaning",
+        "`--include GLOB` | all | only matching files",
+        "ragkit index ./docs --rebuild # start again",
+        "ragkit status # what it holds",
+    ]
+    squashed = " ".join(hit.text.split())
+    assert all(unit in squashed for unit in units)

@@ -42,13 +42,27 @@ class ScoredSentences:
     scores: np.ndarray
 
 
+_TABLE_ROW_BREAK = re.compile(r"\|\s+\|")
+
+
+def _units(block: str) -> list[str]:
+    """A prose block's sentences; a code block's lines and a table's rows (each stands alone)."""
+    if "\n" in block.strip():
+        return [" ".join(line.split()) for line in block.splitlines() if line.strip()]
+    text = " ".join(block.split())
+    if text.startswith("|"):  # a Markdown table, stored on one line: "| a | b | | c | d |"
+        rows = [row.strip(" |") for row in _TABLE_ROW_BREAK.split(text)]
+        return [row for row in rows if row and set(row) - set("-|: ")]
+    return split_sentences(text)
+
+
 def passage_sentences(hits) -> list[Sentence]:
-    """The sentences of each hit's text (blocks first, then sentence ends), in order."""
+    """The sentences of each hit's text (blocks first, then sentence ends or lines), in order."""
     found: list[Sentence] = []
     for number, hit in enumerate(hits, start=1):
         position = 0
         for block in re.split(r"\n\s*\n", hit.text):
-            for sentence in split_sentences(" ".join(block.split())):
+            for sentence in _units(block):
                 if len(sentence.split()) >= MIN_WORDS:
                     found.append(Sentence(sentence, number, position))
                     position += 1
