@@ -180,3 +180,11 @@ def test_code_lines_and_table_rows_are_candidates_of_their_own():
     ]
     squashed = " ".join(hit.text.split())
     assert all(unit in squashed for unit in units)
+
+
+def test_tidy_keeps_dots_that_start_paths_and_suffixes():
+    from ragkit.answer.prompt import strip_citations
+
+    assert strip_citations("Run ragkit index ./docs [1] on every .md file [2] .") == (
+        "Run ragkit index ./docs on every .md file."
+    )

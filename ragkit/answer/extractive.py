@@ -21,6 +21,9 @@ LEXICAL_WEIGHT = 1.0
 """Weight of query-word overlap next to the cosine (chosen on the dev questions, EVAL.md)."""
 ANSWER_THRESHOLD = 0.9
 """Below this best score the documents are taken not to answer (dev questions, EVAL.md)."""
+LONG_SENTENCE = 40
+"""Words beyond which a sentence's query-word share is discounted in proportion: a long
+sentence holds many words by chance (dev questions, EVAL.md)."""
 MAX_SENTENCES = 3
 """The answer is the best three sentences: the fact is often beside the best-scoring one."""
 MIN_WORDS = 3
@@ -57,16 +60,22 @@ def _units(block: str) -> list[str]:
 
 
 def passage_sentences(hits) -> list[Sentence]:
-    """The sentences of each hit's text (blocks first, then sentence ends or lines), in order."""
+    """The sentences of each hit's text (blocks first, then sentence ends or lines), in order;
+    its section titles are not sentences."""
     found: list[Sentence] = []
     for number, hit in enumerate(hits, start=1):
         position = 0
+        titles = set(hit.heading.split(" > ")) if hit.heading else set()
         for block in re.split(r"\n\s*\n", hit.text):
             for sentence in _units(block):
-                if len(sentence.split()) >= MIN_WORDS:
+                if len(sentence.split()) >= MIN_WORDS and sentence not in titles:
                     found.append(Sentence(sentence, number, position))
                     position += 1
     return found
+
+
+def _length_discount(text: str) -> float:
+    return min(1.0, LONG_SENTENCE / len(text.split()))
 
 
 def score_sentences(query: str, hits, encoder) -> ScoredSentences:
@@ -77,7 +86,7 @@ def score_sentences(query: str, hits, encoder) -> ScoredSentences:
     query_vector = encoder.encode_queries([query], show_progress=False)[0]
     vectors = encoder.encode_documents([s.text for s in sentences], show_progress=False, warn_truncated=False)
     asked = content_words(query)
-    lexical = np.array([overlap(asked, content_words(s.text)) for s in sentences])
+    lexical = np.array([overlap(asked, content_words(s.text)) * _length_discount(s.text) for s in sentences])
     return ScoredSentences(sentences, vectors, vectors @ query_vector + LEXICAL_WEIGHT * lexical)
 
 

@@ -47,9 +47,13 @@ def citation_numbers(text: str) -> list[int]:
     return [n for match in _CITATION.finditer(text) for n in _numbers(match.group(1))]
 
 
+_SPACE_BEFORE_STOP = re.compile(r"\s+([.,;:])(?=\s|$)")
+
+
 def tidy(text: str) -> str:
-    """Single spaces, none before a full stop or comma (where a citation was taken out)."""
-    return " ".join(text.split()).replace(" .", ".").replace(" ,", ",")
+    """Single spaces, none before a closing full stop or comma (where a citation was taken
+    out); "./docs" and ".md" keep theirs."""
+    return _SPACE_BEFORE_STOP.sub(r"\1", " ".join(text.split()))
 
 
 def strip_citations(text: str) -> str:
