@@ -15,6 +15,7 @@ from ragkit.encoder.attention import set_bidirectional
 from ragkit.encoder.config import tokenizer_hash
 from ragkit.encoder.light import LightLlama, load_light_model, supports, verify_against
 from ragkit.encoder.light_tokenizer import LightTokenizer
+from ragkit.encoder.openvino_engine import OpenVinoBody
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -53,6 +54,11 @@ def test_light_tokenizer_gives_the_same_ids_pad_and_hash(tmp_path: Path):
     assert light("the cat")["input_ids"] == hf("the cat")["input_ids"]
     assert (light.pad_token_id, light.eos_token_id) == (hf.pad_token_id, hf.eos_token_id)
     assert tokenizer_hash(light) == tokenizer_hash(hf)
+    text = "日本語 and wörds, with   spaces.\nnew line"
+    assert (
+        light(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        == hf(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    )
 
 
 def test_light_encoder_has_the_fingerprint_and_vectors_of_the_full_one(
@@ -63,7 +69,7 @@ def test_light_encoder_has_the_fingerprint_and_vectors_of_the_full_one(
     full = Encoder.from_pretrained(str(saved))  # builds and verifies the merged cache
     manifest = json.loads(next((tmp_path / "home" / "merged").glob("*/ragkit-cache.json")).read_text())
     assert manifest["light"]["verified"] is True
-    light = Encoder.from_pretrained(str(saved), light=True)
+    light = Encoder.from_pretrained(str(saved), light=True, backend="torch")
     assert isinstance(light.model, LightLlama) and isinstance(light.tokenizer, LightTokenizer)
     assert light.fingerprint == full.fingerprint
     assert light.probe_result.is_bidirectional()
@@ -83,13 +89,14 @@ def test_light_is_declined_when_unverified_causal_or_not_fp32(
     Encoder.from_pretrained(str(saved))
     manifest_path = next((tmp_path / "home" / "merged").glob("*/ragkit-cache.json"))
     for options in ({"bidirectional": False}, {"dtype": "bfloat16"}):
-        assert not isinstance(Encoder.from_pretrained(str(saved), light=True, **options).model, LightLlama)
+        loaded = Encoder.from_pretrained(str(saved), light=True, backend="torch", **options)
+        assert not isinstance(loaded.model, LightLlama)
     # No verified verdict (say, a verification that failed): transformers, not a guess.
     manifest = json.loads(manifest_path.read_text())
     manifest["light"] = {"verified": False, "max_difference": 0.5}
     manifest_path.write_text(json.dumps(manifest))
     assert "ragkit-cache.json" not in manifest["files"]  # so editing it keeps it valid
-    assert not isinstance(Encoder.from_pretrained(str(saved), light=True).model, LightLlama)
+    assert not isinstance(Encoder.from_pretrained(str(saved), light=True, backend="torch").model, LightLlama)
 
 
 def test_load_light_model_refuses_other_families(tmp_path: Path):
@@ -109,7 +116,7 @@ def test_index_search_loads_light_and_falls_back_on_a_fingerprint_mismatch(
     index_dir = build_tiny_index(tmp_path, saved, {"a.md": CATS_AND_DOGS})
     light = Index.open(index_dir)
     hits = light.search("the cat sat", k=3, hybrid=False)
-    assert isinstance(light.encoder.model, LightLlama)
+    assert isinstance(light.encoder.model, LightLlama | OpenVinoBody)  # never transformers
     full = Index.open(index_dir, encoder=Encoder.from_pretrained(str(saved)))
     expected = full.search("the cat sat", k=3, hybrid=False)
     assert [h.chunk_id for h in hits] == [h.chunk_id for h in expected]

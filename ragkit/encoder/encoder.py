@@ -23,11 +23,12 @@ from ragkit.encoder.pooling import pool, validate_pooling
 from ragkit.encoder.pruning import check_layers, layer_count
 from ragkit.errors import EncoderFormatError, InvalidInputError
 from ragkit.models.backbone import Backbone, backbone_layers, load_tokenizer
-from ragkit.models.merged import load_light_merged, load_merged
+from ragkit.models.merged import load_engine_merged, load_light_merged, load_merged
 from ragkit.models.resolve import ResolvedEncoder, resolve_encoder
 
 log = logging.getLogger("ragkit")
 
+BACKENDS = ("auto", "torch", "openvino")
 DEFAULT_BATCH_SIZE = 32
 CPU_TOKENS_PER_BATCH = 512
 """Default padded-token budget per batch on CPU.
@@ -86,14 +87,25 @@ def _with_overrides(config: EncoderConfig, **overrides) -> EncoderConfig:
     return EncoderConfig(**{**config.__dict__, **given})
 
 
-def _load_weights(resolved: ResolvedEncoder, config: EncoderConfig, light: bool, attn_implementation, device):
-    """The merged (and pruned) model and its tokenizer: the light path when asked and
-    possible (adapters, bidirectional, fp32 on a CPU, a verified cache), else transformers.
-    Decided before reading anything, so a GPU or causal load never reads the tokenizer twice."""
+def _load_weights(
+    resolved: ResolvedEncoder,
+    config: EncoderConfig,
+    *,
+    light: bool,
+    engine: bool,
+    device,
+    attn_implementation,
+):
+    """The merged (and pruned) model and its tokenizer: the OpenVINO engine or the light
+    path when asked and possible (adapters, bidirectional, fp32 on a CPU, a verified cache),
+    else transformers. Decided before reading anything, so a GPU or causal load never reads
+    the tokenizer twice."""
     model = tokenizer = None
     if light and resolved.adapters and config.bidirectional and resolve_device(device).type == "cpu":
         tokenizer = light_tokenizer_if_possible(resolved.tokenizer_folder)
-        if tokenizer is not None:
+        if tokenizer is not None and engine:
+            model = load_engine_merged(resolved.backbone, resolved.adapters, config.layers)
+        if tokenizer is not None and model is None:
             model = load_light_merged(resolved.backbone, resolved.adapters, config.layers)
     if model is None:
         tokenizer = load_tokenizer(resolved.tokenizer_folder)
@@ -154,6 +166,7 @@ class Encoder:
         attn_implementation: str | None = None,
         light: bool = False,
         layers: int | None = None,
+        backend: str = "auto",
     ) -> Encoder:
         """Load an encoder from a packaged name, hub id, model folder or saved encoder.
 
@@ -167,9 +180,16 @@ class Encoder:
 
         ``layers`` keeps the bottom N layers of the backbone (:mod:`ragkit.encoder.pruning`);
         a saved encoder trained pruned records its own count.
+
+        ``backend`` runs the model: ``torch``, ``openvino`` (:mod:`ragkit.encoder.openvino_engine`,
+        where the light path applies) or ``auto`` (the default): OpenVINO when ``light`` is
+        asked, it is installed and its conversion verified, else torch. The vectors and the
+        fingerprint are the same either way.
         """
         started = time.perf_counter()
         _check_options(pooling, max_length, padding_side, dtype, device)
+        if backend not in BACKENDS:
+            raise InvalidInputError(f"unknown backend {backend!r}: use {', '.join(BACKENDS)}")
         resolved = resolve_encoder(name_or_path)
         config = _with_overrides(
             resolved.config,
@@ -180,8 +200,18 @@ class Encoder:
             layers=layers,
         )
         check_layers(config.layers, backbone_layers(resolved.backbone))
-        light = light and attn_implementation is None and dtype in (None, "float32")
-        model, tokenizer = _load_weights(resolved, config, light, attn_implementation, device)
+        plain = attn_implementation is None and dtype in (None, "float32")
+        engine = backend == "openvino" or (backend == "auto" and light)
+        model, tokenizer = _load_weights(
+            resolved,
+            config,
+            light=(light or engine) and plain,
+            engine=engine and plain,
+            device=device,
+            attn_implementation=attn_implementation,
+        )
+        if backend == "openvino" and getattr(model, "backend", "torch") != "openvino":
+            log.warning("the OpenVINO engine does not apply to this encoder here; encoding with torch")
         encoder = cls.from_model(
             model,
             tokenizer,
@@ -240,9 +270,11 @@ class Encoder:
             "backbone": self.config.backbone,
             "backbone_source": self.backbone.source,
             "architecture": getattr(self.model.config, "model_type", "?"),
-            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "parameters": getattr(self.model, "parameter_count", None)
+            or sum(p.numel() for p in self.model.parameters()),
+            "backend": getattr(self.model, "backend", "torch"),
             "dimension": self.dimension,
-            "layers": layer_count(self.model),
+            "layers": getattr(self.model.config, "num_hidden_layers", None) or layer_count(self.model),
             "pooling": self.config.pooling,
             "max_length": self.config.max_length,
             "bidirectional": self.config.bidirectional,

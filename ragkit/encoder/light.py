@@ -118,6 +118,12 @@ class LightLlama(nn.Module):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_tokens
 
+    def rotary(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotary embedding's cosines and sines for these positions."""
+        freqs = position_ids[:, :, None].float() * self.inv_freq[None, None, :]
+        angles = torch.cat((freqs, freqs), dim=-1)
+        return angles.cos()[:, None].to(dtype), angles.sin()[:, None].to(dtype)
+
     def forward(self, input_ids, attention_mask=None, position_ids=None, **_ignored):
         batch, length = input_ids.shape
         if attention_mask is None:
@@ -125,9 +131,7 @@ class LightLlama(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(length, device=input_ids.device).expand(batch, length)
         hidden = self.embed_tokens(input_ids)
-        freqs = position_ids[:, :, None].float() * self.inv_freq[None, None, :]
-        angles = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = angles.cos()[:, None].to(hidden.dtype), angles.sin()[:, None].to(hidden.dtype)
+        cos, sin = self.rotary(position_ids, hidden.dtype)
         # Every token sees every real token: a padding-only mask, as transformers builds it
         # for is_causal=False. None when nothing is padded, so SDPA takes its fast path.
         mask = None if bool(attention_mask.all()) else attention_mask[:, None, None, :].bool()

@@ -49,13 +49,22 @@ class LightTokenizer:
     def __len__(self) -> int:
         return self.backend_tokenizer.get_vocab_size(with_added_tokens=True)
 
-    def __call__(self, texts, add_special_tokens: bool = True, **_ignored) -> dict:
+    is_fast = True
+    """Offsets come from the same ``tokenizers`` backend a transformers fast tokenizer wraps."""
+
+    def __call__(
+        self, texts, add_special_tokens: bool = True, return_offsets_mapping: bool = False, **_ignored
+    ) -> dict:
         single = isinstance(texts, str)
         batch = self.backend_tokenizer.encode_batch(
             [texts] if single else list(texts), add_special_tokens=add_special_tokens
         )
         ids = [item.ids for item in batch]
-        return {"input_ids": ids[0] if single else ids}
+        out = {"input_ids": ids[0] if single else ids}
+        if return_offsets_mapping:
+            offsets = [list(item.offsets) for item in batch]
+            out["offset_mapping"] = offsets[0] if single else offsets
+        return out
 
 
 def light_tokenizer_if_possible(folder: Path) -> LightTokenizer | None:

@@ -193,7 +193,9 @@ def _rebuild(options: IndexOptions, plan: SourcePlan, target: Path, progress) ->
 def _load_encoder(options: IndexOptions):
     from ragkit.encoder import Encoder
 
-    return Encoder.from_pretrained(options.encoder, device=options.device)
+    # Light: the fastest verified way to run this encoder here (the OpenVINO engine where it
+    # applies); the vectors and fingerprint are those of the torch model.
+    return Encoder.from_pretrained(options.encoder, device=options.device, light=True)
 
 
 def _update(

@@ -12,6 +12,9 @@ folder                  key                                       holds
 ``merged/``             backbone content identity + each          a backbone with an encoder's
                         adapter's content hash (in order) +       LoRA adapters merged in (and
                         kept layers, when pruned                  pruned), as safetensors
+``engines/``            engine name + the merged folder's name    the merged model converted
+                        (so: its key above)                       for a CPU engine (OpenVINO),
+                                                                  checked against torch
 ``vectors/``            encoder fingerprint (a file each);        evaluation vectors, float32
                         SHA-256 of instruction + text (a row)
 ======================  ========================================  =============================
@@ -57,6 +60,11 @@ def merged_folder(
         described["layers"] = layers
     key = canonical_json_hash(described)[:16]
     return ragkit_home() / "merged" / f"{backbone_name.replace('/', '--')[-40:]}-{key}"
+
+
+def engine_folder(engine: str, merged_name: str) -> Path:
+    """Where a CPU engine's conversion of a merged model lives."""
+    return ragkit_home() / "engines" / f"{engine}-{merged_name}"
 
 
 def vectors_file(fingerprint: str, root: Path | None = None) -> Path:

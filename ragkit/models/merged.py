@@ -9,8 +9,10 @@ the converted-model cache. The folder is ours, written by us, safetensors only; 
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 from ragkit.encoder.adapters import Adapter, merge_adapters
 from ragkit.encoder.pruning import keep_bottom_layers
@@ -29,8 +31,6 @@ def merged_folder(backbone: Backbone, adapters: list[Adapter], layers: int | Non
 
 def _verify_light(model, out: Path) -> dict:
     """Compare the transformers-free forward with ``model`` while both are at hand."""
-    import json
-
     from ragkit.encoder.attention import set_bidirectional
     from ragkit.encoder.light import VERIFY_TOLERANCE, supports, verify_against
 
@@ -102,3 +102,45 @@ def load_merged(
     if "model" in built:
         return built["model"]
     return load_model(folder, attn_implementation=attn_implementation)  # another process built it
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
+
+
+def load_engine_merged(backbone: Backbone, adapters: list[Adapter], layers: int | None = None):
+    """The merged model run by the OpenVINO engine (converted and verified once); None, said
+    once, when it cannot be used here (not installed, no verified light cache, a failed check)."""
+    from ragkit.encoder import openvino_engine as engine
+
+    if not engine.installed():
+        _warn_once("OpenVINO is not installed (pip install 'ragkit[openvino]'); encoding with torch")
+        return None
+    merged = merged_folder(backbone, adapters, layers)
+    manifest = read_manifest(merged)
+    if manifest is None or not manifest.get("light", {}).get("verified"):
+        return None
+
+    def build(out: Path) -> dict:
+        from ragkit.encoder.light import load_light_model
+
+        light = load_light_model(merged)
+        return {**engine.build(light, out), "parameters": sum(p.numel() for p in light.parameters())}
+
+    folder = cache.engine_folder("openvino", merged.name)
+    try:
+        _, info = ensure_built(folder, build, label=f"the OpenVINO engine of {backbone.name}")
+    except (CacheError, OSError, RuntimeError, ValueError) as exc:
+        _warn_once(f"could not build the OpenVINO engine ({exc}); encoding with torch")
+        return None
+    if not info.get("verified"):
+        cosine = info.get("min_cosine")
+        _warn_once(f"the OpenVINO engine disagrees with torch (min cosine {cosine}); encoding with torch")
+        return None
+    config = json.loads((merged / "config.json").read_text())
+    return engine.load(folder, SimpleNamespace(**config), int(config["vocab_size"]), int(info["parameters"]))

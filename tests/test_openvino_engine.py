@@ -1,0 +1,80 @@
+"""The OpenVINO engine: the torch vectors, a verified build, and torch whenever it cannot apply."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_encoder import TEXTS, _encoder_with_adapter
+
+import ragkit.models.merged as merged
+from ragkit.encoder import Encoder
+from ragkit.encoder import openvino_engine as engine
+from ragkit.encoder.light import LightLlama
+from ragkit.errors import InvalidInputError
+
+pytest.importorskip("openvino")
+
+
+@pytest.fixture
+def saved(tiny_backbone_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("RAGKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(merged, "_warned", set())
+    folder = _encoder_with_adapter(tiny_backbone_dir, tmp_path / "enc", seed=4)
+    Encoder.from_pretrained(str(folder))  # builds and verifies the merged-weights cache
+    return folder
+
+
+def _engine_files(home: Path) -> list[Path]:
+    return sorted((home / "engines").glob("openvino-*/encoder.*"))
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_the_engine_gives_torch_s_vectors_and_fingerprint(saved: Path, tmp_path: Path, side: str):
+    torch_encoder = Encoder.from_pretrained(str(saved), backend="torch", padding_side=side)
+    fast = Encoder.from_pretrained(str(saved), light=True, padding_side=side)  # auto
+    assert fast.describe()["backend"] == "openvino" and torch_encoder.describe()["backend"] == "torch"
+    assert fast.fingerprint == torch_encoder.fingerprint
+    assert fast.describe()["parameters"] == torch_encoder.describe()["parameters"]
+    for kwargs in ({}, {"instruction": "Find the passage: "}):
+        ours, theirs = fast.encode(TEXTS, **kwargs), torch_encoder.encode(TEXTS, **kwargs)
+        assert float((ours * theirs).sum(1).min()) > 0.9999
+        np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    assert fast.probe_result.is_bidirectional()
+
+
+def test_a_damaged_engine_artefact_is_rebuilt(saved: Path, tmp_path: Path, caplog):
+    expected = Encoder.from_pretrained(str(saved), light=True).encode(TEXTS)
+    files = _engine_files(tmp_path / "home")
+    assert [f.suffix for f in files] == [".bin", ".xml"]
+    files[0].write_bytes(files[0].read_bytes()[:100])  # truncated weights
+    with caplog.at_level(logging.WARNING, logger="ragkit"):
+        again = Encoder.from_pretrained(str(saved), light=True)
+    assert "damaged; rebuilding" in caplog.text
+    assert again.describe()["backend"] == "openvino"
+    np.testing.assert_allclose(again.encode(TEXTS), expected, atol=1e-5)
+
+
+def test_auto_never_uses_an_engine_that_failed_its_check(saved: Path, monkeypatch, caplog):
+    monkeypatch.setattr(engine, "MIN_COSINE", 1.5)  # no conversion can pass this
+    with caplog.at_level(logging.WARNING, logger="ragkit"):
+        encoder = Encoder.from_pretrained(str(saved), light=True)
+        Encoder.from_pretrained(str(saved), light=True)
+    assert isinstance(encoder.model, LightLlama) and encoder.describe()["backend"] == "torch"
+    assert caplog.text.count("disagrees with torch") == 1  # said once
+
+
+def test_not_installed_falls_back_with_one_line_and_unknown_backends_are_refused(
+    saved: Path, monkeypatch, caplog
+):
+    monkeypatch.setattr(engine, "installed", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="ragkit"):
+        encoder = Encoder.from_pretrained(str(saved), light=True, backend="openvino")
+    assert encoder.describe()["backend"] == "torch"
+    assert caplog.text.count("OpenVINO is not installed") == 1
+    with pytest.raises(InvalidInputError, match="unknown backend 'nonexistent'"):
+        Encoder.from_pretrained(str(saved), backend="nonexistent")
+    # Without light, auto stays on torch (training and evaluation measure the torch model).
+    assert Encoder.from_pretrained(str(saved)).describe()["backend"] == "torch"
