@@ -1,9 +1,12 @@
-"""Encoding throughput: ragkit vs sentence-transformers vs plain fixed batches, same model.
+"""Encoding throughput: ragkit vs sentence-transformers vs plain fixed batches, same model;
+and the default encoder on each backend (torch, OpenVINO) whole and pruned to 20 layers.
 
-Each system runs in its own subprocess (so peak memory is its own), on the same backbone
-weights and the same texts, with the same attention (bidirectional) and mean pooling, and
-rounds are interleaved so machine noise hits every system alike. Reported: real tokens/s
-(non-padding tokens per second, load excluded), peak RSS while encoding, and ratios.
+Each system runs in its own subprocess (so peak memory is its own), on the same weights and
+the same texts, with the same attention (bidirectional) and mean pooling, and rounds are
+interleaved so machine noise hits every system alike. Reported: real tokens/s (non-padding
+tokens per second, load excluded), peak RSS while encoding, load time, single-query latency
+(p50/p95 over 50 queries, the default encoder's systems) and the smallest cosine against the
+reference of the group (ragkit on the bare backbone; the default encoder on torch).
 
     python bench/encode.py                       # STS-B test sentences, 600 of them
     python bench/encode.py --texts 2000 --rounds 3
@@ -24,7 +27,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 STS = HERE.parent.parent / "shared" / "datasets" / "stsb" / "sts-test.tsv"
-SYSTEMS = ("ragkit", "sentence-transformers", "plain-fixed-batches")
+SYSTEMS = (
+    "ragkit",
+    "sentence-transformers",
+    "plain-fixed-batches",
+    "default-torch",
+    "default-openvino",
+    "default-torch-20-layers",
+    "default-openvino-20-layers",
+)
+DEFAULT_GROUP = {s: s.startswith("default-") for s in SYSTEMS}
 
 
 def load_texts(n: int, seed: int) -> list[str]:
@@ -80,11 +92,28 @@ def run_one(system: str, texts: list[str], batch_size: int) -> dict:
     tokenizer = load_tokenizer(backbone.folder)
     real_tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"])
 
+    latencies: list[float] = []
+    started = time.perf_counter()
     if system == "ragkit":
         enc = Encoder.from_pretrained("smollm2-135m")  # bidirectional, mean pooling
 
         def encode(batch):
             return enc.encode(batch, batch_size=batch_size, show_progress=False)
+
+    elif DEFAULT_GROUP[system]:
+        backend = "openvino" if "openvino" in system else "torch"
+        layers = 20 if system.endswith("20-layers") else None
+        enc = Encoder.from_pretrained("default", light=True, backend=backend, layers=layers)
+        assert enc.describe()["backend"] == backend, f"{system} did not load on {backend}"
+
+        def encode(batch):
+            return enc.encode_documents(batch, batch_size=batch_size, show_progress=False)
+
+        enc.encode_queries(texts[:1], show_progress=False)
+        for text in texts[:50]:
+            begin = time.perf_counter()
+            enc.encode_queries([text], show_progress=False)
+            latencies.append(time.perf_counter() - begin)
 
     elif system == "sentence-transformers":
         import warnings
@@ -124,6 +153,7 @@ def run_one(system: str, texts: list[str], batch_size: int) -> dict:
                     out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
             return np.concatenate(out)
 
+    load_seconds = time.perf_counter() - started
     encode(texts[:batch_size])  # warm-up: first-call allocations and kernels
     with PeakRss() as memory:
         start = time.perf_counter()
@@ -138,6 +168,9 @@ def run_one(system: str, texts: list[str], batch_size: int) -> dict:
         "peak_rss_mb": memory.peak / 2**20,
         "vectors": np.asarray(vectors, dtype=np.float32)[:50].tolist(),
         "threads": torch.get_num_threads(),
+        "load_seconds": load_seconds,
+        "query_ms_p50": 1000 * float(np.percentile(latencies, 50)) if latencies else None,
+        "query_ms_p95": 1000 * float(np.percentile(latencies, 95)) if latencies else None,
     }
 
 
@@ -151,6 +184,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "encode.json")
     parser.add_argument("--child", choices=SYSTEMS, help=argparse.SUPPRESS)
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma list of systems to run")
     args = parser.parse_args()
     if not STS.is_file():
         sys.exit(f"error: {STS} not found (the shared datasets folder is needed)")
@@ -161,9 +195,10 @@ def main() -> None:
 
     import numpy as np
 
-    runs: dict[str, list[dict]] = {s: [] for s in SYSTEMS}
+    chosen = [s for s in SYSTEMS if s in args.systems.split(",")]
+    runs: dict[str, list[dict]] = {s: [] for s in chosen}
     for round_no in range(args.rounds):
-        for system in SYSTEMS if round_no % 2 == 0 else reversed(SYSTEMS):
+        for system in chosen if round_no % 2 == 0 else list(reversed(chosen)):
             cmd = [
                 sys.executable,
                 __file__,
@@ -185,28 +220,36 @@ def main() -> None:
                 file=sys.stderr,
             )
 
-    reference = np.array(runs["ragkit"][0]["vectors"])
     summary = {}
     for system, results in runs.items():
+        group = "default-torch" if DEFAULT_GROUP[system] else "ragkit"
         vectors = np.array(results[0]["vectors"])
+        reference = np.array(runs[group][0]["vectors"]) if group in runs else vectors
+        p50s = [r["query_ms_p50"] for r in results if r["query_ms_p50"] is not None]
         summary[system] = {
             "tokens_per_s": statistics.median(r["tokens_per_s"] for r in results),
             "texts_per_s": statistics.median(r["texts_per_s"] for r in results),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
-            "min_cosine_vs_ragkit": float((vectors * reference).sum(1).min()),
+            "min_cosine_vs_reference": float((vectors * reference).sum(1).min()),
+            "load_seconds": statistics.median(r["load_seconds"] for r in results),
+            "query_ms_p50": statistics.median(p50s) if p50s else None,
+            "query_ms_p95": statistics.median(r["query_ms_p95"] for r in results) if p50s else None,
         }
-    base = summary["ragkit"]["tokens_per_s"]
+    first = runs[chosen[0]][0]
     print(
-        f"\n{args.texts} STS-B sentences, {runs['ragkit'][0]['real_tokens']} real tokens, "
-        f"batch size {args.batch_size}, {runs['ragkit'][0]['threads']} threads, median of {args.rounds}\n"
+        f"\n{args.texts} STS-B sentences, {first['real_tokens']} real tokens, "
+        f"batch size {args.batch_size}, {first['threads']} threads, median of {args.rounds}\n"
     )
-    print("| system | tokens/s | texts/s | ragkit speed-up | peak RSS MB | min cosine vs ragkit |")
-    print("|---|---|---|---|---|---|")
+    print("| system | tokens/s | × its reference | peak RSS MB | load s | query p50 / p95 ms | min cosine |")
+    print("|---|---|---|---|---|---|---|")
     for system, row in summary.items():
+        base = summary.get("default-torch" if DEFAULT_GROUP[system] else "ragkit", row)["tokens_per_s"]
+        p50, p95 = row["query_ms_p50"], row["query_ms_p95"]
+        query = "–" if p50 is None else f"{p50:.0f} / {p95:.0f}"
         print(
-            f"| {system} | {row['tokens_per_s']:.0f} | {row['texts_per_s']:.1f} | "
-            f"{base / row['tokens_per_s']:.2f}x | {row['peak_rss_mb']:.0f} | "
-            f"{row['min_cosine_vs_ragkit']:.6f} |"
+            f"| {system} | {row['tokens_per_s']:.0f} | {row['tokens_per_s'] / base:.2f}x | "
+            f"{row['peak_rss_mb']:.0f} | {row['load_seconds']:.1f} | {query} | "
+            f"{row['min_cosine_vs_reference']:.6f} |"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
