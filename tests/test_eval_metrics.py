@@ -71,3 +71,21 @@ def test_correlation_difference() -> None:
         < correlation_difference(twin, close, gold)["ci95"][1]
     )
     assert correlation_difference(close, close.copy(), gold) == {"delta": 0.0, "ci95": [0.0, 0.0]}
+
+
+def test_a_document_with_the_query_s_own_id_is_dropped_unless_kept(tmp_path):
+    from conftest import write_beir
+    from ragkit.evaluation.retrieval import evaluate_retrieval
+
+    # Query "q1" is also document "q1" (as in Quora): it matches itself best.
+    corpus = {
+        "q1": ("", "how do cats sleep so much"),
+        "d1": ("", "cats sleep sixteen hours a day, mostly in the afternoon"),
+        "d2": ("", "the stock market fell"),
+    }
+    folder = write_beir(tmp_path / "set", corpus, {"q1": "how do cats sleep so much"}, [("q1", "d1", 1)])
+    dropped = evaluate_retrieval(folder, systems="bm25")
+    kept = evaluate_retrieval(folder, systems="bm25", keep_identical_ids=True)
+    assert dropped["identical_ids_dropped"] and not kept["identical_ids_dropped"]
+    assert dropped["systems"]["bm25"]["mrr@10"] == 1.0  # d1 first once q1 itself is out
+    assert kept["systems"]["bm25"]["mrr@10"] == 0.5

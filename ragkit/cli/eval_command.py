@@ -51,6 +51,14 @@ def eval_command(
             "trained with, e.g. a task's own (reported in the results)."
         ),
     ] = None,
+    keep_identical_ids: Annotated[
+        bool,
+        typer.Option(
+            "--keep-identical-ids",
+            help="Score a retrieved document whose id is the query's own (by default it is dropped, "
+            "as BEIR's and MTEB's evaluators do).",
+        ),
+    ] = False,
     sts: Annotated[
         Path | None,
         typer.Option(help="Score an STS file instead (score, sentence1, sentence2; tab-separated)."),
@@ -90,7 +98,13 @@ def eval_command(
             from ragkit.evaluation.retrieval import evaluate_retrieval
 
             result = evaluate_retrieval(
-                dataset, split=split, max_docs=max_docs, seed=seed, instruction=instruction, **common
+                dataset,
+                split=split,
+                max_docs=max_docs,
+                seed=seed,
+                instruction=instruction,
+                keep_identical_ids=keep_identical_ids,
+                **common,
             )
     if out_dir is not None:
         if sts is not None:

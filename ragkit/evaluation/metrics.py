@@ -19,6 +19,13 @@ def _top(run: Run, k: int) -> Run:
     return {q: dict(sorted(docs.items(), key=lambda kv: -kv[1])[:k]) for q, docs in run.items()}
 
 
+def drop_identical_ids(run: Run) -> Run:
+    """Remove a retrieved document whose id is the query's own, as BEIR's and MTEB's
+    evaluators do: where queries are also corpus documents (Quora), the document that *is*
+    the query would otherwise take rank 1 from the relevant ones."""
+    return {query: {doc: s for doc, s in docs.items() if doc != query} for query, docs in run.items()}
+
+
 def per_query(qrels: dict[str, dict[str, int]], run: Run) -> dict[str, dict[str, float]]:
     """Every metric for every judged query; a query the run misses scores zero, not absent.
 

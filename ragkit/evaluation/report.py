@@ -72,6 +72,11 @@ def markdown_report(result: dict, command: str | None = None) -> str:
             else " (full corpus)"
         )
         + f"; exact inner-product search; {result['seconds']:.0f} s."
+        + (
+            " A retrieved document with the query's own id is not scored (BEIR's protocol)."
+            if result.get("identical_ids_dropped", True)
+            else " Retrieved documents with the query's own id are scored (--keep-identical-ids)."
+        )
     )
     if command:
         lines += ["", "```bash", command, "```"]

@@ -10,7 +10,7 @@ import numpy as np
 
 from ragkit.evaluation.beir import BeirDataset, load_beir, subsample
 from ragkit.evaluation.bm25 import bm25_run
-from ragkit.evaluation.metrics import METRICS, mean_metrics, per_query
+from ragkit.evaluation.metrics import METRICS, drop_identical_ids, mean_metrics, per_query
 from ragkit.evaluation.progress import Reporter, SilentReporter
 from ragkit.evaluation.stats import mean_interval, paired_comparison
 from ragkit.evaluation.systems import (
@@ -173,11 +173,14 @@ def evaluate_retrieval(
     reporter: Reporter | None = None,
     fusion: Fusion = DEFAULT_FUSION,
     instruction: str | None = None,
+    keep_identical_ids: bool = False,
 ) -> dict:
     """Evaluate the systems on a BEIR dataset; returns the JSON-ready result.
 
     ``encoder`` is a spec for :meth:`Encoder.from_pretrained` or a loaded ``Encoder``;
     ``instruction`` replaces the query instruction it was trained with (a task's own).
+    A retrieved document with the query's own id is dropped (BEIR's protocol) unless
+    ``keep_identical_ids``.
     """
     from ragkit.encoder import Encoder
 
@@ -225,6 +228,8 @@ def evaluate_retrieval(
     if "hybrid" in names:
         runs["hybrid"] = hybrid_run(dataset, runs["ragkit"], fusion)
         details["hybrid"] = {**fusion.describe(), "lexical": "SQLite FTS5 bm25, porter unicode61"}
+    if not keep_identical_ids:
+        runs = {name: drop_identical_ids(run) for name, run in runs.items()}
     per_system = {name: per_query(dataset.qrels, runs[name]) for name in names}
 
     query_ids = sorted(dataset.qrels)
@@ -237,6 +242,7 @@ def evaluate_retrieval(
         "num_queries": len(dataset.qrels),
         "max_docs": max_docs,
         "seed": seed,
+        "identical_ids_dropped": not keep_identical_ids,
         "metrics": list(METRICS),
         "systems": result_systems,
         "per_query_ndcg@10": {
