@@ -18,7 +18,9 @@ def eval_command(
     dataset: Annotated[
         Path | None,
         typer.Argument(
-            help="BEIR-layout folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv (.gz ok).",
+            help="BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv; .gz ok), or a "
+            "public BEIR set by name (scifact, nfcorpus, fiqa, ...), downloaded once into "
+            "$RAGKIT_HOME/datasets.",
             show_default=False,
         ),
     ] = None,

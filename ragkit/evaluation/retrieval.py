@@ -10,6 +10,7 @@ import numpy as np
 
 from ragkit.evaluation.beir import BeirDataset, load_beir, subsample
 from ragkit.evaluation.bm25 import bm25_run
+from ragkit.evaluation.datasets import resolve_dataset
 from ragkit.evaluation.metrics import METRICS, drop_identical_ids, mean_metrics, per_query
 from ragkit.evaluation.progress import Reporter, SilentReporter
 from ragkit.evaluation.stats import mean_interval, paired_comparison
@@ -194,7 +195,7 @@ def evaluate_retrieval(
         # Fusion needs the dense ranking of the encoder under test; it is reported too.
         names = [n for n in names if n != "hybrid"]
         names += [n for n in ("ragkit",) if n not in names] + ["hybrid"]
-    dataset = load_beir(dataset_dir, split)
+    dataset = load_beir(resolve_dataset(dataset_dir), split)
     full_size = len(dataset.corpus)
     if max_docs is not None:
         dataset = subsample(dataset, max_docs, seed)
