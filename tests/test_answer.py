@@ -148,8 +148,11 @@ def test_cli_answer_modes_json_and_bad_mode(index, capsys):
     assert shown.exit_code == 0 and "Answer" in shown.stdout and "[1] " in shown.stdout
     code, err = run_cli([*args, "--answer", "--json"], capsys)  # the console entry: a bare --answer
     assert code == 0, err
-    code, err = run_cli(["ask", "cats", "-i", str(index.folder), "--answer", "poem"], capsys)
+    code, err = run_cli(["ask", "cats", "-i", str(index.folder), "--answer=poem"], capsys)
     assert code == 1 and "extract or generate" in err
+    # A bare --answer before the question: the question is the query, not a mode.
+    code, err = run_cli(["ask", "-i", str(index.folder), "-k", "3", "--answer", "what do cats eat?"], capsys)
+    assert code == 0, err
 
 
 def test_ragkit_answer_is_callable_and_the_langchain_runnable_gives_the_same_object(index):
@@ -188,3 +191,21 @@ def test_tidy_keeps_dots_that_start_paths_and_suffixes():
     assert strip_citations("Run ragkit index ./docs [1] on every .md file [2] .") == (
         "Run ragkit index ./docs on every .md file."
     )
+
+
+def test_streamed_text_keeps_its_spaces_and_late_citations_stay_with_their_sentence(index):
+    hits = index.search("what do cats eat?", k=3)
+    number = next(i for i, h in enumerate(hits, start=1) if "Cats eat fish" in h.text)
+    other = next(i for i, h in enumerate(hits, start=1) if "Dogs eat meat" in h.text)
+    text = f"Cats eat fish every morning. [{number}] Dogs eat meat in the evening. [{other}]"
+    pieces = ["Cats eat ", "fish every", " morning. ", f"[{number}] Dogs eat meat "]
+    pieces += ["in the evening. ", f"[{other}]"]
+
+    class Pieces:
+        def stream(self, messages):
+            yield from pieces
+
+    assert "".join(pieces) == text
+    result = answer(index, "what do cats eat?", hits=hits, mode="generate", generator=Pieces())
+    assert result.mode == "generate" and result.removed_sentences == 0
+    assert result.text == f"Cats eat fish every morning [{number}]. Dogs eat meat in the evening [{other}]."

@@ -137,7 +137,7 @@ def test_eval_errors(tmp_path: Path) -> None:
     result = runner.invoke(app, ["eval"])
     assert result.exit_code == 1 and "give a BEIR dataset folder" in result.output
     result = runner.invoke(app, ["eval", str(tmp_path), "--systems", "bm25"])
-    assert result.exit_code != 0 and "corpus.jsonl not found" in str(result.exception)
+    assert result.exit_code != 0 and "is not a BEIR dataset (corpus.jsonl" in str(result.exception)
     result = runner.invoke(app, ["eval", str(tmp_path), "--systems", "bm99"])
     assert "unknown system(s) bm99" in str(result.exception)
 

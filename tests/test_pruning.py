@@ -62,11 +62,16 @@ def test_saved_pruned_encoder_loads_pruned_through_the_cache_and_the_light_path(
     Encoder.from_pretrained(str(saved), layers=1).save(tmp_path / "pruned")
     assert json.loads((tmp_path / "pruned" / "ragkit.json").read_text())["layers"] == 1
     cached = Encoder.from_pretrained(str(tmp_path / "pruned"))
-    light = Encoder.from_pretrained(str(tmp_path / "pruned"), light=True)
+    light = Encoder.from_pretrained(str(tmp_path / "pruned"), light=True, backend="torch")
     assert isinstance(light.model, LightLlama) and len(light.model.layers) == 1
     assert uncached.fingerprint == cached.fingerprint == light.fingerprint
     np.testing.assert_allclose(cached.encode(TEXTS), uncached.encode(TEXTS), atol=1e-5)
     np.testing.assert_allclose(light.encode(TEXTS), uncached.encode(TEXTS), atol=1e-5)
+    with pytest.raises(InvalidInputError, match="from 1 to 1"):  # never more than it was trained with
+        Encoder.from_pretrained(str(tmp_path / "pruned"), layers=2)
+    engine = Encoder.from_pretrained(str(tmp_path / "pruned"), light=True)
+    assert engine.describe()["layers"] == 1 and engine.fingerprint == cached.fingerprint
+    np.testing.assert_allclose(engine.encode(TEXTS), uncached.encode(TEXTS), atol=1e-4)
     unpruned = Encoder.from_pretrained(str(saved))
     assert unpruned.fingerprint != cached.fingerprint and unpruned.describe()["layers"] == 2
 

@@ -160,3 +160,57 @@ def test_cli_indexes_several_paths_and_status_lists_sources(two_folders, tmp_pat
     result = runner.invoke(app, ["index", "--index", str(tmp_path / "new")])
     assert isinstance(result.exception, InvalidInputError)  # main() prints it as one line
     assert "name a folder or file to index" in str(result.exception)
+
+
+def test_second_source_renames_without_colliding_and_paths_are_normalised(
+    tmp_path, tiny_backbone_dir, monkeypatch
+):
+    files = {"x.md": "# X\n\nthe cat sat\n", "docs/x.md": "# Inner\n\nthe dog ran\n"}
+    docs = _write(tmp_path / "docs", files)
+    notes = _write(tmp_path / "notes", {"n.md": "# N\n\nthe red tree\n"})
+    index = tmp_path / "index"
+    _build(docs, index, tiny_backbone_dir)
+    assert _names(index) == ["docs/x.md", "x.md"]
+    monkeypatch.chdir(notes)
+    summary = _build(Path("../docs"), index, tiny_backbone_dir)  # the same source, written another way
+    assert summary.sources_added == [] and summary.unchanged == 2
+    _build(Path("."), index, tiny_backbone_dir)  # a second source: every name gains its label
+    assert _names(index) == ["docs/docs/x.md", "docs/x.md", "notes/n.md"]
+    assert [s["label"] for s in Index.open(index).status()["sources"]] == ["docs", "notes"]
+
+
+def test_an_unusable_file_is_not_made_a_source(two_folders, tmp_path, tiny_backbone_dir):
+    docs, _ = two_folders
+    index = tmp_path / "index"
+    _build(docs, index, tiny_backbone_dir)
+    image = tmp_path / "photo.png"
+    image.write_bytes(b"\x89PNG")
+    with pytest.raises(InvalidInputError, match="nothing to index"):
+        _build(image, index, tiny_backbone_dir)
+    assert _names(index) == ["a.md", "guide/b.md"] and len(Index.open(index).status()["sources"]) == 1
+
+
+def test_remove_prefers_a_path_on_disk_over_a_label(tmp_path, tiny_backbone_dir, monkeypatch):
+    first = _write(tmp_path / "docs", {"a.md": "# A\n\nthe cat sat\n"})
+    second = _write(tmp_path / "src" / "docs", {"b.md": "# B\n\nthe dog ran\n"})
+    index = tmp_path / "index"
+    _build([first, second], index, tiny_backbone_dir)
+    assert _names(index) == ["docs-2/b.md", "docs/a.md"]
+    monkeypatch.chdir(tmp_path / "src")
+    assert remove_documents(index, ["docs"]) == ["docs-2/b.md"]  # ./docs here is the second source
+    assert _names(index) == ["docs/a.md"]
+
+
+def test_an_index_from_before_sources_asks_for_its_folder_once(two_folders, tmp_path, tiny_backbone_dir):
+    docs, _ = two_folders
+    index = tmp_path / "index"
+    _build(docs, index, tiny_backbone_dir)
+    db = store.connect(index)
+    with db.conn:
+        db.execute("DELETE FROM meta WHERE key IN ('sources', 'labelled')")
+        store.set_meta(db, {"root": str(docs)})
+    db.conn.close()
+    with pytest.raises(InvalidInputError, match="predates recorded sources"):
+        _build(None, index, tiny_backbone_dir)
+    assert _build(docs, index, tiny_backbone_dir).unchanged == 2
+    assert _build(None, index, tiny_backbone_dir).unchanged == 2

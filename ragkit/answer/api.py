@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from ragkit.answer.extractive import ScoredSentences, choose, score_sentences
-from ragkit.answer.grounding import Checked, GroundingCheck
+from ragkit.answer.grounding import Checked, GroundingCheck, move_late_citations
 from ragkit.answer.prompt import build_messages, citation_numbers
-from ragkit.documents.sentences import split_sentences
+from ragkit.documents.sentences import SENTENCE_END
 from ragkit.errors import InvalidInputError, RagkitError
 
 MODES = ("extract", "generate")
@@ -145,11 +145,13 @@ def _generated(query: str, hits, encoder, scored: ScoredSentences, generator, on
 
     try:
         for piece in model.stream(build_messages(query, [h.text for h in hits])):
-            buffer += piece
-            done = split_sentences(buffer)
-            if len(done) > 1:
-                settle(" ".join(done[:-1]))
-                buffer = done[-1]
+            buffer = move_late_citations(buffer + piece)
+            # A sentence is complete once the next one starts; not while a citation of it may
+            # still follow ("... vectors. [1] It ..."). The rest waits, spaces and all.
+            ends = [m for m in SENTENCE_END.finditer(buffer) if buffer[m.end()] != "["]
+            if ends:
+                settle(buffer[: ends[-1].start()])
+                buffer = buffer[ends[-1].end() :]
     except RagkitError:
         raise
     except Exception as exc:  # a user's generator object: one clear error, never a traceback

@@ -28,12 +28,19 @@ SUPPORT_SIMILARITY = 0.45
 """Cosine a sentence needs to its closest sentence in the cited passage (the paraphrases
 reach 0.47 and more; on its own the cosine does not tell them from unsupported text)."""
 
+_LATE_CITATION = re.compile(r"([.!?])\s*(\[\d[\d,;\-\u2013\s]*\])")
+"""A citation written after the full stop ("... vectors. [1] It ...") cites the sentence before."""
 _URL = re.compile(r"(?:https?://|www\.)[^\s)\]>'\"]+", re.IGNORECASE)
 _PATH = re.compile(
     r"(?<![\w@])(?:[\w.\-~]+/)+[\w.\-]+|\b[\w\-]+\.(?:md|py|txt|rst|html?|json|ya?ml|toml|sh|cfg|ini|pdf)\b"
 )
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?![\w])")
 _NAME = re.compile(r"(?<=[a-z,;:] )[A-Z][\w\-]*[a-zA-Z0-9]|\b[a-z]+[A-Z]\w*\b")
+
+
+def move_late_citations(text: str) -> str:
+    """Put a citation written after a full stop back on the sentence it cites."""
+    return _LATE_CITATION.sub(r" \2\1", text)
 
 
 @dataclass
@@ -86,7 +93,7 @@ class GroundingCheck:
     def check(self, text: str, result: Checked | None = None) -> Checked:
         """Keep the sentences of ``text`` that are supported and invent nothing."""
         result = result if result is not None else Checked()
-        for sentence in split_sentences(text):
+        for sentence in split_sentences(move_late_citations(text)):
             sentence = tidy(keep_valid_citations(sentence, len(self.hits))[0])
             invented = invented_terms(sentence, self.passages_text)
             if invented or not self.supported(sentence):

@@ -16,12 +16,12 @@ ANSWER_MODES = ("extract", "generate")
 
 
 def answer_flag_values(args: list[str]) -> list[str]:
-    """Give a bare ``--answer`` (last, or before another option) its default value, so that
-    ``--answer --json`` means what it says (click would take ``--json`` as the mode)."""
+    """Give a bare ``--answer`` its default value, so that ``--answer --json`` and
+    ``--answer "a question"`` mean what they say (click would take the next word as the mode)."""
     fixed: list[str] = []
     for i, arg in enumerate(args):
         fixed.append(arg)
-        if arg == "--answer" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+        if arg == "--answer" and (i + 1 == len(args) or args[i + 1] not in ANSWER_MODES):
             fixed.append("extract")
     return fixed
 
@@ -161,7 +161,7 @@ def _answer(index, query: str, hits, mode: str, generator, *, stream: bool, mode
 
     def show(text: str) -> None:
         shown.append(text)
-        out.print(text, end="", highlight=False)
+        out.print(text, end="", highlight=False, markup=False)
 
     result = answer(index, query, hits=hits, mode=mode, generator=model, on_text=show if stream else None)
     if stream:
@@ -172,7 +172,7 @@ def _answer(index, query: str, hits, mode: str, generator, *, stream: bool, mode
 def _finish_answer(result, *, streamed: bool) -> None:
     """The rest of a shown answer: text not streamed yet, its sources, what the check removed."""
     if not streamed:
-        out.print(result.text, highlight=False)
+        out.print(result.text, highlight=False, markup=False)
     else:
         out.print()
     for citation in result.citations:

@@ -126,4 +126,10 @@ def eval_command(
     from ragkit.evaluation.report import retrieval_table, sts_table
 
     out.print(sts_table(result) if sts is not None else retrieval_table(result))
+    if result.get("query_kinds"):
+        kinds = result["query_kinds"]
+        out.print(
+            f"[dim]queries made from the documents: {kinds['heading']} headings, {kinds['cloze']} cloze "
+            "sentences (see report.md); heading queries favour BM25[/]"
+        )
     out.print(f"[dim]{result['seconds']:.0f} s[/]")

@@ -76,6 +76,14 @@ def train_command(
             "stage recovers most of the quality. Default: all layers (or the --backbone encoder's)."
         ),
     ] = None,
+    use_eval_sections: Annotated[
+        bool,
+        typer.Option(
+            "--use-eval-sections",
+            help="With a folder --corpus, also train on the sections that `ragkit eval FOLDER` "
+            "tests on (left out by default, so that evaluation stays honest).",
+        ),
+    ] = False,
     checkpoint_every: Annotated[int | None, typer.Option(help="Write a checkpoint every N steps.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for data order, masking and dropout.")] = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: the trained encoder.")] = Path(
@@ -128,6 +136,7 @@ def train_command(
         pairs=list(pairs or []),
         mine_negatives=mine_negatives,
         layers=layers,
+        use_eval_sections=use_eval_sections,
         recipe=chosen,
         seed=seed,
         resume=resume,

@@ -114,6 +114,17 @@ def _load_weights(
     return model, tokenizer
 
 
+def _layers_of(model) -> int | None:
+    """How many layers run: from the config, else the layer stack (None for other shapes)."""
+    counted = getattr(model.config, "num_hidden_layers", None)
+    if isinstance(counted, int):
+        return counted
+    try:
+        return layer_count(model)
+    except InvalidInputError:
+        return None
+
+
 class Encoder:
     """Embeds texts with a (by default bidirectional) decoder-only LLM.
 
@@ -199,7 +210,8 @@ class Encoder:
             instructions=instructions,
             layers=layers,
         )
-        check_layers(config.layers, backbone_layers(resolved.backbone))
+        # A pruned encoder's adapters were trained on its kept layers only: never more.
+        check_layers(config.layers, resolved.config.layers or backbone_layers(resolved.backbone))
         plain = attn_implementation is None and dtype in (None, "float32")
         engine = backend == "openvino" or (backend == "auto" and light)
         model, tokenizer = _load_weights(
@@ -274,7 +286,7 @@ class Encoder:
             or sum(p.numel() for p in self.model.parameters()),
             "backend": getattr(self.model, "backend", "torch"),
             "dimension": self.dimension,
-            "layers": getattr(self.model.config, "num_hidden_layers", None) or layer_count(self.model),
+            "layers": _layers_of(self.model),
             "pooling": self.config.pooling,
             "max_length": self.config.max_length,
             "bidirectional": self.config.bidirectional,

@@ -33,6 +33,13 @@ def installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def version() -> str:
+    """The installed OpenVINO's version: part of the artefact's key, so an upgrade re-verifies."""
+    import importlib.metadata
+
+    return importlib.metadata.version("openvino")
+
+
 class _Traceable(nn.Module):
     """The light body with the padding mask always applied: one graph for every batch."""
 

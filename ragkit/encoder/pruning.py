@@ -40,6 +40,8 @@ def check_layers(layers: int | None, available: int) -> None:
 
 def keep_bottom_layers(model, layers: int | None):
     """Truncate ``model`` in place to its bottom ``layers`` blocks (None: keep all); returns it."""
+    if layers is None:
+        return model
     stack = _layer_stack(model)
     check_layers(layers, len(stack.layers))
     if layers is None or layers == len(stack.layers):

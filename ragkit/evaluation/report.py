@@ -78,6 +78,15 @@ def markdown_report(result: dict, command: str | None = None) -> str:
             else " Retrieved documents with the query's own id are scored (--keep-identical-ids)."
         )
     )
+    kinds = result.get("query_kinds")
+    if kinds:
+        lines += [
+            "",
+            f"No judged queries came with these documents: the test set was made from their "
+            f"structure ({kinds['heading']} heading queries, {kinds['cloze']} cloze sentences taken out "
+            "of their sections; each query's one relevant passage is its own section). Heading "
+            "queries favour lexical matching (BM25); cloze queries favour paraphrase.",
+        ]
     if command:
         lines += ["", "```bash", command, "```"]
     lines += [

@@ -13,6 +13,7 @@ from ragkit.evaluation.bm25 import bm25_run
 from ragkit.evaluation.datasets import resolve_dataset
 from ragkit.evaluation.metrics import METRICS, drop_identical_ids, mean_metrics, per_query
 from ragkit.evaluation.progress import Reporter, SilentReporter
+from ragkit.evaluation.pseudo_queries import documents_dataset, is_documents_folder
 from ragkit.evaluation.stats import mean_interval, paired_comparison
 from ragkit.evaluation.systems import (
     BASELINE,
@@ -195,7 +196,11 @@ def evaluate_retrieval(
         # Fusion needs the dense ranking of the encoder under test; it is reported too.
         names = [n for n in names if n != "hybrid"]
         names += [n for n in ("ragkit",) if n not in names] + ["hybrid"]
-    dataset = load_beir(resolve_dataset(dataset_dir), split)
+    location = resolve_dataset(dataset_dir)
+    if is_documents_folder(location):
+        dataset = documents_dataset(location, seed=seed)
+    else:
+        dataset = load_beir(location, split)
     full_size = len(dataset.corpus)
     if max_docs is not None:
         dataset = subsample(dataset, max_docs, seed)
@@ -237,13 +242,14 @@ def evaluate_retrieval(
     result_systems = _system_entries(per_system, details, query_ids, seed)
     return {
         "dataset": dataset.name,
-        "split": split,
+        "split": dataset.split,
         "corpus_size": len(dataset.corpus),
         "full_corpus_size": full_size,
         "num_queries": len(dataset.qrels),
         "max_docs": max_docs,
         "seed": seed,
         "identical_ids_dropped": not keep_identical_ids,
+        "query_kinds": _query_kinds(dataset),
         "metrics": list(METRICS),
         "systems": result_systems,
         "per_query_ndcg@10": {
@@ -251,3 +257,11 @@ def evaluate_retrieval(
         },
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _query_kinds(dataset) -> dict[str, int] | None:
+    """How many heading and cloze queries a test set made from documents has (None for BEIR)."""
+    if dataset.split != "pseudo":
+        return None
+    kinds = [q.split(":", 1)[0] for q in dataset.qrels]
+    return {kind: kinds.count(kind) for kind in ("heading", "cloze")}

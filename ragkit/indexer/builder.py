@@ -113,6 +113,11 @@ def _recorded(target: Path, rebuild: bool = False) -> Sources:
 def _plan(options: IndexOptions, target: Path, recorded: Sources) -> SourcePlan:
     """Every path matched with a source and discovered, before anything is written."""
     paths = _paths(options)
+    if not paths and recorded.legacy:
+        raise InvalidInputError(
+            f"the index at {target} predates recorded sources; name its folder once "
+            f"(`ragkit index {recorded.items[0].path}`) and later runs can refresh it without one"
+        )
     if options.rebuild or not paths:  # a rebuild re-embeds every recorded source, plus any new path
         paths = [Path(s.path) for s in recorded.items] + paths
     if options.rebuild:
@@ -127,7 +132,7 @@ def _plan(options: IndexOptions, target: Path, recorded: Sources) -> SourcePlan:
 
     plan = plan_sources(recorded, paths, find)
     for scan in plan.scans:
-        if scan.source in plan.added and scan.source.kind == "folder" and not scan.found.files:
+        if scan.source in plan.added and not scan.found.files:
             reasons = ", ".join(f"{n} {why}" for why, n in scan.found.skipped.most_common()) or "it is empty"
             raise InvalidInputError(
                 f"nothing to index in {scan.source.path}: no supported documents ({reasons})"

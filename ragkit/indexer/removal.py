@@ -14,21 +14,24 @@ from ragkit.indexer.sources import Source, Sources, recorded_sources
 
 def _whole_source(spec: str, sources: Sources) -> Source | None:
     """The source ``spec`` names as a whole: its path on disk, or its label."""
-    path = Path(spec).expanduser().absolute()
-    for source in sources.items:
-        if path == Path(source.path) or (sources.labelled and spec.strip().rstrip("/") == source.label):
-            if len(sources.items) == 1:
-                raise InvalidInputError(
-                    f"'{spec}' names the whole index; to empty it, delete the index folder or use --rebuild"
-                )
-            return source
-    return None
+    path = Path(spec).expanduser().resolve()
+    # A path on disk first; a label only when no source is at that path.
+    named = [s for s in sources.items if path == Path(s.path)]
+    if not named and not path.exists() and sources.labelled:
+        named = [s for s in sources.items if spec.strip().rstrip("/") == s.label]
+    if not named:
+        return None
+    if len(sources.items) == 1:
+        raise InvalidInputError(
+            f"'{spec}' names the whole index; to empty it, delete the index folder or use --rebuild"
+        )
+    return named[0]
 
 
 def _candidates(spec: str, sources: Sources) -> list[str]:
     """Stored names a user's PATH may mean: a file or folder on disk (relative to the current
     folder) inside a source, else a name as stored."""
-    path = Path(spec).expanduser().absolute()
+    path = Path(spec).expanduser().resolve()
     names = []
     for source in sources.items:
         root = Path(source.path)

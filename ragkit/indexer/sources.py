@@ -59,6 +59,8 @@ class Sources:
 
     items: list[Source]
     labelled: bool = False
+    legacy: bool = False
+    """Recorded before sources were: one root folder, which may have been a single file's."""
 
     def to_meta(self) -> dict[str, str]:
         return {
@@ -93,12 +95,12 @@ def recorded_sources(meta: dict) -> Sources:
         return Sources(items, meta.get("labelled") == "1")
     if meta.get("root"):
         root = Path(meta["root"])
-        return Sources([Source(str(root), root.name or "root", "folder")])
+        return Sources([Source(str(root), root.name or "root", "folder")], legacy=True)
     return Sources([])
 
 
 def _label(path: Path, taken: set[str]) -> str:
-    base = path.name or "root"
+    base = path.name if path.name not in ("", ".", "..") else "root"
     label, n = base, 2
     while label in taken:
         label, n = f"{base}-{n}", n + 1
@@ -128,7 +130,7 @@ def plan_sources(recorded: Sources, paths: list[Path], discover: Callable[[Path]
     matched: list[tuple[Path, Source, str]] = []
     added: list[Source] = []
     for given in paths:
-        path = Path(given).expanduser().absolute()
+        path = Path(given).expanduser().resolve()
         if not path.exists():
             if any(Path(s.path) == path for s in sources):
                 raise InvalidInputError(
@@ -153,13 +155,18 @@ def plan_sources(recorded: Sources, paths: list[Path], discover: Callable[[Path]
 
 
 def _scan(path: Path, source: Source, inner: str, several: bool, discover) -> Scan:
-    found = discover(path)
     if source.kind == "file" or path.is_file():
+        found = discover(path)
         within = inner.rsplit("/", 1)[0] + "/" if "/" in inner else ""
         found.files = {source.key(within + name, several): file for name, file in found.files.items()}
         return Scan(source, found, None)
+    # A sub-folder is seen as the whole source's walk sees it (its .gitignore files, its
+    # symlink boundary), then narrowed: a part never keeps what the whole would drop.
+    found = discover(Path(source.path))
     prefix = f"{inner}/" if inner else ""
-    found.files = {source.key(prefix + rel, several): file for rel, file in found.files.items()}
+    found.files = {
+        source.key(rel, several): file for rel, file in found.files.items() if rel.startswith(prefix)
+    }
     return Scan(source, found, source.scope(several) + prefix)
 
 

@@ -211,9 +211,18 @@ def replace_document(
 
 
 def rename_documents(db, names: dict[str, str]) -> None:
-    """Store documents under new names; chunks and vectors follow by document id."""
-    for old, new in names.items():
-        db.execute("UPDATE documents SET path = ? WHERE path = ?", [new, old])
+    """Store documents under new names; chunks and vectors follow by document id.
+
+    Two passes through names no document can have, so a new name that is still some other
+    document's old name ("x.md" becoming "docs/x.md" beside an old "docs/x.md") never collides.
+    """
+    ids = {old: db.execute("SELECT id FROM documents WHERE path = ?", [old]).fetchone() for old in names}
+    for row in ids.values():
+        if row is not None:
+            db.execute("UPDATE documents SET path = ? WHERE id = ?", [f"\x00renaming\x00{row[0]}", row[0]])
+    for old, row in ids.items():
+        if row is not None:
+            db.execute("UPDATE documents SET path = ? WHERE id = ?", [names[old], row[0]])
 
 
 def touch_document(db, path: str, mtime: float) -> None:

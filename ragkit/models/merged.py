@@ -132,15 +132,16 @@ def load_engine_merged(backbone: Backbone, adapters: list[Adapter], layers: int 
         light = load_light_model(merged)
         return {**engine.build(light, out), "parameters": sum(p.numel() for p in light.parameters())}
 
-    folder = cache.engine_folder("openvino", merged.name)
+    folder = cache.engine_folder(f"openvino-{engine.version()}", merged.name)
     try:
         _, info = ensure_built(folder, build, label=f"the OpenVINO engine of {backbone.name}")
-    except (CacheError, OSError, RuntimeError, ValueError) as exc:
-        _warn_once(f"could not build the OpenVINO engine ({exc}); encoding with torch")
+        if not info.get("verified"):
+            cosine = info.get("min_cosine")
+            _warn_once(f"the OpenVINO engine disagrees with torch (min cosine {cosine}); encoding with torch")
+            return None
+        config = json.loads((merged / "config.json").read_text())
+        vocab, parameters = int(config["vocab_size"]), int(info["parameters"])
+        return engine.load(folder, SimpleNamespace(**config), vocab, parameters)
+    except (CacheError, OSError, RuntimeError, ValueError, KeyError) as exc:
+        _warn_once(f"the OpenVINO engine cannot run here ({exc}); encoding with torch")
         return None
-    if not info.get("verified"):
-        cosine = info.get("min_cosine")
-        _warn_once(f"the OpenVINO engine disagrees with torch (min cosine {cosine}); encoding with torch")
-        return None
-    config = json.loads((merged / "config.json").read_text())
-    return engine.load(folder, SimpleNamespace(**config), int(config["vocab_size"]), int(info["parameters"]))

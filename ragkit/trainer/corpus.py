@@ -42,8 +42,12 @@ class Corpus:
         )
 
 
-def load_corpus(spec: str | Path | None) -> Corpus:
-    """Read passages from ``None`` (packaged Wikipedia), a folder, a ``.txt`` or a ``.jsonl``."""
+def load_corpus(spec: str | Path | None, *, leave_out_eval: bool = False) -> Corpus:
+    """Read passages from ``None`` (packaged Wikipedia), a folder, a ``.txt`` or a ``.jsonl``.
+
+    ``leave_out_eval`` drops a folder's sections that ``ragkit eval FOLDER`` tests on
+    (:mod:`ragkit.evaluation.pseudo_queries`), so training never sees the test queries' passages.
+    """
     if spec is None or str(spec) == "wiki":
         corpus = _wikipedia()
     else:
@@ -51,7 +55,7 @@ def load_corpus(spec: str | Path | None) -> Corpus:
         if not path.exists():
             raise InvalidInputError(f"corpus {path} does not exist")
         if path.is_dir():
-            corpus = _folder(path)
+            corpus = _folder(path, leave_out_eval)
         elif path.suffix == ".jsonl":
             corpus = _jsonl(path)
         elif path.suffix in TEXT_SUFFIXES:
@@ -169,10 +173,11 @@ def _jsonl(path: Path) -> Corpus:
     return Corpus(passages, str(path), skipped, titled)
 
 
-def _folder(root: Path) -> Corpus:
+def _folder(root: Path, leave_out_eval: bool = False) -> Corpus:
     """The files ``ragkit index`` would read, with the same parsers; each block a passage."""
     from ragkit.documents.discover import discover
     from ragkit.documents.readers import SkipFile, read_document
+    from ragkit.evaluation.pseudo_queries import held_out
 
     found = discover(root)
     skipped: dict[str, int] = {k: v for k, v in found.skipped.items() if k != "hidden"}
@@ -184,6 +189,12 @@ def _folder(root: Path) -> Corpus:
         except SkipFile as skip:
             skipped[skip.reason] = skipped.get(skip.reason, 0) + 1
             continue
+        if leave_out_eval:
+            kept = [b for b in blocks if not (b.heading and held_out(str(relative), b.heading_path))]
+            skipped["in the evaluation's sections"] = skipped.get("in the evaluation's sections", 0) + (
+                len(blocks) - len(kept)
+            )
+            blocks = kept
         passages.extend(b.text for b in blocks if not b.is_heading and len(b.text) >= MIN_PASSAGE_CHARS)
         titled += [(heading, body, str(relative)) for heading, body in sections(blocks)]
     return Corpus(passages, str(root), skipped, titled)

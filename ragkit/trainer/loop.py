@@ -60,6 +60,8 @@ class TrainOptions:
     mine_negatives: bool = True
     layers: int | None = None
     """Keep the bottom N layers before the first stage (None: as the start has them)."""
+    use_eval_sections: bool = False
+    """Train on a folder's sections that ``ragkit eval FOLDER`` holds out (off: left out)."""
     seed: int = 0
     resume: bool = False
     device: str | None = None
@@ -235,7 +237,8 @@ class _Data:
 def _load_data(options: TrainOptions) -> _Data:
     """Read and check all training data before any model loads, so bad input fails fast."""
     unsupervised = any(s != "supervised" for s in options.stages)
-    corpus = load_corpus(options.corpus) if unsupervised or not options.pairs else None
+    needed = unsupervised or not options.pairs
+    corpus = load_corpus(options.corpus, leave_out_eval=not options.use_eval_sections) if needed else None
     pairs = None
     if "supervised" in options.stages:
         pairs = read_pairs(options.pairs) if options.pairs else corpus_pairs(corpus)

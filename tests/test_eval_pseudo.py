@@ -1,0 +1,78 @@
+"""``ragkit eval FOLDER``: a test set from the documents' own sections, kept out of training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ragkit.cli.app import app
+from ragkit.evaluation.pseudo_queries import documents_dataset, held_out
+from ragkit.trainer.corpus import load_corpus
+
+WORDS = "cat dog river tree market city house mat fish bird road stone light water field".split()
+
+
+def _body(n: int) -> str:
+    sentences = [
+        f"The {WORDS[(n + i) % 15]} and the {WORDS[(n * 3 + i) % 15]} meet near section {n} at hour {i}."
+        for i in range(4)
+    ]
+    return " ".join(sentences)
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    markdown = "".join(f"## Markdown topic number {n}\n\n{_body(n)}\n\n" for n in range(12))
+    (folder / "a.md").write_text("# Guide\n\n" + markdown)
+    rst = "".join(f"Rest topic number {n}\n{'=' * 30}\n\n{_body(n + 20)}\n\n" for n in range(10))
+    (folder / "b.rst").write_text(rst)
+    html = "".join(f"<h2>Html topic number {n}</h2><p>{_body(n + 40)}</p>" for n in range(10))
+    (folder / "c.html").write_text(f"<html><body>{html}</body></html>")
+    return folder
+
+
+def test_every_query_has_its_own_section_and_is_not_in_it(docs: Path):
+    dataset = documents_dataset(docs, seed=0)
+    kinds = {q.split(":", 1)[0] for q in dataset.qrels}
+    assert kinds == {"heading", "cloze"} and len(dataset.qrels) >= 4
+    assert {Path(d.split("#")[0]).suffix for q in dataset.qrels for d in dataset.qrels[q]} >= {".md", ".rst"}
+    for query, relevant in dataset.qrels.items():
+        (doc_id,) = relevant  # exactly one relevant passage: the query's own section
+        assert query.split(":", 1)[1] == doc_id and relevant[doc_id] == 1
+        assert dataset.queries[query] not in dataset.corpus[doc_id]
+    assert documents_dataset(docs, seed=0).qrels == dataset.qrels  # seeded
+    assert documents_dataset(docs, seed=1).qrels != dataset.qrels
+
+
+def test_train_corpus_leaves_the_evaluated_sections_out(docs: Path):
+    dataset = documents_dataset(docs, seed=0)
+    evaluated = {d for relevant in dataset.qrels.values() for d in relevant}
+    everything = load_corpus(docs)
+    training = load_corpus(docs, leave_out_eval=True)
+    held = [(h, doc) for h, _, doc in everything.titled if held_out(doc, h)]
+    assert held and {d.split("#")[0] for d in evaluated} <= {doc for _, doc in held}
+    assert not {(h, doc) for h, _, doc in training.titled} & set(held)
+    cloze = [text for q, text in dataset.queries.items() if q.startswith("cloze:")]
+    assert cloze and not any(sentence in passage for sentence in cloze for passage in training.passages)
+    assert any(sentence in passage for sentence in cloze for passage in everything.passages)
+
+
+def test_cli_evaluates_a_folder_end_to_end_with_the_beir_schema(
+    docs: Path, tiny_backbone_dir: Path, tmp_path: Path
+):
+    runner = CliRunner()
+    args = ["eval", str(docs), "--encoder", str(tiny_backbone_dir), "--systems", "ragkit,bm25,hybrid"]
+    result = runner.invoke(app, [*args, "--json", "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["dataset"] == "docs (pseudo-queries)" and payload["split"] == "pseudo"
+    assert set(payload["systems"]) == {"ragkit", "bm25", "hybrid"}
+    assert {"ndcg@10", "recall@10", "mrr@10"} <= set(payload["systems"]["bm25"])
+    assert payload["query_kinds"]["heading"] > 0 and payload["query_kinds"]["cloze"] > 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "made from their structure" in report and "favour lexical matching" in report
