@@ -68,11 +68,19 @@ def test_the_default_loads_light_for_queries_with_the_same_vectors(default: Enco
 
     from ragkit.encoder.light import LightLlama
 
-    light = Encoder.from_pretrained("default", light=True)
+    light = Encoder.from_pretrained("default", light=True, backend="torch")
     assert isinstance(light.model, LightLlama)
     assert light.fingerprint == default.fingerprint
     texts = ["What causes the immune response to vaccines?", "A man is playing a guitar."]
     np.testing.assert_allclose(light.encode_queries(texts), default.encode_queries(texts), atol=1e-5)
+    # The OpenVINO engine (what `auto` picks here) agrees with torch far inside the index's
+    # tolerance, on queries with their instruction and on documents, padded either side.
+    for side in ("right", "left"):
+        engine = Encoder.from_pretrained("default", light=True, padding_side=side)
+        assert engine.describe()["backend"] == "openvino" and engine.fingerprint == default.fingerprint
+        for encode in ("encode_queries", "encode_documents"):
+            ours, theirs = getattr(engine, encode)(texts), getattr(default, encode)(texts)
+            assert float((ours * theirs).sum(1).min()) > 0.9999
     code = (
         "import sys; from ragkit import Encoder; Encoder.from_pretrained('default', light=True); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'peft')))"
