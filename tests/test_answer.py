@@ -150,6 +150,9 @@ def test_cli_answer_modes_json_and_bad_mode(index, capsys):
     assert code == 0, err
     code, err = run_cli(["ask", "cats", "-i", str(index.folder), "--answer=poem"], capsys)
     assert code == 1 and "extract or generate" in err
+    code, err = run_cli(["ask", "cats", "-i", str(index.folder), "--answer", "poem"], capsys)
+    assert code == 1 and "extract or generate, not 'poem'" in err
+    assert answer_flag_values(["ask", "-i", "x", "--answer", "a question"])[3:5] == ["--answer", "extract"]
     # A bare --answer before the question: the question is the query, not a mode.
     code, err = run_cli(["ask", "-i", str(index.folder), "-k", "3", "--answer", "what do cats eat?"], capsys)
     assert code == 0, err

@@ -15,14 +15,26 @@ SNIPPET_CHARS = 320
 ANSWER_MODES = ("extract", "generate")
 
 
+_VALUE_OPTIONS = {"-i", "--index", "-k", "--top", "--filter", "-e", "--encoder", "--generator"} | {
+    "--answer-model"
+}
+
+
 def answer_flag_values(args: list[str]) -> list[str]:
     """Give a bare ``--answer`` its default value, so that ``--answer --json`` and
-    ``--answer "a question"`` mean what they say (click would take the next word as the mode)."""
+    ``--answer "a question"`` mean what they say (click would take the next word as the
+    mode). After the question, a word is the mode: ``ask "q" --answer poem`` is an error."""
     fixed: list[str] = []
+    question_seen = False
     for i, arg in enumerate(args):
         fixed.append(arg)
-        if arg == "--answer" and (i + 1 == len(args) or args[i + 1] not in ANSWER_MODES):
-            fixed.append("extract")
+        if arg == "--answer":
+            following = args[i + 1] if i + 1 < len(args) else None
+            bare = following is None or following.startswith("-") or not question_seen
+            if bare and following not in ANSWER_MODES:
+                fixed.append("extract")
+        elif i > 0 and not arg.startswith("-") and args[i - 1] not in _VALUE_OPTIONS | {"--answer"}:
+            question_seen = question_seen or args[0] == "ask"
     return fixed
 
 
