@@ -13,61 +13,73 @@ import typer
 from ragkit.cli.console import err, fail, out
 from ragkit.cli.options import DeviceOption, EncoderOption, JsonOption
 
+DatasetOption = Annotated[
+    Path | None,
+    typer.Argument(
+        help="BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv; .gz ok), or a "
+        "public BEIR set by name (scifact, nfcorpus, fiqa, ...), downloaded once into "
+        "$RAGKIT_HOME/datasets.",
+        show_default=False,
+    ),
+]
+SplitOption = Annotated[str, typer.Option(help="Which qrels/SPLIT.tsv to score.")]
+SystemsOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Comma list from: ragkit, causal-mean, causal-last, bidirectional-mean, bm25, "
+        "minilm. Default: all (minilm when installed)."
+    ),
+]
+MaxDocsOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Keep every judged document plus a seeded random sample of the rest, "
+        "N in all (CPU-sized runs). Default: the whole corpus.",
+    ),
+]
+SeedOption = Annotated[int, typer.Option(help="Seed for --max-docs sampling and the bootstrap.")]
+MaxLengthOption = Annotated[
+    int | None, typer.Option(min=8, help="Truncate texts to N tokens (default: the encoder's).")
+]
+BatchSizeOption = Annotated[int, typer.Option(min=1, help="Texts per encoding batch at most.")]
+InstructionOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Query instruction for the decoder systems instead of the one the encoder was "
+        "trained with, e.g. a task's own (reported in the results)."
+    ),
+]
+KeepIdenticalIdsOption = Annotated[
+    bool,
+    typer.Option(
+        "--keep-identical-ids",
+        help="Score a retrieved document whose id is the query's own (by default it is dropped, "
+        "as BEIR's and MTEB's evaluators do).",
+    ),
+]
+StsOption = Annotated[
+    Path | None,
+    typer.Option(help="Score an STS file instead (score, sentence1, sentence2; tab-separated)."),
+]
+OutDirOption = Annotated[
+    Path | None, typer.Option("--out", help="Write results.json, report.md and ndcg.png here.")
+]
+
 
 def eval_command(
-    dataset: Annotated[
-        Path | None,
-        typer.Argument(
-            help="BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv; .gz ok), or a "
-            "public BEIR set by name (scifact, nfcorpus, fiqa, ...), downloaded once into "
-            "$RAGKIT_HOME/datasets.",
-            show_default=False,
-        ),
-    ] = None,
-    split: Annotated[str, typer.Option(help="Which qrels/SPLIT.tsv to score.")] = "test",
+    dataset: DatasetOption = None,
+    split: SplitOption = "test",
     encoder: EncoderOption = "default",
-    systems: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma list from: ragkit, causal-mean, causal-last, bidirectional-mean, bm25, "
-            "minilm. Default: all (minilm when installed)."
-        ),
-    ] = None,
-    max_docs: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Keep every judged document plus a seeded random sample of the rest, "
-            "N in all (CPU-sized runs). Default: the whole corpus.",
-        ),
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for --max-docs sampling and the bootstrap.")] = 0,
-    max_length: Annotated[
-        int | None, typer.Option(min=8, help="Truncate texts to N tokens (default: the encoder's).")
-    ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Texts per encoding batch at most.")] = 32,
-    instruction: Annotated[
-        str | None,
-        typer.Option(
-            help="Query instruction for the decoder systems instead of the one the encoder was "
-            "trained with, e.g. a task's own (reported in the results)."
-        ),
-    ] = None,
-    keep_identical_ids: Annotated[
-        bool,
-        typer.Option(
-            "--keep-identical-ids",
-            help="Score a retrieved document whose id is the query's own (by default it is dropped, "
-            "as BEIR's and MTEB's evaluators do).",
-        ),
-    ] = False,
-    sts: Annotated[
-        Path | None,
-        typer.Option(help="Score an STS file instead (score, sentence1, sentence2; tab-separated)."),
-    ] = None,
-    out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Write results.json, report.md and ndcg.png here.")
-    ] = None,
+    systems: SystemsOption = None,
+    max_docs: MaxDocsOption = None,
+    seed: SeedOption = 0,
+    max_length: MaxLengthOption = None,
+    batch_size: BatchSizeOption = 32,
+    instruction: InstructionOption = None,
+    keep_identical_ids: KeepIdenticalIdsOption = False,
+    sts: StsOption = None,
+    out_dir: OutDirOption = None,
     device: DeviceOption = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -94,55 +94,61 @@ class _IndexProgress:
             self._bar.stop()
 
 
+PathsOption = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        help="Folders or files of documents (.md .txt .rst .html, .pdf with ragkit[pdf]), one or "
+        "more. Each new one becomes a source of the index. Default: every source it has.",
+        show_default=False,
+    ),
+]
+IncludeOption = Annotated[list[str] | None, typer.Option(help="Only files matching this glob (repeatable).")]
+ExcludeOption = Annotated[list[str] | None, typer.Option(help="Skip files matching this glob (repeatable).")]
+ChunkTokensOption = Annotated[
+    int, typer.Option(min=8, help="Tokens per chunk at most (encoder's tokenizer).")
+]
+OverlapOption = Annotated[int, typer.Option(min=0, help="Tokens shared by consecutive chunks of a section.")]
+IndexTypeOption = Annotated[
+    str | None,
+    typer.Option(
+        help="auto (flat when small, HNSW when large), flat, hnsw or ivfpq (flat below 256 "
+        "chunks). Default: what the index was built with, auto for a new one.",
+        show_default=False,
+    ),
+]
+RebuildOption = Annotated[
+    bool,
+    typer.Option("--rebuild", help="Re-embed everything into a fresh index (swapped in at the end)."),
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="List what would be indexed or removed; change nothing.")
+]
+WaitOption = Annotated[
+    float, typer.Option(min=0, help="Seconds to wait for another index run on the same index.")
+]
+FollowSymlinksOption = Annotated[
+    bool,
+    typer.Option(
+        "--follow-symlinks",
+        help="Also index files that symbolic links lead to outside the folder (off: a link to "
+        "~/.aws/credentials must not become searchable).",
+    ),
+]
+
+
 def index_command(
-    paths: Annotated[
-        list[Path] | None,
-        typer.Argument(
-            help="Folders or files of documents (.md .txt .rst .html, .pdf with ragkit[pdf]), one or "
-            "more. Each new one becomes a source of the index. Default: every source it has.",
-            show_default=False,
-        ),
-    ] = None,
+    paths: PathsOption = None,
     index_dir: IndexDirOption = None,
     encoder: EncoderOption = "default",
-    include: Annotated[
-        list[str] | None, typer.Option(help="Only files matching this glob (repeatable).")
-    ] = None,
-    exclude: Annotated[
-        list[str] | None, typer.Option(help="Skip files matching this glob (repeatable).")
-    ] = None,
-    chunk_tokens: Annotated[
-        int, typer.Option(min=8, help="Tokens per chunk at most (encoder's tokenizer).")
-    ] = 256,
-    overlap: Annotated[
-        int, typer.Option(min=0, help="Tokens shared by consecutive chunks of a section.")
-    ] = 32,
-    index_type: Annotated[
-        str | None,
-        typer.Option(
-            help="auto (flat when small, HNSW when large), flat, hnsw or ivfpq (flat below 256 "
-            "chunks). Default: what the index was built with, auto for a new one.",
-            show_default=False,
-        ),
-    ] = None,
-    rebuild: Annotated[
-        bool,
-        typer.Option("--rebuild", help="Re-embed everything into a fresh index (swapped in at the end)."),
-    ] = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="List what would be indexed or removed; change nothing.")
-    ] = False,
-    wait: Annotated[
-        float, typer.Option(min=0, help="Seconds to wait for another index run on the same index.")
-    ] = 0.0,
-    follow_symlinks: Annotated[
-        bool,
-        typer.Option(
-            "--follow-symlinks",
-            help="Also index files that symbolic links lead to outside the folder (off: a link to "
-            "~/.aws/credentials must not become searchable).",
-        ),
-    ] = False,
+    include: IncludeOption = None,
+    exclude: ExcludeOption = None,
+    chunk_tokens: ChunkTokensOption = 256,
+    overlap: OverlapOption = 32,
+    index_type: IndexTypeOption = None,
+    rebuild: RebuildOption = False,
+    dry_run: DryRunOption = False,
+    wait: WaitOption = 0.0,
+    follow_symlinks: FollowSymlinksOption = False,
     device: DeviceOption = None,
     as_json: JsonOption = False,
     group_chunks: Annotated[int, typer.Option(min=1, hidden=True)] = 256,

@@ -1,4 +1,4 @@
-"""``ragkit train``: MNTP then SimCSE with LoRA, into a ragkit encoder folder."""
+"""``ragkit train``: MNTP, SimCSE and the supervised stage with LoRA, into a ragkit encoder folder."""
 
 from __future__ import annotations
 
@@ -12,93 +12,107 @@ import typer
 from ragkit.cli.console import err
 from ragkit.cli.options import DeviceOption
 
+BackboneOption = Annotated[
+    str,
+    typer.Option(
+        help="What to train: a decoder (smollm2-135m, gemma3-270m, a Hugging Face id org/name, a "
+        "local model folder), or a saved ragkit encoder ('default' or a folder) whose adapters "
+        "stay underneath the new stages."
+    ),
+]
+CorpusOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Training text: a folder of documents (.md .txt .rst .html), a .txt file (one "
+        "passage per line) or a .jsonl file with a 'text' field (and optional 'title'). Default: "
+        "the packaged English Wikipedia summaries. Without --pairs, the supervised stage "
+        "trains on its titles and headings as queries for their text."
+    ),
+]
+StagesOption = Annotated[
+    str,
+    typer.Option(
+        help="Stages to run, in order, from mntp, simcse and supervised (e.g. mntp,supervised; "
+        "supervised alone on top of --backbone default)."
+    ),
+]
+PairsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Supervised stage data, repeatable: JSON lines (plain or .gz) with 'query', "
+        "'positive', optional 'negative' (string or list), 'instruction', 'group'. Each file is "
+        "one dataset; every batch comes from one dataset."
+    ),
+]
+MineNegativesOption = Annotated[
+    bool,
+    typer.Option(
+        help="Give pairs without a negative a hard one: another passage of the same 'group', "
+        "else the best BM25 match among the dataset's passages that is not the positive."
+    ),
+]
+RecipeOption = Annotated[
+    str,
+    typer.Option(help="'quick' (about 35 min on a 2-core CPU) or 'paper' (LLM2Vec's settings, for GPUs)."),
+]
+StepsOption = Annotated[int | None, typer.Option(help="Optimizer steps per stage (overrides the recipe).")]
+BatchSizeOption = Annotated[int | None, typer.Option(help="Passages per step, over all processes.")]
+MaxLengthOption = Annotated[int | None, typer.Option(help="Tokens per passage during training.")]
+LrOption = Annotated[float | None, typer.Option(help="Peak learning rate (linear warm-up and decay).")]
+LoraLayersOption = Annotated[
+    int | None, typer.Option(help="Put LoRA on the top N layers only (cheaper); default: the recipe's.")
+]
+LayersOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Prune: keep the backbone's bottom N layers and drop the rest before training "
+        "(SmolLM2-135M has 30). Fewer layers encode proportionally faster; the supervised "
+        "stage recovers most of the quality. Default: all layers (or the --backbone encoder's)."
+    ),
+]
+UseEvalSectionsOption = Annotated[
+    bool,
+    typer.Option(
+        "--use-eval-sections",
+        help="With a folder --corpus, also train on the sections that `ragkit eval FOLDER` "
+        "tests on (left out by default, so that evaluation stays honest).",
+    ),
+]
+CheckpointEveryOption = Annotated[int | None, typer.Option(help="Write a checkpoint every N steps.")]
+SeedOption = Annotated[int, typer.Option(help="Seed for data order, masking and dropout.")]
+OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output folder: the trained encoder.")]
+ResumeOption = Annotated[
+    bool, typer.Option("--resume", help="Continue an interrupted run in --out from its last checkpoint.")
+]
+GradientCheckpointingOption = Annotated[
+    bool,
+    typer.Option("--gradient-checkpointing", help="Trade compute for memory (long sequences on GPUs)."),
+]
+AdapterDtypeOption = Annotated[
+    str, typer.Option(help="How LoRA weights are stored: float16, bfloat16 or float32.")
+]
+
 
 def train_command(
-    backbone: Annotated[
-        str,
-        typer.Option(
-            help="What to train: a decoder (smollm2-135m, gemma3-270m, a Hugging Face id org/name, a "
-            "local model folder), or a saved ragkit encoder ('default' or a folder) whose adapters "
-            "stay underneath the new stages."
-        ),
-    ] = "smollm2-135m",
-    corpus: Annotated[
-        str | None,
-        typer.Option(
-            help="Training text: a folder of documents (.md .txt .rst .html), a .txt file (one "
-            "passage per line) or a .jsonl file with a 'text' field (and optional 'title'). Default: "
-            "the packaged English Wikipedia summaries. Without --pairs, the supervised stage "
-            "trains on its titles and headings as queries for their text."
-        ),
-    ] = None,
-    stages: Annotated[
-        str,
-        typer.Option(
-            help="Stages to run, in order, from mntp, simcse and supervised (e.g. mntp,supervised; "
-            "supervised alone on top of --backbone default)."
-        ),
-    ] = "mntp,simcse",
-    pairs: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Supervised stage data, repeatable: JSON lines (plain or .gz) with 'query', "
-            "'positive', optional 'negative' (string or list), 'instruction', 'group'. Each file is "
-            "one dataset; every batch comes from one dataset."
-        ),
-    ] = None,
-    mine_negatives: Annotated[
-        bool,
-        typer.Option(
-            help="Give pairs without a negative a hard one: another passage of the same 'group', "
-            "else the best BM25 match among the dataset's passages that is not the positive."
-        ),
-    ] = True,
-    recipe: Annotated[
-        str,
-        typer.Option(
-            help="'quick' (about 35 min on a 2-core CPU) or 'paper' (LLM2Vec's settings, for GPUs)."
-        ),
-    ] = "quick",
-    steps: Annotated[
-        int | None, typer.Option(help="Optimizer steps per stage (overrides the recipe).")
-    ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Passages per step, over all processes.")] = None,
-    max_length: Annotated[int | None, typer.Option(help="Tokens per passage during training.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (linear warm-up and decay).")] = None,
-    lora_layers: Annotated[
-        int | None, typer.Option(help="Put LoRA on the top N layers only (cheaper); default: the recipe's.")
-    ] = None,
-    layers: Annotated[
-        int | None,
-        typer.Option(
-            help="Prune: keep the backbone's bottom N layers and drop the rest before training "
-            "(SmolLM2-135M has 30). Fewer layers encode proportionally faster; the supervised "
-            "stage recovers most of the quality. Default: all layers (or the --backbone encoder's)."
-        ),
-    ] = None,
-    use_eval_sections: Annotated[
-        bool,
-        typer.Option(
-            "--use-eval-sections",
-            help="With a folder --corpus, also train on the sections that `ragkit eval FOLDER` "
-            "tests on (left out by default, so that evaluation stays honest).",
-        ),
-    ] = False,
-    checkpoint_every: Annotated[int | None, typer.Option(help="Write a checkpoint every N steps.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for data order, masking and dropout.")] = 0,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: the trained encoder.")] = Path(
-        "ragkit-encoder"
-    ),
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue an interrupted run in --out from its last checkpoint.")
-    ] = False,
-    gradient_checkpointing: Annotated[
-        bool,
-        typer.Option("--gradient-checkpointing", help="Trade compute for memory (long sequences on GPUs)."),
-    ] = False,
-    adapter_dtype: Annotated[
-        str, typer.Option(help="How LoRA weights are stored: float16, bfloat16 or float32.")
-    ] = "float16",
+    backbone: BackboneOption = "smollm2-135m",
+    corpus: CorpusOption = None,
+    stages: StagesOption = "mntp,simcse",
+    pairs: PairsOption = None,
+    mine_negatives: MineNegativesOption = True,
+    recipe: RecipeOption = "quick",
+    steps: StepsOption = None,
+    batch_size: BatchSizeOption = None,
+    max_length: MaxLengthOption = None,
+    lr: LrOption = None,
+    lora_layers: LoraLayersOption = None,
+    layers: LayersOption = None,
+    use_eval_sections: UseEvalSectionsOption = False,
+    checkpoint_every: CheckpointEveryOption = None,
+    seed: SeedOption = 0,
+    out: OutOption = Path("ragkit-encoder"),
+    resume: ResumeOption = False,
+    gradient_checkpointing: GradientCheckpointingOption = False,
+    adapter_dtype: AdapterDtypeOption = "float16",
     device: DeviceOption = None,
     step_delay: Annotated[float, typer.Option(min=0, hidden=True)] = 0.0,
 ) -> None:
