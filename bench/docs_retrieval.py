@@ -15,7 +15,9 @@ import argparse
 import json
 from pathlib import Path
 
-from ragkit.evaluation.metrics import per_query
+from bench_output import emit
+
+from ragkit.evaluation.metrics import mean_metrics, per_query
 from ragkit.indexer.index import Index
 from ragkit.indexer.lexical import lexical_ranking
 
@@ -51,14 +53,9 @@ def main() -> None:
             runs["bm25"][query] = {str(cid): float(10 - rank) for rank, (cid, _) in enumerate(ranking)}
         result[split] = {"queries": len(qrels)}
         for name, run in runs.items():
-            scores = per_query(qrels, run)
-            metrics = ("ndcg@10", "mrr@10", "recall@10")
-            mean = {m: sum(s[m] for s in scores.values()) / len(scores) for m in metrics}
-            result[split][name] = {k: round(v, 3) for k, v in mean.items()}
-    print(json.dumps(result, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+            mean = mean_metrics(per_query(qrels, run))
+            result[split][name] = {m: round(mean[m], 3) for m in ("ndcg@10", "mrr@10", "recall@10")}
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

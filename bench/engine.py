@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_output import emit
 
 from ragkit.encoder import Encoder
 from ragkit.evaluation.beir import load_beir, subsample
@@ -56,10 +57,7 @@ def main() -> None:
         result[f"{kind}_mean_cosine"] = float(cosine.mean())
     result["ndcg@10_difference"] = result["openvino"]["ndcg@10"] - result["torch"]["ndcg@10"]
     result["speedup"] = result["torch"]["seconds"] / result["openvino"]["seconds"]
-    print(json.dumps(result, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from bench_output import emit
 from scipy.stats import kendalltau
 
 from ragkit.evaluation.retrieval import evaluate_retrieval
@@ -70,10 +71,7 @@ def main() -> None:
         "kendall_tau": round(float(tau), 3),
         "p_value": round(float(p), 3),
     }
-    print(json.dumps(result, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
