@@ -74,3 +74,32 @@ def test_the_default_fusion_survives_a_random_dense_ranking():
     assert DEFAULT_FUSION.method == "convex" and DEFAULT_FUSION.dense_weight < 0.5
     assert _random_ranking_loss(DEFAULT_FUSION, random.Random(0)) <= 0.1
     assert _random_ranking_loss(Fusion("rrf"), random.Random(0)) > 0.3
+
+
+@pytest.mark.parametrize("allowed", [None, list(range(1, 200, 3))])
+def test_bm25_top_orders_ties_by_text_as_the_full_ordering_does(allowed):
+    """The score-only top with ties settled by text equals ordering every match by (score,
+    text), at every depth, including ties inside the top and across its cut."""
+    from ragkit.indexer.lexical import fts_query, lexical_ranking, text_table
+
+    words = ["alpha", "beta", "gamma", "delta", "omega"]
+    rng = random.Random(3)
+    texts = [" ".join(rng.choices(words, k=rng.randint(1, 4))) for _ in range(200)]  # many duplicates
+    db = text_table(texts)
+    full_sql = (
+        "SELECT rowid, bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ?"
+        + (" AND rowid IN (SELECT value FROM json_each(?))" if allowed else "")
+        + " ORDER BY bm25(chunks_fts), text LIMIT ?"
+    )
+    import json
+
+    tie_cases = 0
+    for query in ("alpha", "beta gamma", "omega delta alpha"):
+        for depth in (1, 2, 5, 17, 60, 300):
+            params = [fts_query(query), *([json.dumps(allowed)] if allowed else []), depth]
+            expected = [(int(r), -float(s)) for r, s in db.execute(full_sql, params)]
+            ranked = lexical_ranking(db, query, depth, allowed)
+            assert [texts[i - 1] for i, _ in ranked] == [texts[i - 1] for i, _ in expected]
+            assert [s for _, s in ranked] == [s for _, s in expected]
+            tie_cases += len({s for _, s in expected}) < len(expected)
+    assert tie_cases > 5

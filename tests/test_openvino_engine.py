@@ -78,3 +78,33 @@ def test_not_installed_falls_back_with_one_line_and_unknown_backends_are_refused
         Encoder.from_pretrained(str(saved), backend="nonexistent")
     # Without light, auto stays on torch (training and evaluation measure the torch model).
     assert Encoder.from_pretrained(str(saved)).describe()["backend"] == "torch"
+
+
+def test_the_compiled_cache_speeds_loads_and_a_bad_one_is_replaced(saved: Path, tmp_path: Path, caplog):
+    expected = Encoder.from_pretrained(str(saved), light=True).encode(TEXTS)
+    (folder,) = (tmp_path / "home" / "engines").glob("openvino-*")
+    blobs = [p for p in (folder / engine.COMPILED_DIR).rglob("*") if p.is_file()]
+    assert blobs, "the first load leaves OpenVINO's compiled form beside the model"
+    for blob in blobs:
+        blob.write_bytes(b"\0" * blob.stat().st_size)  # garbage of the right size
+    again = Encoder.from_pretrained(str(saved), light=True)
+    assert again.describe()["backend"] == "openvino"
+    np.testing.assert_allclose(again.encode(TEXTS), expected, atol=1e-5)
+
+
+def test_a_compiled_copy_that_disagrees_with_the_build_is_never_used(saved: Path, monkeypatch, caplog):
+    expected = Encoder.from_pretrained(str(saved), light=True, backend="torch").encode(TEXTS)
+    compile_for_real = engine._compile
+
+    def skewed(folder: Path, cached: bool = True):
+        compiled = compile_for_real(folder, cached)
+        if not cached:
+            return compiled
+        return lambda arrays: [compiled(arrays)[0][..., ::-1].copy()]  # a different model
+
+    monkeypatch.setattr(engine, "_compile", skewed)
+    with caplog.at_level(logging.WARNING, logger="ragkit"):
+        encoder = Encoder.from_pretrained(str(saved), light=True)
+    assert "disagrees with the build; compiling afresh" in caplog.text
+    assert encoder.describe()["backend"] == "openvino"
+    np.testing.assert_allclose(encoder.encode(TEXTS), expected, atol=1e-4)

@@ -56,6 +56,7 @@ class Index:
         self.fusion = DEFAULT_FUSION
         """How hybrid search fuses dense and full-text rankings (:mod:`ragkit.fusion`)."""
         self._encoder = None
+        self._lexical_worker = None
 
     @classmethod
     def open(cls, folder: str | os.PathLike | None = None, *, encoder=None) -> Index:
@@ -185,9 +186,9 @@ class Index:
         if self.faiss_index.ntotal == 0 or (allowed is not None and len(allowed) == 0):
             return [[] for _ in queries]
         depth = hybrid_depth(k) if hybrid else k
-        matrix = np.ascontiguousarray(
-            self.encoder.encode_queries(queries, show_progress=False), dtype=np.float32
-        )
+        encoder = self.encoder  # loaded before the full-text work starts beside it
+        lexical = self._lexical_rankings(queries, depth, allowed) if hybrid else None
+        matrix = np.ascontiguousarray(encoder.encode_queries(queries, show_progress=False), dtype=np.float32)
         if allowed is None:
             scores, ids = self.faiss_index.search(matrix, depth)
         elif self._exact_under_filter(allowed):
@@ -195,13 +196,30 @@ class Index:
             scores, ids = self.faiss_index.search(matrix, depth, params=params)
         else:
             scores, ids = self._filtered_search(matrix, depth, allowed)
+        lexical_rows = lexical.result() if lexical is not None else [None] * len(queries)
         results = []
-        for query, query_vector, row_scores, row_ids in zip(queries, matrix, scores, ids, strict=True):
+        for lexical_row, query_vector, row_scores, row_ids in zip(
+            lexical_rows, matrix, scores, ids, strict=True
+        ):
             dense = [(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]
-            if hybrid:
-                dense = self.fusion.fuse(dense, lexical_ranking(self.db, query, depth, allowed))[:k]
+            if lexical_row is not None:
+                dense = self.fusion.fuse(dense, lexical_row)[:k]
             results.append(self._hits(dense[:k], query_vector))
         return results
+
+    def _lexical_rankings(self, queries: list[str], depth: int, allowed):
+        """BM25 rankings of ``queries``, computed in a worker thread while the encoder runs.
+
+        SQLite and the encoder's engine both release the GIL, so the full-text half of a
+        hybrid search costs little more than the query's encoding alone.
+        """
+        if self._lexical_worker is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._lexical_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragkit-bm25")
+        return self._lexical_worker.submit(
+            lambda: [lexical_ranking(self.db, query, depth, allowed) for query in queries]
+        )
 
     def _exact_under_filter(self, allowed) -> bool:
         """Flat search with an id selector is exact; graph and IVF-PQ search are not."""

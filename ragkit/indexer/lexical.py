@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 
 
 def fts_query(query: str) -> str | None:
@@ -15,7 +16,13 @@ def fts_query(query: str) -> str | None:
 
 
 def lexical_ranking(db, query: str, depth: int, allowed=None) -> list[tuple[int, float]]:
-    """Top ``depth`` chunk ids by BM25 (higher is better), within ``allowed`` ids if given."""
+    """Top ``depth`` chunk ids by BM25 (higher is better), within ``allowed`` ids if given.
+
+    Equal BM25 scores are ordered by text, not row id, so any store of the same texts agrees.
+    Reading the text of every match to order it costs more than ranking itself, so the top
+    is found by score alone and only tied scores are ordered by text (all the rows of a tie
+    that the cut splits, since their texts decide which of them make it).
+    """
     match = fts_query(query)
     if match is None:
         return []
@@ -25,10 +32,27 @@ def lexical_ranking(db, query: str, depth: int, allowed=None) -> list[tuple[int,
         # One JSON parameter, not one per id: SQLite caps the number of parameters.
         sql += " AND rowid IN (SELECT value FROM json_each(?))"
         params.append(json.dumps([int(i) for i in allowed]))
-    # Equal BM25 scores are ordered by text, not row id, so any store of the same texts agrees.
-    sql += " ORDER BY bm25(chunks_fts), text LIMIT ?"
-    params.append(depth)
-    return [(int(r[0]), -float(r[1])) for r in db.execute(sql, params)]
+    rows = db.execute(sql + " ORDER BY bm25(chunks_fts) LIMIT ?", [*params, depth + 1]).fetchall()
+    if len(rows) > depth and rows[depth][1] == rows[depth - 1][1]:  # the cut splits a tie
+        cut = rows[depth - 1][1]
+        tied = db.execute(sql + " AND bm25(chunks_fts) = ?", [*params, cut]).fetchall()
+        rows = [row for row in rows if row[1] < cut] + tied
+    rows = _ties_by_text(db, rows)[:depth]
+    return [(int(r[0]), -float(r[1])) for r in rows]
+
+
+def _ties_by_text(db, rows: list[tuple]) -> list[tuple]:
+    """``rows`` (sorted by score) with each run of equal scores ordered by its chunks' text."""
+    counts = Counter(score for _, score in rows)
+    tied = [rowid for rowid, score in rows if counts[score] > 1]
+    if not tied:
+        return rows
+    texts = dict(
+        db.execute(
+            "SELECT id, text FROM chunks WHERE id IN (SELECT value FROM json_each(?))", [json.dumps(tied)]
+        ).fetchall()
+    )
+    return sorted(rows, key=lambda row: (row[1], texts.get(row[0], "")))
 
 
 def text_table(texts: list[str]):

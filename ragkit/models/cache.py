@@ -12,9 +12,10 @@ folder                  key                                       holds
 ``merged/``             backbone content identity + each          a backbone with an encoder's
                         adapter's content hash (in order) +       LoRA adapters merged in (and
                         kept layers, when pruned                  pruned), as safetensors
-``engines/``            engine name + the merged folder's name    the merged model converted
-                        (so: its key above)                       for a CPU engine (OpenVINO),
-                                                                  checked against torch
+``engines/``            engine name, version and artefact         the merged model converted
+                        format + the merged folder's name (so:    for a CPU engine (OpenVINO),
+                        its key above)                            checked against torch, and
+                                                                  the engine's compiled form
 ``vectors/``            encoder fingerprint (a file each);        evaluation vectors, float32
                         SHA-256 of instruction + text (a row)
 ======================  ========================================  =============================

@@ -132,7 +132,7 @@ def load_engine_merged(backbone: Backbone, adapters: list[Adapter], layers: int 
         light = load_light_model(merged)
         return {**engine.build(light, out), "parameters": sum(p.numel() for p in light.parameters())}
 
-    folder = cache.engine_folder(f"openvino-{engine.version()}", merged.name)
+    folder = cache.engine_folder(engine.artefact_name(), merged.name)
     try:
         _, info = ensure_built(folder, build, label=f"the OpenVINO engine of {backbone.name}")
         if not info.get("verified"):
