@@ -50,10 +50,12 @@ def main() -> None:
     """Console-script entry: user errors print one line and exit 1, bugs keep tracebacks."""
     import sys
 
+    from ragkit.cli.options import ray_flag_values
     from ragkit.errors import RagkitError
 
     try:
-        app(args=ask_command.answer_flag_values(sys.argv[1:]), prog_name="ragkit")
+        args = ray_flag_values(ask_command.answer_flag_values(sys.argv[1:]))
+        app(args=args, prog_name="ragkit")
     except RagkitError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None

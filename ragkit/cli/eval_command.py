@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from ragkit.cli.console import err, fail, out
-from ragkit.cli.options import DeviceOption, EncoderOption, JsonOption
+from ragkit.cli.options import DeviceOption, EncoderOption, JsonOption, RayOption, RayWorkersOption
 
 DatasetOption = Annotated[
     Path | None,
@@ -82,6 +82,8 @@ def eval_command(
     out_dir: OutDirOption = None,
     device: DeviceOption = None,
     as_json: JsonOption = False,
+    ray: RayOption = None,
+    ray_workers: RayWorkersOption = None,
 ) -> None:
     """Compare the encoder with causal baselines, BM25 and MiniLM: nDCG@10, recall, MRR, MAP.
 
@@ -93,6 +95,8 @@ def eval_command(
 
     if dataset is None and sts is None:
         fail("give a BEIR dataset folder, or --sts FILE")
+    if ray and sts is not None:
+        fail("--ray embeds a retrieval corpus; STS-B sentences are encoded here")
     invoked_as_cli = Path(sys.argv[0]).name in ("ragkit", "__main__.py")
     command = "ragkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if invoked_as_cli else None
     with RichReporter(err) as reporter:
@@ -118,6 +122,8 @@ def eval_command(
                 seed=seed,
                 instruction=instruction,
                 keep_identical_ids=keep_identical_ids,
+                ray=ray,
+                ray_workers=ray_workers,
                 **common,
             )
     if out_dir is not None:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ragkit.cli.console import err, out
-from ragkit.cli.options import DeviceOption, EncoderOption, JsonOption
+from ragkit.cli.options import DeviceOption, EncoderOption, JsonOption, RayOption, RayWorkersOption
 
 IndexDirOption = Annotated[
     Path | None,
@@ -151,6 +151,8 @@ def index_command(
     follow_symlinks: FollowSymlinksOption = False,
     device: DeviceOption = None,
     as_json: JsonOption = False,
+    ray: RayOption = None,
+    ray_workers: RayWorkersOption = None,
     group_chunks: Annotated[int, typer.Option(min=1, hidden=True)] = 256,
     step_delay: Annotated[float, typer.Option(min=0, hidden=True)] = 0.0,
 ) -> None:
@@ -187,6 +189,8 @@ def index_command(
         follow_symlinks=follow_symlinks,
         group_chunks=group_chunks,
         step_delay=step_delay,
+        ray=ray,
+        ray_workers=ray_workers,
     )
     started = time.perf_counter()
     progress = _IndexProgress(enabled=not as_json, live=sys.stderr.isatty())

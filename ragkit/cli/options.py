@@ -28,3 +28,45 @@ CausalOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]
+RayOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="[ADDRESS]",
+        help="Parse, chunk and embed on a Ray cluster (pip install 'ragkit[ray]'). Alone: "
+        "$RAY_ADDRESS if set, else a cluster on this machine; or the cluster's HOST:PORT or "
+        "ray://HOST:PORT. See docs/distributed.md.",
+        show_default=False,
+    ),
+]
+RayWorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--ray-workers",
+        min=1,
+        help="Ray actors, one encoder each. Default: one per GPU of the cluster, else one.",
+        show_default=False,
+    ),
+]
+
+
+def ray_flag_values(args: list[str]) -> list[str]:
+    """Give a bare ``--ray`` its value ``local``: the next word is its address only when it
+    looks like one (``auto``, ``local``, ``HOST:PORT``, ``ray://...``), so that
+    ``ragkit index --ray ./docs`` indexes ./docs on a local cluster."""
+    fixed: list[str] = []
+    for i, arg in enumerate(args):
+        fixed.append(arg)
+        if arg == "--ray":
+            following = args[i + 1] if i + 1 < len(args) else ""
+            if not _looks_like_address(following):
+                fixed.append("local")
+    return fixed
+
+
+def _looks_like_address(word: str) -> bool:
+    import re
+
+    if word in ("auto", "local") or word.startswith("ray://"):
+        return True
+    return re.fullmatch(r"[\w.\-\[\]:]+:\d+", word) is not None and not word.startswith("-")

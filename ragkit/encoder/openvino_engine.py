@@ -37,6 +37,14 @@ COMPILED_DIR = "compiled"
 MIN_COSINE = 0.9999
 """Smallest cosine between an engine's token states and torch's accepted at verification."""
 _CPU_FP32 = {"INFERENCE_PRECISION_HINT": "f32"}
+_threads: int | None = None
+
+
+def set_num_threads(threads: int | None) -> None:
+    """Threads for engines compiled from now on in this process (None: the plugin's choice),
+    as ``torch.set_num_threads`` does for torch: several workers on one machine share it."""
+    global _threads
+    _threads = threads
 
 
 def installed() -> bool:
@@ -94,13 +102,15 @@ def _compile(folder: Path, cached: bool = True):
     import openvino as ov
 
     core = ov.Core()
+    config = {**_CPU_FP32, **({"INFERENCE_NUM_THREADS": _threads} if _threads else {})}
     if cached:
         try:
-            config = {**_CPU_FP32, "CACHE_DIR": str(folder / COMPILED_DIR)}
-            return core.compile_model(str(folder / MODEL_FILE), "CPU", config)
+            return core.compile_model(
+                str(folder / MODEL_FILE), "CPU", {**config, "CACHE_DIR": str(folder / COMPILED_DIR)}
+            )
         except RuntimeError as exc:
             log.debug("OpenVINO's model cache is unusable (%s); compiling without it", exc)
-    return core.compile_model(core.read_model(folder / MODEL_FILE), "CPU", _CPU_FP32)
+    return core.compile_model(core.read_model(folder / MODEL_FILE), "CPU", config)
 
 
 def _min_cosine(compiled, probe: tuple[torch.Tensor, ...], expected: torch.Tensor) -> float:

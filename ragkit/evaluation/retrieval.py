@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ragkit.errors import InvalidInputError
 from ragkit.evaluation.beir import BeirDataset, load_beir, subsample
 from ragkit.evaluation.bm25 import bm25_run
 from ragkit.evaluation.datasets import resolve_dataset
@@ -73,8 +75,48 @@ def hybrid_run(
     return run
 
 
-def _dense_runs(group, dataset: BeirDataset, instruction: str, *, batch_size: int, reporter: Reporter):
-    """Runs for a group of systems sharing one model: one forward pass, several poolings."""
+def _ray_session(address: str | None):
+    """The Ray cluster an evaluation embeds on (nothing without an address)."""
+    if not address:
+        return contextlib.nullcontext()
+    from ragkit.indexer import distributed
+
+    return distributed.session(address)
+
+
+RAY_CHUNK = 2048
+"""Documents per Ray job in an evaluation: vectors are cached after each, so an interrupted
+run keeps them, and each job's actor start-up is spread over minutes of encoding."""
+
+
+def _encode_on_ray(group, primary, poolings, texts, batch_size: int, workers: int | None):
+    """The group's pooled vectors of ``texts``, embedded by Ray workers, and how many were cut."""
+    from ragkit.indexer import distributed
+
+    if group[0].spec is None:
+        raise InvalidInputError("--ray needs the encoder as a name or folder that workers can load")
+    arrays, truncated, fingerprint = distributed.encode_texts(
+        texts, group[0].spec(), poolings, batch_size=batch_size, workers=workers
+    )
+    if fingerprint != primary.fingerprint:
+        raise InvalidInputError(
+            f"Ray workers embedded with encoder fingerprint {fingerprint}, this run uses "
+            f"{primary.fingerprint}: install the same ragkit and encoder on every node"
+        )
+    return arrays, truncated
+
+
+def _dense_runs(
+    group,
+    dataset: BeirDataset,
+    instruction: str,
+    *,
+    batch_size: int,
+    reporter: Reporter,
+    ray: dict | None = None,
+):
+    """Runs for a group of systems sharing one model: one forward pass, several poolings;
+    the corpus on Ray workers when ``ray`` is given (``{"workers": N or None}``)."""
     encoders = load_group(group)
     primary = encoders[0]
     poolings = [e.config.pooling for e in encoders]
@@ -98,13 +140,20 @@ def _dense_runs(group, dataset: BeirDataset, instruction: str, *, batch_size: in
             truncated += primary.last_truncated
         return [pooled[p] for p in poolings]
 
+    def encode_on_ray(texts: list[str]) -> list[np.ndarray]:
+        nonlocal truncated
+        arrays, count = _encode_on_ray(group, primary, poolings, texts, batch_size, ray["workers"])
+        truncated += count
+        return arrays
+
     try:
         with reporter.task(f"{label} · documents", len(doc_ids)) as advance:
             docs = cached_encode(
                 caches,
                 [dataset.corpus[d] for d in doc_ids],
                 "",
-                lambda t: encode(t, "", True),
+                encode_on_ray if ray is not None else (lambda t: encode(t, "", True)),
+                chunk=RAY_CHUNK if ray is not None else 256,
                 on_progress=advance,
             )
         with reporter.task(f"{label} · queries", len(query_ids)) as advance:
@@ -176,13 +225,16 @@ def evaluate_retrieval(
     fusion: Fusion = DEFAULT_FUSION,
     instruction: str | None = None,
     keep_identical_ids: bool = False,
+    ray: str | None = None,
+    ray_workers: int | None = None,
 ) -> dict:
     """Evaluate the systems on a BEIR dataset; returns the JSON-ready result.
 
     ``encoder`` is a spec for :meth:`Encoder.from_pretrained` or a loaded ``Encoder``;
     ``instruction`` replaces the query instruction it was trained with (a task's own).
     A retrieved document with the query's own id is dropped (BEIR's protocol) unless
-    ``keep_identical_ids``.
+    ``keep_identical_ids``. ``ray`` (an address or ``local``) embeds the corpus on a Ray
+    cluster, ``ray_workers`` actors (:mod:`ragkit.indexer.distributed`).
     """
     from ragkit.encoder import Encoder
 
@@ -190,17 +242,30 @@ def evaluate_retrieval(
     started = time.perf_counter()
     names = _system_names(systems, reporter)
     dataset, full_size = _load_dataset(dataset_dir, split, max_docs, seed)
-    under_test = None
-    if any(n != "bm25" for n in names):
-        under_test = (
-            encoder
-            if isinstance(encoder, Encoder)
-            else Encoder.from_pretrained(encoder, max_length=max_length, device=device)
+    with _ray_session(ray):  # joined first: a bad address fails before any model loads
+        under_test = None
+        if any(n != "bm25" for n in names):
+            under_test = (
+                encoder
+                if isinstance(encoder, Encoder)
+                else Encoder.from_pretrained(encoder, max_length=max_length, device=device)
+            )
+        if instruction is None:
+            instruction = under_test.config.instructions.get("query", "") if under_test else ""
+        spec = (
+            {"name_or_path": encoder, "max_length": max_length, "device": device}
+            if isinstance(encoder, str)
+            else None
         )
-    if instruction is None:
-        instruction = under_test.config.instructions.get("query", "") if under_test else ""
-    settings = {"max_length": max_length, "device": device, "batch_size": batch_size, "reporter": reporter}
-    runs, details = _run_systems(names, dataset, under_test, instruction, fusion, **settings)
+        settings = {
+            "max_length": max_length,
+            "device": device,
+            "batch_size": batch_size,
+            "reporter": reporter,
+            "encoder_spec": spec,
+            "ray": {"workers": ray_workers} if ray else None,
+        }
+        runs, details = _run_systems(names, dataset, under_test, instruction, fusion, **settings)
     if not keep_identical_ids:
         runs = {name: drop_identical_ids(run) for name, run in runs.items()}
     per_system = {name: per_query(dataset.qrels, runs[name]) for name in names}
@@ -265,12 +330,20 @@ def _run_systems(names, dataset, under_test, instruction: str, fusion: Fusion, *
             advance(1)
         details["bm25"] = {"library": "bm25s", "k1": 1.2, "b": 0.75, "stemmer": "snowball-english"}
     dense = (
-        dense_systems(names, under_test, max_length=settings["max_length"], device=settings["device"])
+        dense_systems(
+            names,
+            under_test,
+            max_length=settings["max_length"],
+            device=settings["device"],
+            encoder_spec=settings["encoder_spec"],
+        )
         if under_test
         else []
     )
     for group in shared_groups(dense):
-        group_runs = _dense_runs(group, dataset, instruction, batch_size=batch_size, reporter=reporter)
+        group_runs = _dense_runs(
+            group, dataset, instruction, batch_size=batch_size, reporter=reporter, ray=settings["ray"]
+        )
         for name, (run, info) in group_runs.items():
             runs[name], details[name] = run, info
         gc.collect()

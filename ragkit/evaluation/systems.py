@@ -34,6 +34,9 @@ class DenseSystem:
     use_instruction: bool
     pooling: str
     shares: str | None = None
+    spec: Callable[[], dict] | None = None
+    """The ``Encoder.from_pretrained`` keywords that load this model in another process (a
+    Ray worker), computed when asked; None when the model exists only as an object here."""
 
 
 def minilm_folder() -> Path | None:
@@ -60,36 +63,53 @@ def parse_systems(spec: str | list[str] | None) -> list[str]:
 
 
 def dense_systems(
-    names: list[str], encoder, *, max_length: int | None, device: str | None
+    names: list[str],
+    encoder,
+    *,
+    max_length: int | None,
+    device: str | None,
+    encoder_spec: dict | None = None,
 ) -> list[DenseSystem]:
-    """Build loaders for the dense systems among ``names``; ``encoder`` is the one under test."""
+    """Build loaders for the dense systems among ``names``; ``encoder`` is the one under test,
+    loaded by ``Encoder.from_pretrained(**encoder_spec)`` when that is known."""
     from ragkit.encoder import Encoder
 
     backbone = encoder.config.backbone
     length = max_length or encoder.config.max_length
 
-    def baseline(bidirectional: bool, pooling: str):
-        return lambda: Encoder.from_pretrained(
-            backbone, bidirectional=bidirectional, pooling=pooling, max_length=length, device=device
-        )
+    def baseline(bidirectional: bool, pooling: str) -> Callable[[], dict]:
+        return lambda: {
+            "name_or_path": backbone,
+            "bidirectional": bidirectional,
+            "pooling": pooling,
+            "max_length": length,
+            "device": device,
+        }
 
-    def minilm():
+    def minilm() -> dict:
         folder = minilm_folder()
         if folder is None:
             raise RagkitError(f"system 'minilm' needs all-MiniLM-L6-v2: {MINILM_HINT}")
-        return Encoder.from_pretrained(
-            str(folder), pooling="mean", max_length=min(length, 256), device=device
-        )
+        return {
+            "name_or_path": str(folder),
+            "pooling": "mean",
+            "max_length": min(length, 256),
+            "device": device,
+        }
 
+    def system(name: str, spec: Callable[[], dict], instruction: bool, shares: str | None = None):
+        pooling = "last_token" if name == "causal-last" else "mean"
+        load = lambda: Encoder.from_pretrained(**spec())  # noqa: E731
+        return DenseSystem(name, load, instruction, pooling, shares, spec)
+
+    under_test = (lambda: encoder_spec) if encoder_spec is not None else None
     systems = {
-        "ragkit": DenseSystem("ragkit", lambda: encoder, True, encoder.config.pooling),
-        "causal-mean": DenseSystem("causal-mean", baseline(False, "mean"), True, "mean", "causal"),
-        "causal-last": DenseSystem(
-            "causal-last", baseline(False, "last_token"), True, "last_token", "causal"
-        ),
-        "bidirectional-mean": DenseSystem("bidirectional-mean", baseline(True, "mean"), True, "mean"),
+        "ragkit": DenseSystem("ragkit", lambda: encoder, True, encoder.config.pooling, spec=under_test),
+        "causal-mean": system("causal-mean", baseline(False, "mean"), True, "causal"),
+        "causal-last": system("causal-last", baseline(False, "last_token"), True, "causal"),
+        "bidirectional-mean": system("bidirectional-mean", baseline(True, "mean"), True),
         # An external anchor: evaluated as published, without the decoder's instruction.
-        "minilm": DenseSystem("minilm", minilm, False, "mean"),
+        "minilm": system("minilm", minilm, False),
     }
     return [systems[n] for n in names if n in systems]
 

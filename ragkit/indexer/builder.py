@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from ragkit.documents.readers import DEFAULT_MAX_BYTES, PARSER_VERSION, SkipFile
 from ragkit.errors import InvalidInputError
 from ragkit.indexer import folder as index_folder
 from ragkit.indexer import store, vectors
-from ragkit.indexer.chunking import Chunker
+from ragkit.indexer.chunking import Chunker, token_chunker
 from ragkit.indexer.locking import index_lock
 from ragkit.indexer.sources import SourcePlan, Sources, plan_sources, recorded_sources, relabelled
 
@@ -57,6 +58,13 @@ class IndexOptions:
     device: str | None = None
     wait_seconds: float = 0.0
     show_progress: bool | None = None
+    ray: str | None = None
+    """Parse, chunk and embed on a Ray cluster: its address, or ``local`` (see
+    :mod:`ragkit.indexer.distributed`); None embeds in this process."""
+    ray_workers: int | None = None
+    """Ray actors, one encoder each; None: one per GPU, else one."""
+    ray_on_batch: Callable[[list[str]], None] | None = None
+    """Called inside a Ray worker with each batch's document names, before it is embedded."""
 
 
 @dataclass
@@ -142,6 +150,15 @@ def _plan(options: IndexOptions, target: Path, recorded: Sources) -> SourcePlan:
 
 def build_index(options: IndexOptions, progress=None) -> IndexSummary:
     """Index ``options.source`` (or every recorded source) into ``options.index_dir``."""
+    if options.ray and not options.dry_run:
+        from ragkit.indexer import distributed
+
+        with distributed.session(options.ray):  # joined before anything is written
+            return _build_index(options, progress)
+    return _build_index(options, progress)
+
+
+def _build_index(options: IndexOptions, progress) -> IndexSummary:
     target = Path(options.index_dir).expanduser()
     for path in _paths(options) or [None]:
         index_folder.claim(target, path, dry_run=True)
@@ -236,7 +253,8 @@ def _update(
         summary.would_index = [p[0] for p in pending]
         summary.removed = sorted({*removed, *summary.removed_reasons})
         return summary
-    _embed(db, encoder, chunker, pending, stored, options, summary, progress)
+    embed = _embed_on_ray if options.ray else _embed
+    embed(db, encoder, chunker, pending, stored, options, summary, progress)
     removed += [r for r in summary.removed_reasons if r not in removed]
     if removed:
         with db.conn:
@@ -261,22 +279,7 @@ def _record_sources(db, plan: SourcePlan, dry_run: bool) -> dict:
 
 
 def _chunker(encoder, options: IndexOptions) -> Chunker:
-    """A chunker counting the encoder's own tokens (offsets for run-on text where it has them)."""
-    tokenizer = encoder.tokenizer
-
-    def count(texts: list[str]) -> list[int]:
-        if not texts:
-            return []
-        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
-
-    def offsets(text: str) -> list[tuple[int, int]]:
-        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-        return [tuple(span) for span in encoded["offset_mapping"]]
-
-    fast = bool(getattr(tokenizer, "is_fast", False))
-    return Chunker(
-        count, min(options.chunk_tokens, encoder.max_length), options.overlap, offsets if fast else None
-    )
+    return token_chunker(encoder, options.chunk_tokens, options.overlap)
 
 
 def _scan(db, files: dict[str, Path], stored: dict, options: IndexOptions, summary) -> list[tuple]:
@@ -417,8 +420,7 @@ def _spec_changed(recorded: str, spec, requested: str) -> bool:
 
 
 def _write_group(db, encoder, group, summary: IndexSummary, progress, delay: float = 0.0) -> None:
-    """Encode a group's chunks (in slices, reporting progress), then store each document in
-    one transaction."""
+    """Encode a group's chunks (in slices, reporting progress), then store it."""
     phase = time.perf_counter()
     chunks_ = [chunk for *_, chunks, _ in group for chunk in chunks]
     parts = []
@@ -430,8 +432,14 @@ def _write_group(db, encoder, group, summary: IndexSummary, progress, delay: flo
             progress.encoded(len(piece), sum(chunk.tokens for chunk in piece))
     vectors_ = np.concatenate(parts) if parts else np.zeros((0, encoder.dimension), dtype=np.float32)
     summary.seconds["encoding"] += time.perf_counter() - phase
-    summary.tokens += sum(chunk.tokens for chunk in chunks_)
+    _store_group(db, group, vectors_, summary, progress, delay)
+
+
+def _store_group(db, group, vectors_: np.ndarray, summary: IndexSummary, progress, delay: float) -> None:
+    """Store each document of ``group`` (its chunks' vectors in order) in one transaction."""
     phase = time.perf_counter()
+    chunks_ = [chunk for *_, chunks, _ in group for chunk in chunks]
+    summary.tokens += sum(chunk.tokens for chunk in chunks_)
     offset = 0
     with db.conn:
         for relative, digest, stat, chunks, existed in group:
@@ -454,3 +462,55 @@ def _write_group(db, encoder, group, summary: IndexSummary, progress, delay: flo
     if progress is not None:
         for _ in group:
             progress.advance_file()
+
+
+def _embed_on_ray(db, encoder, chunker, pending, stored, options: IndexOptions, summary, progress) -> None:
+    """The pending files parsed, chunked and embedded by Ray workers, stored here as they
+    come back, a group of chunks per transaction as in a local run."""
+    from ragkit.indexer import distributed
+
+    if progress is not None:
+        progress.start(len(pending))
+    settings = distributed.StageSettings(
+        options.encoder, options.device, options.chunk_tokens, options.overlap, threads=1
+    )
+    sizes = [len(raw) for _, _, raw, _, _ in pending]
+    batch = distributed.documents_per_batch(sizes, chunker.max_tokens, options.group_chunks)
+    found = {relative: (digest, stat) for relative, _, _, digest, stat in pending}
+    results = distributed.embed(
+        [(relative, path, raw) for relative, path, raw, _, _ in pending],
+        settings,
+        workers=options.ray_workers,
+        batch_documents=batch,
+        dimension=encoder.dimension,
+        on_batch=options.ray_on_batch,
+    )
+    group, vectors_, waited = [], [], time.perf_counter()
+    for document in results:
+        summary.seconds["encoding"] += time.perf_counter() - waited
+        _check_worker(document, encoder)
+        if document.skipped:
+            _skip(summary, document.relative, document.skipped, document.relative in stored)
+            if progress is not None:
+                progress.advance_file()
+        else:
+            digest, stat = found[document.relative]
+            group.append((document.relative, digest, stat, document.chunks, document.relative in stored))
+            vectors_.append(document.vectors)
+            if progress is not None:
+                progress.encoded(len(document.chunks), sum(c.tokens for c in document.chunks))
+        if sum(len(v) for v in vectors_) >= options.group_chunks:
+            _store_group(db, group, np.concatenate(vectors_), summary, progress, options.step_delay)
+            group, vectors_ = [], []
+        waited = time.perf_counter()
+    if group:
+        _store_group(db, group, np.concatenate(vectors_), summary, progress, options.step_delay)
+
+
+def _check_worker(document, encoder) -> None:
+    """A worker whose encoder differs (another ragkit, other files) must not write vectors."""
+    if document.fingerprint != encoder.fingerprint:
+        raise InvalidInputError(
+            f"a Ray worker embedded with encoder fingerprint {document.fingerprint}, this run uses "
+            f"{encoder.fingerprint}: install the same ragkit and encoder on every node"
+        )

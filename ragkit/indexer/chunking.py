@@ -158,3 +158,20 @@ def _char_spans(text: str) -> list[tuple[int, int]]:
 def _starts_word(text: str, offset: int) -> bool:
     """A token at ``offset`` begins a word: after a space, or (byte-level BPE) with its space."""
     return text[offset - 1 : offset].isspace() or text[offset : offset + 1].isspace()
+
+
+def token_chunker(encoder, chunk_tokens: int, overlap: int) -> Chunker:
+    """A chunker counting ``encoder``'s own tokens (offsets for run-on text where it has them)."""
+    tokenizer = encoder.tokenizer
+
+    def count(texts: list[str]) -> list[int]:
+        if not texts:
+            return []
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
+
+    def offsets(text: str) -> list[tuple[int, int]]:
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        return [tuple(span) for span in encoded["offset_mapping"]]
+
+    fast = bool(getattr(tokenizer, "is_fast", False))
+    return Chunker(count, min(chunk_tokens, encoder.max_length), overlap, offsets if fast else None)

@@ -1,0 +1,209 @@
+"""``ragkit index --ray``: a local Ray cluster indexes exactly as one process does."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ragkit.cli.app import app
+from ragkit.cli.options import ray_flag_values
+from ragkit.indexer import distributed, store
+from ragkit.indexer.builder import IndexOptions, build_index
+from ragkit.indexer.index import Index
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _docs(folder: Path, count: int = 10) -> Path:
+    words = "the cat sat on a mat while rivers ran past green city towers and old trees".split()
+    for i in range(count):
+        body = "\n\n".join(" ".join(words[(i + j) % len(words) :] + words[: j + 3]) for j in range(6))
+        (folder / f"part{i // 4}").mkdir(parents=True, exist_ok=True)
+        (folder / f"part{i // 4}" / f"doc{i}.md").write_text(f"# Doc {i}\n\n{body}\n\n## More\n\ntail {i}\n")
+    (folder / "notes.rst").write_text("Notes\n=====\n\nthe small dog runs slow on the rug\n")
+    (folder / "empty.md").write_text("")
+    return folder
+
+
+def _rows(index: Path) -> dict:
+    db = sqlite3.connect(index / store.DB_NAME)
+    rows = db.execute(
+        "SELECT d.path, c.ordinal, c.text, c.start_line, c.end_line, c.heading, c.tokens, c.vector "
+        "FROM chunks c JOIN documents d ON d.id = c.document_id"
+    )
+    return {(r[0], r[1]): (r[2:7], np.frombuffer(r[7], dtype=np.float16).astype(np.float32)) for r in rows}
+
+
+def _meta(index: Path) -> dict:
+    meta = dict(sqlite3.connect(index / store.DB_NAME).execute("SELECT key, value FROM meta"))
+    meta.pop("updated_at")
+    return meta
+
+
+def _assert_same_index(ours: Path, theirs: Path) -> None:
+    a, b = _rows(ours), _rows(theirs)
+    assert a.keys() == b.keys() and len(a) > 10
+    assert all(a[key][0] == b[key][0] for key in a)  # same chunks, lines, headings, token counts
+    cosines = [
+        float(a[key][1] @ b[key][1]) / float(np.linalg.norm(a[key][1]) * np.linalg.norm(b[key][1]))
+        for key in a
+    ]
+    assert min(cosines) > 0.999
+    assert _meta(ours) == _meta(theirs)  # fingerprint, chunking, sources, index type
+    assert Index.open(ours).repaired is False
+
+
+def _summary_lists(summary) -> tuple:
+    return summary.added, summary.updated, summary.removed, dict(summary.skipped)
+
+
+def test_a_local_cluster_indexes_and_updates_like_one_process(tmp_path, tiny_backbone_dir):
+    docs = _docs(tmp_path / "docs")
+    encoder = str(tiny_backbone_dir)
+    workers = tmp_path / "workers"
+
+    def record_worker(names: list[str]) -> None:
+        import os
+        import time
+
+        with open(workers, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        time.sleep(1.5)
+
+    local = build_index(IndexOptions(source=docs, index_dir=tmp_path / "one", encoder=encoder))
+    options = IndexOptions(
+        source=docs, index_dir=tmp_path / "ray", encoder=encoder, ray="local", ray_workers=2
+    )
+    options.ray_on_batch = record_worker
+    spread = build_index(options)
+    assert len(set(workers.read_text().split())) == 2  # both actors embedded a share
+    assert _summary_lists(spread) == _summary_lists(local) and spread.skipped["empty file"] == 1
+    _assert_same_index(tmp_path / "ray", tmp_path / "one")
+
+    (docs / "part0" / "doc1.md").write_text("# Changed\n\nthe river city changed its towers\n")
+    (docs / "part1" / "doc5.md").unlink()
+    (docs / "part2" / "new.md").write_text("# New\n\nthe green tree by the old mat\n")
+    local = build_index(IndexOptions(source=docs, index_dir=tmp_path / "one", encoder=encoder))
+    spread = build_index(IndexOptions(source=docs, index_dir=tmp_path / "ray", encoder=encoder, ray="local"))
+    assert _summary_lists(spread) == _summary_lists(local)
+    assert (spread.added, spread.updated, spread.removed) == (
+        ["part2/new.md"],
+        ["part0/doc1.md"],
+        ["part1/doc5.md"],
+    )
+    _assert_same_index(tmp_path / "ray", tmp_path / "one")
+
+
+def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost_or_doubled(tmp_path, tiny_backbone_dir):
+    docs = _docs(tmp_path / "docs", count=16)
+    encoder = str(tiny_backbone_dir)
+    marker = str(tmp_path / "killed-once")
+
+    def die_once(names: list[str]) -> None:
+        import os
+        import pathlib
+
+        if not pathlib.Path(marker).exists():
+            pathlib.Path(marker).write_text(",".join(names))
+            os._exit(1)  # the actor process dies as a lost node's would
+
+    clean = build_index(IndexOptions(source=docs, index_dir=tmp_path / "clean", encoder=encoder, ray="local"))
+    options = IndexOptions(source=docs, index_dir=tmp_path / "killed", encoder=encoder, ray="local")
+    options.ray_on_batch = die_once
+    killed = build_index(options)
+    assert Path(marker).read_text()  # the kill happened, inside a batch of documents
+    assert sorted(killed.added) == sorted(clean.added) and killed.chunks_written == clean.chunks_written
+    _assert_same_index(tmp_path / "killed", tmp_path / "clean")
+
+
+def test_missing_ray_or_an_unreachable_cluster_is_one_line_and_the_index_is_untouched(
+    tmp_path, tiny_backbone_dir, monkeypatch
+):
+    docs = _docs(tmp_path / "docs", count=3)
+    index = tmp_path / "index"
+    build_index(IndexOptions(source=docs, index_dir=index, encoder=str(tiny_backbone_dir)))
+    before = {p.name: p.read_bytes() for p in index.iterdir() if p.is_file()}
+    (docs / "part0" / "doc0.md").write_text("# Changed\n\nnew words\n")
+    runner = CliRunner()
+    base = ["index", str(docs), "--index", str(index), "--encoder", str(tiny_backbone_dir)]
+
+    result = runner.invoke(app, [*base, "--ray", "127.0.0.1:1"])
+    assert result.exit_code == 1 and "cannot reach the Ray cluster at 127.0.0.1:1" in str(result.exception)
+    result = runner.invoke(app, [*base, "--ray", "not an address"])
+    assert result.exit_code == 1 and "HOST:PORT" in str(result.exception)
+    monkeypatch.setattr(distributed, "installed", lambda: False)
+    result = runner.invoke(app, [*base, "--ray", "local"])
+    assert result.exit_code == 1 and "pip install 'ragkit[ray]'" in str(result.exception)
+    assert {p.name: p.read_bytes() for p in index.iterdir() if p.is_file()} == before
+
+
+def test_a_bare_ray_flag_means_a_local_cluster_and_paths_stay_paths():
+    assert ray_flag_values(["index", "--ray", "./docs"]) == ["index", "--ray", "local", "./docs"]
+    assert ray_flag_values(["index", "docs", "--ray"]) == ["index", "docs", "--ray", "local"]
+    assert ray_flag_values(["index", "--ray", "10.0.0.5:6379", "docs"]) == [
+        "index",
+        "--ray",
+        "10.0.0.5:6379",
+        "docs",
+    ]
+    assert ray_flag_values(["index", "--ray", "ray://head:10001"]) == ["index", "--ray", "ray://head:10001"]
+    assert ray_flag_values(["index", "--ray", "--json"]) == ["index", "--ray", "local", "--json"]
+
+
+def test_batches_hold_about_a_commit_group_of_tokens():
+    assert distributed.documents_per_batch([4000] * 9, chunk_tokens=256, group_chunks=256) == 65
+    assert distributed.documents_per_batch([10**9], chunk_tokens=256, group_chunks=256) == 1
+    assert distributed.documents_per_batch([10], chunk_tokens=256, group_chunks=256) == 256
+
+
+def _tiny_beir(folder: Path) -> Path:
+    import json
+
+    rng = np.random.default_rng(0)
+    words = "cat dog river city tree house music stock market blue green red small big old".split()
+    docs = {f"d{i}": " ".join(rng.choice(words, size=12)) for i in range(40)}
+    (folder / "qrels").mkdir(parents=True)
+    with open(folder / "corpus.jsonl", "w") as handle:
+        for doc_id, text in docs.items():
+            handle.write(json.dumps({"_id": doc_id, "title": "", "text": text}) + "\n")
+    with open(folder / "queries.jsonl", "w") as handle:
+        for i in range(8):
+            handle.write(json.dumps({"_id": f"q{i}", "text": " ".join(docs[f"d{i * 5}"].split()[:5])}) + "\n")
+    rows = "".join(f"q{i}\td{i * 5}\t1\n" for i in range(8))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows)
+    return folder
+
+
+def test_eval_embeds_its_corpus_on_ray_with_the_same_scores(tmp_path, tiny_backbone_dir, monkeypatch):
+    from ragkit.encoder.encoder import Encoder
+    from ragkit.evaluation.retrieval import evaluate_retrieval
+
+    dataset = _tiny_beir(tmp_path / "beir")
+    kwargs = {"encoder": str(tiny_backbone_dir), "systems": "ragkit,causal-mean,causal-last"}
+    monkeypatch.setenv("RAGKIT_HOME", str(tmp_path / "home-local"))
+    here = evaluate_retrieval(dataset, **kwargs)
+    encoded_here: list[int] = []
+    original = Encoder.encode_pooled
+
+    def counting(self, texts, poolings, **kw):
+        encoded_here.append(len(texts))
+        return original(self, texts, poolings, **kw)
+
+    monkeypatch.setattr(Encoder, "encode_pooled", counting)
+    monkeypatch.setenv("RAGKIT_HOME", str(tmp_path / "home-ray"))  # an empty vector cache
+    spread = evaluate_retrieval(dataset, ray="local", ray_workers=2, **kwargs)
+    assert 40 not in encoded_here and sum(encoded_here) == 2 * 8  # only queries, per group, here
+    for name in ("ragkit", "causal-mean", "causal-last"):
+        for metric in ("ndcg@10", "recall@100", "mrr@10"):
+            assert spread["systems"][name][metric] == pytest.approx(here["systems"][name][metric], abs=1e-6)
