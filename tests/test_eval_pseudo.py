@@ -76,3 +76,39 @@ def test_cli_evaluates_a_folder_end_to_end_with_the_beir_schema(
     assert payload["query_kinds"]["heading"] > 0 and payload["query_kinds"]["cloze"] > 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert "made from their structure" in report and "favour lexical matching" in report
+
+
+def test_an_index_folder_is_evaluated_on_its_sources_documents(
+    docs: Path, tiny_backbone_dir: Path, tmp_path: Path
+):
+    import shutil
+
+    from ragkit.evaluation.retrieval import evaluate_retrieval
+    from ragkit.indexer.builder import IndexOptions, build_index
+
+    index = tmp_path / "index"
+    build_index(IndexOptions(source=docs, index_dir=index, encoder=str(tiny_backbone_dir)))
+    by_folder = evaluate_retrieval(docs, systems="bm25")
+    by_index = evaluate_retrieval(index, systems="bm25")
+    assert by_index["systems"]["bm25"] == by_folder["systems"]["bm25"]
+    assert (
+        by_index["query_kinds"] == by_folder["query_kinds"]
+        and by_index["dataset"] == "index (pseudo-queries)"
+    )
+
+    notes = tmp_path / "notes"
+    shutil.copytree(docs, notes)
+    build_index(IndexOptions(source=notes, index_dir=index, encoder=str(tiny_backbone_dir)))
+    both = documents_dataset(index)
+    alone = documents_dataset(docs)
+    assert len(both.corpus) == 2 * len(alone.corpus) and len(both.qrels) == 2 * len(alone.qrels)
+    for query, relevant in both.qrels.items():
+        label = query.split(":", 1)[1].split("/", 1)[0]
+        assert label in {"docs", "notes"} and all(
+            d.startswith(label + "/") and d in both.corpus for d in relevant
+        )
+
+    shutil.rmtree(docs)
+    shutil.rmtree(notes)
+    with pytest.raises(Exception, match="no source folder on this machine"):
+        documents_dataset(index)

@@ -51,7 +51,57 @@ def _cloze(body: str, rng: random.Random) -> tuple[str, str] | None:
 
 
 def documents_dataset(folder: Path, *, seed: int = 0) -> BeirDataset:
-    """Sections of the documents in ``folder`` as a corpus, with heading and cloze queries."""
+    """Sections of the documents in ``folder`` as a corpus, with heading and cloze queries;
+    for an index folder, of the documents in its source folders (named as in the index)."""
+    sources = index_source_folders(folder)
+    if sources is None:
+        return _sections_dataset(folder, seed)
+    parts = [(label, _sections_dataset(path, seed)) for label, path in sources]
+    if len(parts) == 1:
+        return BeirDataset(f"{folder.name} (pseudo-queries)", "pseudo", *_tables(parts[0][1]))
+    corpus, queries, qrels = {}, {}, {}
+    for label, part in parts:
+        corpus.update({f"{label}/{d}": text for d, text in part.corpus.items()})
+        queries.update({_labelled(label, q): text for q, text in part.queries.items()})
+        qrels.update(
+            {
+                _labelled(label, q): {f"{label}/{d}": g for d, g in rel.items()}
+                for q, rel in part.qrels.items()
+            }
+        )
+    return BeirDataset(f"{folder.name} (pseudo-queries)", "pseudo", corpus, queries, qrels)
+
+
+def _tables(dataset: BeirDataset) -> tuple[dict, dict, dict]:
+    return dataset.corpus, dataset.queries, dataset.qrels
+
+
+def _labelled(label: str, query_id: str) -> str:
+    kind, _, doc_id = query_id.partition(":")
+    return f"{kind}:{label}/{doc_id}"
+
+
+def index_source_folders(path: Path) -> list[tuple[str, Path]] | None:
+    """(label, folder) of each source folder of the index at ``path``; None when it is no index."""
+    from ragkit.indexer import store
+    from ragkit.indexer.sources import recorded_sources
+
+    if not (path / store.DB_NAME).is_file():
+        return None
+    db = store.connect(path, readonly=True)
+    try:
+        sources = recorded_sources(store.get_meta(db)).items
+    finally:
+        db.conn.close()
+    folders = [(s.label, Path(s.path)) for s in sources if s.kind == "folder" and Path(s.path).is_dir()]
+    if not folders:
+        raise DatasetError(
+            f"the index at {path} has no source folder on this machine to make test queries from"
+        )
+    return folders
+
+
+def _sections_dataset(folder: Path, seed: int) -> BeirDataset:
     from ragkit.errors import InvalidInputError
     from ragkit.trainer.corpus import load_corpus
 
