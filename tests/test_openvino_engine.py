@@ -96,8 +96,8 @@ def test_a_compiled_copy_that_disagrees_with_the_build_is_never_used(saved: Path
     expected = Encoder.from_pretrained(str(saved), light=True, backend="torch").encode(TEXTS)
     compile_for_real = engine._compile
 
-    def skewed(folder: Path, cached: bool = True):
-        compiled = compile_for_real(folder, cached)
+    def skewed(folder: Path, cached: bool = True, precision: str = "f32"):
+        compiled = compile_for_real(folder, cached, precision)
         if not cached:
             return compiled
         return lambda arrays: [compiled(arrays)[0][..., ::-1].copy()]  # a different model
@@ -108,3 +108,20 @@ def test_a_compiled_copy_that_disagrees_with_the_build_is_never_used(saved: Path
     assert "disagrees with the build; compiling afresh" in caplog.text
     assert encoder.describe()["backend"] == "openvino"
     np.testing.assert_allclose(encoder.encode(TEXTS), expected, atol=1e-4)
+
+
+def test_bf16_is_an_opt_in_held_to_its_pooled_vectors(saved: Path, monkeypatch, caplog):
+    torch_encoder = Encoder.from_pretrained(str(saved), backend="torch")
+    fast = Encoder.from_pretrained(str(saved), light=True, dtype="bfloat16")
+    assert fast.describe()["backend"] == "openvino" and fast.describe()["dtype"] == "bfloat16"
+    assert fast.fingerprint == torch_encoder.fingerprint
+    for kwargs in ({}, {"instruction": "Find the passage: "}):
+        ours, theirs = fast.encode(TEXTS, **kwargs), torch_encoder.encode(TEXTS, **kwargs)
+        assert float((ours * theirs).sum(1).min()) > engine.BF16_MIN_COSINE
+    assert Encoder.from_pretrained(str(saved), light=True).describe()["dtype"] == "float32"
+
+    monkeypatch.setattr(engine, "BF16_MIN_COSINE", 1.5)  # no engine can pass this
+    with caplog.at_level(logging.WARNING, logger="ragkit"):
+        refused = Encoder.from_pretrained(str(saved), light=True, dtype="bfloat16")
+    assert refused.describe()["backend"] == "torch" and "disagrees with its build-time check" in caplog.text
+    assert float((refused.encode(TEXTS) * torch_encoder.encode(TEXTS)).sum(1).min()) > 0.99

@@ -159,6 +159,8 @@ def test_a_bare_ray_flag_means_a_local_cluster_and_paths_stay_paths():
     ]
     assert ray_flag_values(["index", "--ray", "ray://head:10001"]) == ["index", "--ray", "ray://head:10001"]
     assert ray_flag_values(["index", "--ray", "--json"]) == ["index", "--ray", "local", "--json"]
+    assert ray_flag_values(["ask", "--ray"]) == ["ask", "--ray"]  # other commands are left alone
+    assert ray_flag_values(["index", "--", "--ray"]) == ["index", "--", "--ray"]
 
 
 def test_batches_hold_about_a_commit_group_of_tokens():
@@ -207,3 +209,25 @@ def test_eval_embeds_its_corpus_on_ray_with_the_same_scores(tmp_path, tiny_backb
     for name in ("ragkit", "causal-mean", "causal-last"):
         for metric in ("ndcg@10", "recall@100", "mrr@10"):
             assert spread["systems"][name][metric] == pytest.approx(here["systems"][name][metric], abs=1e-6)
+
+
+def test_a_batch_of_only_unreadable_files_is_skipped_as_in_one_process(tmp_path, tiny_backbone_dir):
+    docs = _docs(tmp_path / "docs", count=2)
+    index = tmp_path / "index"
+    encoder = str(tiny_backbone_dir)
+    build_index(IndexOptions(source=docs, index_dir=index, encoder=encoder, ray="local"))
+    (docs / "part0" / "doc0.md").write_text("   \n\n  \n")  # only whitespace: no text
+    again = build_index(IndexOptions(source=docs, index_dir=index, encoder=encoder, ray="local"))
+    assert again.removed == ["part0/doc0.md"] and again.skipped["no text"] == 1
+    assert "part0/doc0.md" not in {path for path, _ in _rows(index)}
+
+
+def test_workers_that_read_or_embed_differently_never_write(tmp_path, tiny_backbone_dir, monkeypatch):
+    docs = _docs(tmp_path / "docs", count=2)
+    encoder = str(tiny_backbone_dir)
+    monkeypatch.setattr(distributed, "reader_signature", lambda: "ragkit 0.0.0, readers 0, pdf no")
+    with pytest.raises(Exception, match="reads documents as"):
+        build_index(IndexOptions(source=docs, index_dir=tmp_path / "index", encoder=encoder, ray="local"))
+    assert not (tmp_path / "index" / store.DB_NAME).exists() or not _rows(tmp_path / "index")
+    with pytest.raises(Exception, match="--ray-workers 9"):
+        distributed._pool(9, "cpu")

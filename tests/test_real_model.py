@@ -81,6 +81,12 @@ def test_the_default_loads_light_for_queries_with_the_same_vectors(default: Enco
         for encode in ("encode_queries", "encode_documents"):
             ours, theirs = getattr(engine, encode)(texts), getattr(default, encode)(texts)
             assert float((ours * theirs).sum(1).min()) > 0.9999
+    # bf16, the opt-in: where the CPU has bf16 units it computes there, within the pooled bound.
+    fast = Encoder.from_pretrained("default", light=True, dtype="bfloat16")
+    assert fast.describe()["backend"] == "openvino" and fast.describe()["dtype"] == "bfloat16"
+    for encode in ("encode_queries", "encode_documents"):
+        ours, theirs = getattr(fast, encode)(texts), getattr(default, encode)(texts)
+        assert float((ours * theirs).sum(1).min()) > 0.99
     code = (
         "import sys; from ragkit import Encoder; Encoder.from_pretrained('default', light=True); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'peft')))"

@@ -95,6 +95,8 @@ def eval_command(
 
     if dataset is None and sts is None:
         fail("give a BEIR dataset folder, or --sts FILE")
+    if ray_workers is not None and not ray:
+        fail("--ray-workers needs --ray")
     if ray and sts is not None:
         fail("--ray embeds a retrieval corpus; STS-B sentences are encoded here")
     invoked_as_cli = Path(sys.argv[0]).name in ("ragkit", "__main__.py")

@@ -9,8 +9,15 @@ from typing import Annotated
 
 import typer
 
-from ragkit.cli.console import err, out
-from ragkit.cli.options import DeviceOption, EncoderOption, JsonOption, RayOption, RayWorkersOption
+from ragkit.cli.console import err, fail, out
+from ragkit.cli.options import (
+    DeviceOption,
+    DtypeOption,
+    EncoderOption,
+    JsonOption,
+    RayOption,
+    RayWorkersOption,
+)
 
 IndexDirOption = Annotated[
     Path | None,
@@ -150,6 +157,7 @@ def index_command(
     wait: WaitOption = 0.0,
     follow_symlinks: FollowSymlinksOption = False,
     device: DeviceOption = None,
+    dtype: DtypeOption = None,
     as_json: JsonOption = False,
     ray: RayOption = None,
     ray_workers: RayWorkersOption = None,
@@ -173,6 +181,8 @@ def index_command(
     from ragkit.indexer.builder import IndexOptions, build_index
     from ragkit.indexer.index import default_index_dir
 
+    if ray_workers is not None and not ray:
+        fail("--ray-workers needs --ray")
     options = IndexOptions(
         source=list(paths or []),
         index_dir=index_dir or default_index_dir(),
@@ -185,6 +195,7 @@ def index_command(
         rebuild=rebuild,
         dry_run=dry_run,
         device=device,
+        dtype=dtype,
         wait_seconds=wait,
         follow_symlinks=follow_symlinks,
         group_chunks=group_chunks,

@@ -20,6 +20,14 @@ DeviceOption = Annotated[
     str | None,
     typer.Option(help="Torch device, e.g. cpu or cuda. Default: cuda when available, else cpu."),
 ]
+DtypeOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Compute precision: float32 (the CPU default) or bfloat16 (the GPU default; on CPUs "
+        "with AMX about 3.5x faster documents, vectors within about cosine 0.995 of float32).",
+        show_default=False,
+    ),
+]
 CausalOption = Annotated[
     bool,
     typer.Option(
@@ -51,12 +59,16 @@ RayWorkersOption = Annotated[
 
 
 def ray_flag_values(args: list[str]) -> list[str]:
-    """Give a bare ``--ray`` its value ``local``: the next word is its address only when it
-    looks like one (``auto``, ``local``, ``HOST:PORT``, ``ray://...``), so that
-    ``ragkit index --ray ./docs`` indexes ./docs on a local cluster."""
+    """Give a bare ``--ray`` of ``index`` or ``eval`` its value ``local``: the next word is its
+    address only when it looks like one (``auto``, ``local``, ``HOST:PORT``, ``ray://...``),
+    so that ``ragkit index --ray ./docs`` indexes ./docs on a local cluster."""
+    if not args or args[0] not in ("index", "eval"):
+        return args
     fixed: list[str] = []
     for i, arg in enumerate(args):
         fixed.append(arg)
+        if arg == "--":
+            return fixed + args[i + 1 :]
         if arg == "--ray":
             following = args[i + 1] if i + 1 < len(args) else ""
             if not _looks_like_address(following):

@@ -93,19 +93,21 @@ def _load_weights(
     *,
     light: bool,
     engine: bool,
+    precision: str = "f32",
     device,
     attn_implementation,
 ):
-    """The merged (and pruned) model and its tokenizer: the OpenVINO engine or the light
-    path when asked and possible (adapters, bidirectional, fp32 on a CPU, a verified cache),
-    else transformers. Decided before reading anything, so a GPU or causal load never reads
-    the tokenizer twice."""
+    """The merged (and pruned) model and its tokenizer: the OpenVINO engine (computing in
+    ``precision``) or the light path when asked and possible (adapters, bidirectional, a CPU,
+    a verified cache), else transformers. Decided before reading anything, so a GPU or causal
+    load never reads the tokenizer twice."""
     model = tokenizer = None
-    if light and resolved.adapters and config.bidirectional and resolve_device(device).type == "cpu":
+    cpu = resolve_device(device).type == "cpu"
+    if (light or engine) and resolved.adapters and config.bidirectional and cpu:
         tokenizer = light_tokenizer_if_possible(resolved.tokenizer_folder)
         if tokenizer is not None and engine:
-            model = load_engine_merged(resolved.backbone, resolved.adapters, config.layers)
-        if tokenizer is not None and model is None:
+            model = load_engine_merged(resolved.backbone, resolved.adapters, config.layers, precision)
+        if tokenizer is not None and model is None and light:
             model = load_light_merged(resolved.backbone, resolved.adapters, config.layers)
     if model is None:
         tokenizer = load_tokenizer(resolved.tokenizer_folder)
@@ -212,13 +214,15 @@ class Encoder:
         )
         # A pruned encoder's adapters were trained on its kept layers only: never more.
         check_layers(config.layers, resolved.config.layers or backbone_layers(resolved.backbone))
-        plain = attn_implementation is None and dtype in (None, "float32")
+        fp32 = attn_implementation is None and dtype in (None, "float32")
+        bf16 = attn_implementation is None and dtype == "bfloat16"  # the engine's opt-in only
         engine = backend == "openvino" or (backend == "auto" and light)
         model, tokenizer = _load_weights(
             resolved,
             config,
-            light=(light or engine) and plain,
-            engine=engine and plain,
+            light=(light or engine) and fp32,
+            engine=engine and (fp32 or bf16),
+            precision="bf16" if dtype == "bfloat16" else "f32",
             device=device,
             attn_implementation=attn_implementation,
         )
@@ -300,7 +304,8 @@ class Encoder:
             "instructions": self.config.instructions,
             "adapters": [a.name for a in self.adapters],
             "device": str(self.device),
-            "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+            "dtype": getattr(self.model, "dtype_name", None)
+            or str(next(self.model.parameters()).dtype).removeprefix("torch."),
             "padding_side": self.padding_side,
             "fingerprint": self.fingerprint,
             "folder": str(self.backbone.folder),

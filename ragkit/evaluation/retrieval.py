@@ -85,8 +85,8 @@ def _ray_session(address: str | None):
 
 
 RAY_CHUNK = 2048
-"""Documents per Ray job in an evaluation: vectors are cached after each, so an interrupted
-run keeps them, and each job's actor start-up is spread over minutes of encoding."""
+"""Documents per Ray job and actor in an evaluation: vectors are cached after each job, so an
+interrupted run keeps them, and each actor's start-up is spread over minutes of encoding."""
 
 
 def _encode_on_ray(group, primary, poolings, texts, batch_size: int, workers: int | None):
@@ -95,15 +95,19 @@ def _encode_on_ray(group, primary, poolings, texts, batch_size: int, workers: in
 
     if group[0].spec is None:
         raise InvalidInputError("--ray needs the encoder as a name or folder that workers can load")
-    arrays, truncated, fingerprint = distributed.encode_texts(
-        texts, group[0].spec(), poolings, batch_size=batch_size, workers=workers
+    spec = group[0].spec()
+    path = Path(spec["name_or_path"]).expanduser()
+    if path.exists():  # a folder as workers must find it, whatever their working directory
+        spec = {**spec, "name_or_path": str(path.resolve())}
+    return distributed.encode_texts(
+        texts, spec, poolings, fingerprint=primary.fingerprint, batch_size=batch_size, workers=workers
     )
-    if fingerprint != primary.fingerprint:
-        raise InvalidInputError(
-            f"Ray workers embedded with encoder fingerprint {fingerprint}, this run uses "
-            f"{primary.fingerprint}: install the same ragkit and encoder on every node"
-        )
-    return arrays, truncated
+
+
+def _actors(ray: dict, primary) -> int:
+    from ragkit.indexer import distributed
+
+    return distributed.actor_count(ray["workers"], str(primary.device))
 
 
 def _dense_runs(
@@ -153,7 +157,7 @@ def _dense_runs(
                 [dataset.corpus[d] for d in doc_ids],
                 "",
                 encode_on_ray if ray is not None else (lambda t: encode(t, "", True)),
-                chunk=RAY_CHUNK if ray is not None else 256,
+                chunk=RAY_CHUNK * _actors(ray, primary) if ray is not None else 256,
                 on_progress=advance,
             )
         with reporter.task(f"{label} · queries", len(query_ids)) as advance:

@@ -72,7 +72,6 @@ def dense_systems(
 ) -> list[DenseSystem]:
     """Build loaders for the dense systems among ``names``; ``encoder`` is the one under test,
     loaded by ``Encoder.from_pretrained(**encoder_spec)`` when that is known."""
-    from ragkit.encoder import Encoder
 
     backbone = encoder.config.backbone
     length = max_length or encoder.config.max_length
@@ -99,8 +98,7 @@ def dense_systems(
 
     def system(name: str, spec: Callable[[], dict], instruction: bool, shares: str | None = None):
         pooling = "last_token" if name == "causal-last" else "mean"
-        load = lambda: Encoder.from_pretrained(**spec())  # noqa: E731
-        return DenseSystem(name, load, instruction, pooling, shares, spec)
+        return DenseSystem(name, lambda: _load(spec()), instruction, pooling, shares, spec)
 
     under_test = (lambda: encoder_spec) if encoder_spec is not None else None
     systems = {
@@ -112,6 +110,13 @@ def dense_systems(
         "minilm": system("minilm", minilm, False),
     }
     return [systems[n] for n in names if n in systems]
+
+
+def _load(spec: dict):
+    from ragkit.encoder import Encoder
+
+    settings = dict(spec)
+    return Encoder.from_pretrained(settings.pop("name_or_path"), **settings)
 
 
 def shared_groups(systems: list[DenseSystem]) -> list[list[DenseSystem]]:

@@ -56,6 +56,8 @@ class IndexOptions:
     """Seconds to sleep after each committed group: lets tests kill a run between commits."""
     max_bytes: int = DEFAULT_MAX_BYTES
     device: str | None = None
+    dtype: str | None = None
+    """Compute precision (``Encoder.from_pretrained``'s ``dtype``): None is float32 on a CPU."""
     wait_seconds: float = 0.0
     show_progress: bool | None = None
     ray: str | None = None
@@ -217,7 +219,7 @@ def _load_encoder(options: IndexOptions):
 
     # Light: the fastest verified way to run this encoder here (the OpenVINO engine where it
     # applies); the vectors and fingerprint are those of the torch model.
-    return Encoder.from_pretrained(options.encoder, device=options.device, light=True)
+    return Encoder.from_pretrained(options.encoder, device=options.device, dtype=options.dtype, light=True)
 
 
 def _update(
@@ -471,8 +473,9 @@ def _embed_on_ray(db, encoder, chunker, pending, stored, options: IndexOptions, 
 
     if progress is not None:
         progress.start(len(pending))
+    encoder_spec = _encoder_reference(options.encoder)  # a folder as workers must find it
     settings = distributed.StageSettings(
-        options.encoder, options.device, options.chunk_tokens, options.overlap, threads=1
+        encoder_spec, options.device, options.dtype, options.chunk_tokens, options.overlap, threads=1
     )
     sizes = [len(raw) for _, _, raw, _, _ in pending]
     batch = distributed.documents_per_batch(sizes, chunker.max_tokens, options.group_chunks)
@@ -483,12 +486,12 @@ def _embed_on_ray(db, encoder, chunker, pending, stored, options: IndexOptions, 
         workers=options.ray_workers,
         batch_documents=batch,
         dimension=encoder.dimension,
+        fingerprint=encoder.fingerprint,
         on_batch=options.ray_on_batch,
     )
     group, vectors_, waited = [], [], time.perf_counter()
     for document in results:
         summary.seconds["encoding"] += time.perf_counter() - waited
-        _check_worker(document, encoder)
         if document.skipped:
             _skip(summary, document.relative, document.skipped, document.relative in stored)
             if progress is not None:
@@ -505,12 +508,3 @@ def _embed_on_ray(db, encoder, chunker, pending, stored, options: IndexOptions, 
         waited = time.perf_counter()
     if group:
         _store_group(db, group, np.concatenate(vectors_), summary, progress, options.step_delay)
-
-
-def _check_worker(document, encoder) -> None:
-    """A worker whose encoder differs (another ragkit, other files) must not write vectors."""
-    if document.fingerprint != encoder.fingerprint:
-        raise InvalidInputError(
-            f"a Ray worker embedded with encoder fingerprint {document.fingerprint}, this run uses "
-            f"{encoder.fingerprint}: install the same ragkit and encoder on every node"
-        )

@@ -40,6 +40,7 @@ class StageSettings:
 
     encoder: str
     device: str | None
+    dtype: str | None
     chunk_tokens: int
     overlap: int
     threads: int
@@ -53,7 +54,6 @@ class EmbeddedDocument:
     chunks: list
     vectors: np.ndarray
     skipped: str
-    fingerprint: str
 
 
 def installed() -> bool:
@@ -63,14 +63,19 @@ def installed() -> bool:
 def _address(address: str) -> str | None:
     """The cluster to join: None starts (or finds) one on this machine."""
     if address == LOCAL:
-        return os.environ.get("RAY_ADDRESS") or None
-    return address
+        address = os.environ.get("RAY_ADDRESS") or LOCAL
+    return None if address in (LOCAL, "") else address
 
 
 def _check_reachable(address: str) -> None:
     """Fail in seconds with one line where ``ray.init`` would wait a minute and then trace."""
     if address == "auto":
         return
+    if address.startswith(("http://", "https://")):
+        raise InvalidInputError(
+            f"{address} is a Ray dashboard or job address; give the cluster's HOST:6379 "
+            "(or ray://HOST:10001 for Ray Client)"
+        )
     host_port = address.split("://", 1)[-1].rstrip("/")
     host, _, port = host_port.rpartition(":")
     if not host or not port.isdigit():
@@ -123,18 +128,66 @@ def _quiet_ray() -> None:
     context.print_on_execution_start = False
 
 
-def _pool(workers: int | None) -> tuple[int, dict]:
-    """How many actors, and what each asks of the cluster: one GPU each where there are GPUs,
-    else an equal share of the CPUs (each actor's encoder runs that many threads)."""
+def _pool(workers: int | None, device: str | None = None) -> tuple[int, dict]:
+    """How many actors, and what each asks of a node: one GPU each where the cluster has GPUs
+    (and ``device`` is not ``cpu``), else one actor per node by default, each with an equal
+    share of the smallest node's CPUs (its encoder runs that many threads)."""
     import ray
 
-    resources = ray.cluster_resources()
-    gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
-    if gpus:
-        count = workers or gpus
-        return count, {"num_gpus": 1, "num_cpus": 1}
-    count = workers or 1
-    return count, {"num_cpus": max(1, cpus // count)}
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    gpus = sum(int(n.get("GPU", 0)) for n in nodes)
+    if gpus and str(device or "").split(":")[0] != "cpu":
+        if workers is not None and workers > gpus:
+            raise InvalidInputError(f"--ray-workers {workers}: the cluster has {gpus} GPUs, one per worker")
+        return workers or gpus, {"num_gpus": 1, "num_cpus": 1}
+    smallest = min((int(n.get("CPU", 0)) for n in nodes), default=1) or 1
+    total = sum(int(n.get("CPU", 0)) for n in nodes) or 1
+    count = workers or max(1, len(nodes))
+    if count > total:
+        raise InvalidInputError(
+            f"--ray-workers {count}: the cluster has {total} CPUs, one at least per worker"
+        )
+    per_node = -(-count // max(1, len(nodes)))
+    return count, {"num_cpus": max(1, smallest // per_node)}
+
+
+def reader_signature() -> str:
+    """What decides how bytes become chunks besides the encoder: ragkit's version, its
+    readers' version, and whether PDFs can be read. Driver and workers must agree on it."""
+    from ragkit import __version__
+    from ragkit.documents.readers import PARSER_VERSION
+
+    pdf = importlib.util.find_spec("pypdf") is not None
+    return f"ragkit {__version__}, readers {PARSER_VERSION}, pdf {'yes' if pdf else 'no'}"
+
+
+def _check_worker(fingerprint: str, readers: str, expected: tuple[str, str]) -> None:
+    """A worker that would embed or read differently must not write anything."""
+    if fingerprint != expected[0]:
+        raise InvalidInputError(
+            f"a Ray worker embedded with encoder fingerprint {fingerprint}, this run uses "
+            f"{expected[0]}: install the same ragkit and encoder on every node"
+        )
+    if readers != expected[1]:
+        raise InvalidInputError(
+            f"a Ray worker reads documents as {readers}, this machine as {expected[1]}: "
+            "install the same ragkit (and extras) on every node"
+        )
+
+
+def _run_errors(rows: Iterator[dict]) -> Iterator[dict]:
+    """Ray's failures (a worker that cannot start, a batch that failed every retry) as one line."""
+    from ray.exceptions import RayError
+
+    try:
+        yield from rows
+    except RayError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidInputError(f"a Ray worker failed: {first}") from None
+
+
+RETRIES = {"max_restarts": 3, "max_task_retries": 3}
+"""A lost actor is restarted and its batch retried, a few times, never forever."""
 
 
 class EmbedStage:
@@ -152,9 +205,12 @@ class EmbedStage:
 
         torch.set_num_threads(settings.threads)
         openvino_engine.set_num_threads(settings.threads)
-        self.encoder = Encoder.from_pretrained(settings.encoder, device=settings.device, light=True)
+        self.encoder = Encoder.from_pretrained(
+            settings.encoder, device=settings.device, dtype=settings.dtype, light=True
+        )
         self.chunker = token_chunker(self.encoder, settings.chunk_tokens, settings.overlap)
         self.on_batch = on_batch
+        self.readers = reader_signature()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         from ragkit.documents.readers import SkipFile, parse_document
@@ -174,7 +230,9 @@ class EmbedStage:
                 chunks_of.append([])
                 skipped.append(skip.reason)
         texts = [chunk.text for chunks in chunks_of for chunk in chunks]
-        vectors = self.encoder.encode_documents(texts, show_progress=False, warn_truncated=False)
+        vectors = np.zeros((0, self.encoder.dimension), dtype=np.float32)
+        if texts:  # a batch of skipped files has nothing to embed
+            vectors = self.encoder.encode_documents(texts, show_progress=False, warn_truncated=False)
         vectors = np.asarray(vectors, dtype=np.float32)
         rows, offset = [], 0
         for chunks in chunks_of:
@@ -186,6 +244,7 @@ class EmbedStage:
             "vectors": rows,
             "skipped": skipped,
             "fingerprint": [self.encoder.fingerprint] * len(names),
+            "readers": [self.readers] * len(names),
         }
 
 
@@ -206,16 +265,19 @@ def embed(
     workers: int | None = None,
     batch_documents: int = 16,
     dimension: int,
+    fingerprint: str,
     on_batch: Callable[[list[str]], None] | None = None,
 ) -> Iterator[EmbeddedDocument]:
-    """Chunks and vectors of ``pending`` (name, path, bytes), in input order, as they finish."""
+    """Chunks and vectors of ``pending`` (name, path, bytes), in input order, as they finish;
+    every worker must embed with ``fingerprint`` and read as this machine does."""
     import ray.data
 
     from ragkit.indexer.chunking import Chunk
 
     if not pending:
         return
-    count, resources = _pool(workers)
+    expected = (fingerprint, reader_signature())
+    count, resources = _pool(workers, settings.device)
     if "num_gpus" not in resources:
         settings = StageSettings(**{**asdict(settings), "threads": resources["num_cpus"]})
     items = [{"relative": name, "path": str(path), "raw": raw} for name, path, raw in pending]
@@ -228,11 +290,13 @@ def embed(
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=count, max_tasks_in_flight_per_actor=1),
         **resources,
+        **RETRIES,
     )
-    for row in embedded.iter_rows():
+    for row in _run_errors(embedded.iter_rows()):
+        _check_worker(row["fingerprint"], row["readers"], expected)
         chunks = [Chunk(**c) for c in json.loads(row["chunks"])]
         vectors = np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(chunks), dimension)
-        yield EmbeddedDocument(row["relative"], chunks, vectors, row["skipped"], row["fingerprint"])
+        yield EmbeddedDocument(row["relative"], chunks, vectors, row["skipped"])
 
 
 class EncodeStage:
@@ -258,7 +322,17 @@ class EncodeStage:
             for i, pooling in enumerate(self.poolings)
         }
         truncated = [self.encoder.last_truncated] + [0] * (len(texts) - 1)
-        return {**columns, "truncated": truncated, "fingerprint": [self.encoder.fingerprint] * len(texts)}
+        return {
+            **columns,
+            "position": batch["position"],
+            "truncated": truncated,
+            "fingerprint": [self.encoder.fingerprint] * len(texts),
+        }
+
+
+def actor_count(workers: int | None, device: str | None = None) -> int:
+    """How many actors a job on the joined cluster will run."""
+    return _pool(workers, device)[0]
 
 
 def encode_texts(
@@ -266,19 +340,21 @@ def encode_texts(
     spec: dict,
     poolings: list[str],
     *,
+    fingerprint: str,
     batch_size: int = 32,
     workers: int | None = None,
     texts_per_batch: int = 256,
-) -> tuple[list[np.ndarray], int, str]:
-    """``texts`` embedded by Ray workers: one array per pooling (rows in input order), how many
-    were truncated, and the workers' encoder fingerprint (for the caller to check)."""
+) -> tuple[list[np.ndarray], int]:
+    """``texts`` embedded by Ray workers, which must embed with ``fingerprint``: one array per
+    pooling (rows in input order) and how many texts were truncated."""
     import ray.data
 
-    count, resources = _pool(workers)
+    count, resources = _pool(workers, spec.get("device"))
     threads = resources.get("num_cpus", 1) if "num_gpus" not in resources else 1
     texts_per_batch = max(1, min(texts_per_batch, -(-len(texts) // count)))
     dataset = ray.data.from_items(
-        [{"text": text} for text in texts], override_num_blocks=-(-len(texts) // texts_per_batch)
+        [{"text": text, "position": i} for i, text in enumerate(texts)],
+        override_num_blocks=-(-len(texts) // texts_per_batch),
     )
     encoded = dataset.map_batches(
         EncodeStage,
@@ -292,14 +368,13 @@ def encode_texts(
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=count, max_tasks_in_flight_per_actor=1),
         **resources,
+        **RETRIES,
     )
-    rows: list[list[np.ndarray]] = [[] for _ in poolings]
-    truncated, fingerprints = 0, set()
-    for row in encoded.iter_rows():
+    rows: list[list[np.ndarray | None]] = [[None] * len(texts) for _ in poolings]
+    truncated = 0
+    for row in _run_errors(encoded.iter_rows()):
+        _check_worker(row["fingerprint"], "", (fingerprint, ""))
         for i in range(len(poolings)):
-            rows[i].append(np.frombuffer(row[f"pooling_{i}"], dtype=np.float32))
+            rows[i][int(row["position"])] = np.frombuffer(row[f"pooling_{i}"], dtype=np.float32)
         truncated += int(row["truncated"])
-        fingerprints.add(row["fingerprint"])
-    if len(fingerprints) > 1:
-        raise InvalidInputError(f"Ray workers loaded different encoders ({', '.join(sorted(fingerprints))})")
-    return [np.stack(r) for r in rows], truncated, next(iter(fingerprints), "")
+    return [np.stack(r) for r in rows], truncated

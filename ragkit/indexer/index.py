@@ -56,7 +56,11 @@ class Index:
         self.fusion = DEFAULT_FUSION
         """How hybrid search fuses dense and full-text rankings (:mod:`ragkit.fusion`)."""
         self._encoder = None
-        self._lexical_worker = None
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._lexical_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragkit-bm25")
+        self._lexical_db = None
+        """The worker's own read-only connection, opened in its thread on first use."""
 
     @classmethod
     def open(cls, folder: str | os.PathLike | None = None, *, encoder=None) -> Index:
@@ -79,6 +83,8 @@ class Index:
             )
         index, repaired = cls._consistent_vectors(folder, db, meta, database)
         opened = cls(folder, db, meta, vectors.to_gpu_if_available(index), repaired)
+        # Opened now, beside ``db``: the same file even if a rebuild swaps the folder later.
+        opened._lexical_db = store.connect(folder, readonly=True)
         if encoder is not None:
             opened.use_encoder(encoder)
         return opened
@@ -211,15 +217,16 @@ class Index:
         """BM25 rankings of ``queries``, computed in a worker thread while the encoder runs.
 
         SQLite and the encoder's engine both release the GIL, so the full-text half of a
-        hybrid search costs little more than the query's encoding alone.
+        hybrid search costs little more than the query's encoding alone. The worker reads
+        through its own connection, so no connection is ever used by two threads at once.
         """
-        if self._lexical_worker is None:
-            from concurrent.futures import ThreadPoolExecutor
 
-            self._lexical_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragkit-bm25")
-        return self._lexical_worker.submit(
-            lambda: [lexical_ranking(self.db, query, depth, allowed) for query in queries]
-        )
+        def rank() -> list[list[tuple[int, float]]]:
+            if self._lexical_db is None:
+                self._lexical_db = store.connect(self.folder, readonly=True)
+            return [lexical_ranking(self._lexical_db, query, depth, allowed) for query in queries]
+
+        return self._lexical_worker.submit(rank)
 
     def _exact_under_filter(self, allowed) -> bool:
         """Flat search with an id selector is exact; graph and IVF-PQ search are not."""

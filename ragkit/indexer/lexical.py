@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections import Counter
@@ -24,7 +25,7 @@ def lexical_ranking(db, query: str, depth: int, allowed=None) -> list[tuple[int,
     that the cut splits, since their texts decide which of them make it).
     """
     match = fts_query(query)
-    if match is None:
+    if match is None or depth < 1:
         return []
     sql = "SELECT rowid, bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ?"
     params: list = [match]
@@ -32,13 +33,28 @@ def lexical_ranking(db, query: str, depth: int, allowed=None) -> list[tuple[int,
         # One JSON parameter, not one per id: SQLite caps the number of parameters.
         sql += " AND rowid IN (SELECT value FROM json_each(?))"
         params.append(json.dumps([int(i) for i in allowed]))
-    rows = db.execute(sql + " ORDER BY bm25(chunks_fts) LIMIT ?", [*params, depth + 1]).fetchall()
-    if len(rows) > depth and rows[depth][1] == rows[depth - 1][1]:  # the cut splits a tie
-        cut = rows[depth - 1][1]
-        tied = db.execute(sql + " AND bm25(chunks_fts) = ?", [*params, cut]).fetchall()
-        rows = [row for row in rows if row[1] < cut] + tied
-    rows = _ties_by_text(db, rows)[:depth]
+    with _snapshot(db):  # scores and ties read from one state of the index
+        rows = db.execute(sql + " ORDER BY bm25(chunks_fts) LIMIT ?", [*params, depth + 1]).fetchall()
+        if len(rows) > depth and rows[depth][1] == rows[depth - 1][1]:  # the cut splits a tie
+            cut = rows[depth - 1][1]
+            tied = db.execute(sql + " AND bm25(chunks_fts) = ?", [*params, cut]).fetchall()
+            rows = [row for row in rows if row[1] < cut] + tied
+        rows = _ties_by_text(db, rows)[:depth]
     return [(int(r[0]), -float(r[1])) for r in rows]
+
+
+@contextlib.contextmanager
+def _snapshot(db):
+    """One read transaction around several statements, unless one is already open."""
+    conn = getattr(db, "conn", db)
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.rollback()  # nothing was written: ending the read is all that is left
 
 
 def _ties_by_text(db, rows: list[tuple]) -> list[tuple]:

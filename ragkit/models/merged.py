@@ -113,9 +113,12 @@ def _warn_once(message: str) -> None:
         log.warning(message)
 
 
-def load_engine_merged(backbone: Backbone, adapters: list[Adapter], layers: int | None = None):
-    """The merged model run by the OpenVINO engine (converted and verified once); None, said
-    once, when it cannot be used here (not installed, no verified light cache, a failed check)."""
+def load_engine_merged(
+    backbone: Backbone, adapters: list[Adapter], layers: int | None = None, precision: str = "f32"
+):
+    """The merged model run by the OpenVINO engine (converted and verified once), computing in
+    ``precision`` ("f32" or "bf16"); None, said once, when it cannot be used here (not
+    installed, no verified light cache, a failed check)."""
     from ragkit.encoder import openvino_engine as engine
 
     if not engine.installed():
@@ -141,7 +144,7 @@ def load_engine_merged(backbone: Backbone, adapters: list[Adapter], layers: int 
             return None
         config = json.loads((merged / "config.json").read_text())
         vocab, parameters = int(config["vocab_size"]), int(info["parameters"])
-        return engine.load(folder, SimpleNamespace(**config), vocab, parameters)
+        return engine.load(folder, SimpleNamespace(**config), vocab, parameters, precision)
     except (CacheError, OSError, RuntimeError, ValueError, KeyError) as exc:
         _warn_once(f"the OpenVINO engine cannot run here ({exc}); encoding with torch")
         return None
