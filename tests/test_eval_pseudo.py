@@ -110,5 +110,5 @@ def test_an_index_folder_is_evaluated_on_its_sources_documents(
 
     shutil.rmtree(docs)
     shutil.rmtree(notes)
-    with pytest.raises(Exception, match="no source folder on this machine"):
+    with pytest.raises(Exception, match="no source folder that still exists"):
         documents_dataset(index)

@@ -96,7 +96,7 @@ def index_source_folders(path: Path) -> list[tuple[str, Path]] | None:
     folders = [(s.label, Path(s.path)) for s in sources if s.kind == "folder" and Path(s.path).is_dir()]
     if not folders:
         raise DatasetError(
-            f"the index at {path} has no source folder on this machine to make test queries from"
+            f"the index at {path} has no source folder that still exists to make test queries from"
         )
     return folders
 

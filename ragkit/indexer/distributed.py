@@ -27,7 +27,7 @@ import numpy as np
 from ragkit.errors import InvalidInputError
 
 LOCAL = "local"
-"""``--ray`` without an address: ``$RAY_ADDRESS`` if set, else a cluster on this machine."""
+"""``--ray`` without an address: ``$RAY_ADDRESS`` if set, else a cluster started locally."""
 INSTALL_HINT = "pip install 'ragkit[ray]'"
 _BYTES_PER_TOKEN = 4
 """Rough size of a token in document bytes: sizes a batch before its text is tokenised."""
@@ -61,7 +61,7 @@ def installed() -> bool:
 
 
 def _address(address: str) -> str | None:
-    """The cluster to join: None starts (or finds) one on this machine."""
+    """The cluster to join: None starts (or finds) a local one."""
     if address == LOCAL:
         address = os.environ.get("RAY_ADDRESS") or LOCAL
     return None if address in (LOCAL, "") else address
@@ -170,7 +170,7 @@ def _check_worker(fingerprint: str, readers: str, expected: tuple[str, str]) -> 
         )
     if readers != expected[1]:
         raise InvalidInputError(
-            f"a Ray worker reads documents as {readers}, this machine as {expected[1]}: "
+            f"a Ray worker reads documents as {readers}, the driver as {expected[1]}: "
             "install the same ragkit (and extras) on every node"
         )
 
@@ -269,7 +269,7 @@ def embed(
     on_batch: Callable[[list[str]], None] | None = None,
 ) -> Iterator[EmbeddedDocument]:
     """Chunks and vectors of ``pending`` (name, path, bytes), in input order, as they finish;
-    every worker must embed with ``fingerprint`` and read as this machine does."""
+    every worker must embed with ``fingerprint`` and read documents as the driver does."""
     import ray.data
 
     from ragkit.indexer.chunking import Chunk
