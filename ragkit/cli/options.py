@@ -42,7 +42,7 @@ RayOption = Annotated[
         "--ray",
         metavar="[ADDRESS]",
         help="Parse, chunk and embed on a Ray cluster (pip install 'ragkit[ray]'). Alone: "
-        "$RAY_ADDRESS if set, else a cluster on this machine; or the cluster's HOST:PORT or "
+        "$RAY_ADDRESS if set, else a local cluster; or the cluster's HOST:PORT or "
         "ray://HOST:PORT. See docs/distributed.md.",
         show_default=False,
     ),
