@@ -246,7 +246,8 @@ def evaluate_retrieval(
     started = time.perf_counter()
     names = _system_names(systems, reporter)
     dataset, full_size = _load_dataset(dataset_dir, split, max_docs, seed)
-    with _ray_session(ray):  # joined first: a bad address fails before any model loads
+    dense_wanted = any(n not in ("bm25", "hybrid") for n in names)
+    with _ray_session(ray if dense_wanted else None):  # joined before any model loads
         under_test = None
         if any(n != "bm25" for n in names):
             under_test = (

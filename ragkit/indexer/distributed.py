@@ -187,7 +187,18 @@ def _run_errors(rows: Iterator[dict]) -> Iterator[dict]:
 
 
 RETRIES = {"max_restarts": 3, "max_task_retries": 3}
-"""A lost actor is restarted and its batch retried, a few times, never forever."""
+"""A lost actor is restarted and its batch retried, a few times, never forever. Ray Data
+takes these as ``ray_remote_args`` (deprecated in 2.60, with no named replacement yet), so
+the ``ray`` extra stays below 2.64."""
+
+
+def _map_batches(dataset, stage, **kwargs):
+    """``dataset.map_batches`` with the bounded retries, without Ray's deprecation notice."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        return dataset.map_batches(stage, **kwargs, **RETRIES)
 
 
 class EmbedStage:
@@ -283,14 +294,14 @@ def embed(
     items = [{"relative": name, "path": str(path), "raw": raw} for name, path, raw in pending]
     batch_documents = max(1, min(batch_documents, -(-len(items) // count)))  # every actor gets work
     dataset = ray.data.from_items(items, override_num_blocks=-(-len(items) // batch_documents))
-    embedded = dataset.map_batches(
+    embedded = _map_batches(
+        dataset,
         EmbedStage,
         fn_constructor_kwargs={"settings": settings, "on_batch": on_batch},
         batch_size=batch_documents,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=count, max_tasks_in_flight_per_actor=1),
         **resources,
-        **RETRIES,
     )
     for row in _run_errors(embedded.iter_rows()):
         _check_worker(row["fingerprint"], row["readers"], expected)
@@ -356,7 +367,8 @@ def encode_texts(
         [{"text": text, "position": i} for i, text in enumerate(texts)],
         override_num_blocks=-(-len(texts) // texts_per_batch),
     )
-    encoded = dataset.map_batches(
+    encoded = _map_batches(
+        dataset,
         EncodeStage,
         fn_constructor_kwargs={
             "spec": spec,
@@ -368,7 +380,6 @@ def encode_texts(
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=count, max_tasks_in_flight_per_actor=1),
         **resources,
-        **RETRIES,
     )
     rows: list[list[np.ndarray | None]] = [[None] * len(texts) for _ in poolings]
     truncated = 0
