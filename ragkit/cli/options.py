@@ -79,6 +79,6 @@ def ray_flag_values(args: list[str]) -> list[str]:
 def _looks_like_address(word: str) -> bool:
     import re
 
-    if word in ("auto", "local") or word.startswith("ray://"):
+    if word in ("auto", "local") or word.startswith(("ray://", "http://", "https://")):
         return True
     return re.fullmatch(r"[\w.\-\[\]:]+:\d+", word) is not None and not word.startswith("-")
