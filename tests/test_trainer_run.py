@@ -99,9 +99,12 @@ def test_adapter_save_load_round_trip(tiny_causal_dir, tiny_corpus, tmp_path):
     assert any(bool(v.abs().sum()) for k, v in adapter.tensors.items() if "lora_B" in k)  # trained, not zeros
 
 
-def test_kill_9_then_resume_gives_the_same_weights_as_one_run(tiny_causal_dir, tiny_corpus, tmp_path, capsys):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_kill_9_then_resume_gives_the_same_weights_as_one_run(
+    precision, tiny_causal_dir, tiny_corpus, tmp_path, capsys
+):
     whole = tmp_path / "whole"
-    train(_options(tiny_causal_dir, tiny_corpus, whole))
+    train(_options(tiny_causal_dir, tiny_corpus, whole, precision=precision))
     reference = _adapter_tensors(whole)
 
     out = tmp_path / "killed"
@@ -116,6 +119,8 @@ def test_kill_9_then_resume_gives_the_same_weights_as_one_run(tiny_causal_dir, t
         "--out",
         str(out),
         *SMALL,
+        "--precision",
+        precision,
         "--step-delay",
         "0.4",
     ]
@@ -133,12 +138,12 @@ def test_kill_9_then_resume_gives_the_same_weights_as_one_run(tiny_causal_dir, t
     assert not (out / "ragkit.json").exists()
 
     refused, err = run_cli(
-        _train_args(tiny_causal_dir, tiny_corpus, out),
+        [*_train_args(tiny_causal_dir, tiny_corpus, out), "--precision", precision],
         capsys,
     )
     assert refused == 1 and "--resume" in err
     code, err = run_cli(
-        [*_train_args(tiny_causal_dir, tiny_corpus, out), "--resume"],
+        [*_train_args(tiny_causal_dir, tiny_corpus, out), "--precision", precision, "--resume"],
         capsys,
     )
     assert code == 0, err

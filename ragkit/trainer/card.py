@@ -56,6 +56,14 @@ def _stage_row(name: str, settings: dict, stats: dict, note: str = "") -> str:
     )
 
 
+def _mixture_words(mixture) -> str:
+    if mixture == "sqrt":
+        return "batches shared by the square root of each dataset's size"
+    if mixture == "size":
+        return "batches shared in proportion to each dataset's size"
+    return "weights " + ", ".join(f"{name} {weight:g}" for name, weight in mixture.items())
+
+
 def write_card(out: Path, *, command: str = "") -> Path:
     run = _read(out / RUN_FILE)
     stages = _read(out / STAGES_FILE)
@@ -80,7 +88,12 @@ def write_card(out: Path, *, command: str = "") -> Path:
         *_data_lines(run),
         f"- Recipe: `{recipe.get('name', '?')}`, seed {run.get('seed', 0)}; LoRA r={recipe.get('lora_r')}, "
         f"alpha={recipe.get('lora_alpha')}, dropout {recipe.get('lora_dropout')}, on "
-        f"{', '.join(recipe.get('lora_targets', []))}",
+        f"{', '.join(recipe.get('lora_targets', []))}; precision {run.get('precision', 'fp32')}"
+        + (
+            " (bf16 autocast forward passes, fp32 weights and losses)"
+            if run.get("precision") == "bf16"
+            else ""
+        ),
     ]
     if "mntp" in names or "simcse" in names:
         lines.append(
@@ -96,6 +109,20 @@ def write_card(out: Path, *, command: str = "") -> Path:
             f"`{recipe.get('query_instruction', '')}`, one hard negative per query, LoRA on "
             + ("all layers" if layers is None else f"the top {layers} layers")
         )
+    if run.get("teacher"):
+        uses = (
+            ["false negatives above 95 % of the positive's score dropped"]
+            if run.get("teacher_filter")
+            else []
+        )
+        if run.get("distill_weight"):
+            uses.append(f"its softmax distilled with weight {run['distill_weight']}")
+        lines.append(
+            f"- Teacher: `{run.get('teacher_source')}` (fingerprint `{str(run['teacher'])[:12]}`): "
+            + ("; ".join(uses) or "loaded, unused")
+        )
+    if run.get("mixture") and run.get("pairs"):
+        lines.append(f"- Dataset mixture: {_mixture_words(run['mixture'])}, one dataset per batch")
     lines.append(f"- Wall time: {seconds / 60:.1f} min of training on this run's machine")
     if command:
         lines += ["", "Reproduce with:", "", "```bash", command, "```"]

@@ -33,9 +33,10 @@ from ragkit.trainer.card import record_stage, write_card
 from ragkit.trainer.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from ragkit.trainer.corpus import Corpus, corpus_pairs, load_corpus, sentence_views
 from ragkit.trainer.display import TrainDisplay
-from ragkit.trainer.losses import MNTPObjective, SimCSEObjective, SupervisedObjective
+from ragkit.trainer.losses import MNTPObjective, SimCSEObjective, SupervisedObjective, gather_rows
 from ragkit.trainer.masking import MaskingScheme, mask_token_id, mask_tokens
 from ragkit.trainer.pairs import PairBatches, PairSet, mine_negatives, read_pairs
+from ragkit.trainer.precision import Precision, resolve_precision
 from ragkit.trainer.recipe import RECIPES, STAGES, Recipe, learning_rate
 from ragkit.trainer.run_folder import append_metrics, plot_loss, prepare_output, trim_metrics
 
@@ -71,6 +72,14 @@ class TrainOptions:
     command: str = ""
     step_delay: float = 0.0
     """Seconds to sleep after each step: lets tests kill a run mid-way on a tiny model."""
+    precision: str = "auto"
+    """``auto``, ``fp32`` or ``bf16`` (autocast forward passes, fp32 weights and losses)."""
+    mixture: str | dict[str, float] = "sqrt"
+    """How batches are shared among pair datasets: ``sqrt``, ``size`` or explicit weights."""
+    teacher: str | None = None
+    """An encoder whose scores filter false negatives and are distilled (supervised stage)."""
+    teacher_filter: bool = True
+    distill_weight: float = 0.0
 
 
 @dataclass
@@ -229,6 +238,10 @@ class _Data:
 
     corpus: Corpus | None
     pairs: PairSet | None
+    teacher: object = None
+
+    def pairs_hash(self) -> str:
+        return canonical_json_hash([list(map(str, vars(p).values())) for p in self.pairs.pairs])
 
     def for_stage(self, stage: str):
         return self.pairs if stage == "supervised" else self.corpus.passages
@@ -245,10 +258,15 @@ def _load_data(options: TrainOptions) -> _Data:
         if options.mine_negatives:
             pairs = mine_negatives(pairs)
         log.info("supervised stage on %s", pairs.describe())
-    return _Data(corpus, pairs)
+    data = _Data(corpus, pairs)
+    if options.teacher and pairs is not None:
+        from ragkit.trainer.teacher import open_teacher
+
+        data.teacher = open_teacher(options.teacher, data.pairs_hash(), device=options.device)
+    return data
 
 
-def _run_settings(options: TrainOptions, start: _Start, data: _Data) -> dict:
+def _run_settings(options: TrainOptions, start: _Start, data: _Data, precision: Precision) -> dict:
     settings = {
         "backbone": start.backbone.name,
         "backbone_identity": start.backbone.identity,
@@ -265,6 +283,7 @@ def _run_settings(options: TrainOptions, start: _Start, data: _Data) -> dict:
         "layers": _layers(options, start),
         "recipe": options.recipe.to_dict(),
         "seed": options.seed,
+        "precision": precision.name,
     }
     if data.corpus is not None:
         settings |= {
@@ -276,7 +295,12 @@ def _run_settings(options: TrainOptions, start: _Start, data: _Data) -> dict:
         settings |= {
             "pairs": data.pairs.sources or ["(pairs from the corpus)"],
             "pairs_rows": len(data.pairs.pairs),
-            "pairs_hash": canonical_json_hash([list(map(str, vars(p).values())) for p in data.pairs.pairs]),
+            "pairs_hash": data.pairs_hash(),
+            "mixture": options.mixture,
+            "teacher": data.teacher.identity if data.teacher is not None else None,
+            "teacher_source": options.teacher,
+            "teacher_filter": bool(data.teacher is not None and options.teacher_filter),
+            "distill_weight": options.distill_weight if data.teacher is not None else 0.0,
         }
     return settings
 
@@ -292,9 +316,12 @@ def train(options: TrainOptions) -> TrainResult:
     out = Path(options.out).expanduser()
     data = _load_data(options)
     start = _resolve_start(options.backbone)
-    settings = _run_settings(options, start, data)
     cpu = options.device == "cpu" or (options.device is None and not torch.cuda.is_available())
-    accelerator = Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16")
+    precision = resolve_precision(options.precision, "cpu" if cpu else "cuda")
+    log.info("training in %s (%s)", precision.name, precision.reason)
+    settings = _run_settings(options, start, data, precision)
+    # Autocast is applied by the objectives around the transformer only, on every device.
+    accelerator = Accelerator(cpu=cpu, mixed_precision="no")
     main = accelerator.is_main_process
     if main:
         prepare_output(out, settings, resume=options.resume)
@@ -323,7 +350,7 @@ def train(options: TrainOptions) -> TrainResult:
                 summary[stage] = {"steps": options.recipe.stage(stage).steps, "resumed": "complete"}
             else:
                 adapter, summary[stage] = _train_stage(
-                    stage, causal_lm, tokenizer, data.for_stage(stage), options, accelerator, display, out
+                    stage, causal_lm, tokenizer, data, options, accelerator, display, out, precision
                 )
                 if main:
                     _save_adapter(adapter, folder, options.adapter_dtype)
@@ -387,7 +414,7 @@ class _StageRun:
     hooks: list
 
 
-def _attach_lora(stage: str, causal_lm, options: TrainOptions) -> _StageRun:
+def _attach_lora(stage: str, causal_lm, options: TrainOptions, precision: Precision) -> _StageRun:
     """Fresh seeded LoRA on the decoder, the stage's dropout, objective and optimizer."""
     import torch
     from peft import get_peft_model
@@ -405,13 +432,18 @@ def _attach_lora(stage: str, causal_lm, options: TrainOptions) -> _StageRun:
         peft_decoder.base_model.model.gradient_checkpointing_enable(
             gradient_checkpointing_kwargs={"use_reentrant": False}
         )
+    model, autocast = peft_decoder.base_model.model, precision.autocast
     if stage == "mntp":
-        objective = MNTPObjective(causal_lm)
+        objective = MNTPObjective(causal_lm, autocast=autocast)
     elif stage == "simcse":
-        objective = SimCSEObjective(peft_decoder.base_model.model, temperature=recipe.temperature)
+        objective = SimCSEObjective(model, temperature=recipe.temperature, autocast=autocast)
     else:
         objective = SupervisedObjective(
-            peft_decoder.base_model.model, temperature=recipe.supervised_temperature
+            model,
+            temperature=recipe.supervised_temperature,
+            autocast=autocast,
+            distill_weight=options.distill_weight,
+            gather=gather_rows,
         )
     objective.train()
     named = [(n, p) for n, p in peft_decoder.named_parameters() if p.requires_grad]
@@ -502,16 +534,27 @@ class _UnlabelledSteps:
 
 
 class _PairSteps:
-    """Batches of the supervised stage: queries with their instruction, positives, then negatives."""
+    """Batches of the supervised stage: queries with their instruction, positives, then negatives.
 
-    def __init__(self, tokenizer, pair_set: PairSet, options: TrainOptions, world: int = 1):
+    The global batch is laid out once for every process: process *r*'s passages fill columns
+    ``r * width`` to ``r * width + width`` of the gathered passage matrix (positives first,
+    then hard negatives, then padding), so each query knows its positive's column and which
+    candidates are padding or false negatives, whichever process encoded them.
+    """
+
+    def __init__(self, tokenizer, pair_set: PairSet, options: TrainOptions, world: int = 1, teacher=None):
         recipe = options.recipe
         settings = recipe.supervised
         self.pairs = pair_set.pairs
         self.passages = InputBuilder(tokenizer, settings.max_length)
         self.queries = InputBuilder(tokenizer, settings.query_max_length or settings.max_length)
         self.instruction = recipe.query_instruction
-        self.order = PairBatches(pair_set, settings.batch_size, options.seed + STAGES.index("supervised"))
+        self.order = PairBatches(
+            pair_set, settings.batch_size, options.seed + STAGES.index("supervised"), options.mixture
+        )
+        self.teacher = teacher
+        self.teacher_filter = options.teacher_filter
+        self.filtered = 0
         smallest = min(len(rows) for rows in pair_set.datasets.values())
         if min(smallest, settings.batch_size) < world:
             raise RagkitError(
@@ -523,20 +566,80 @@ class _PairSteps:
         batch = collate(items, self.passages.pad_id, "right")
         return {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "position_ids", "pool_mask")}
 
+    def layout(self, step: int, rank: int, world: int) -> dict:
+        """This process's rows and passages, and the global columns with their texts."""
+        per_rank = [[self.pairs[i] for i in self.order.rows(step)[r::world]] for r in range(world)]
+        blocks = [
+            [p.positive for p in rows] + [p.negatives[0] for p in rows if p.negatives] for rows in per_rank
+        ]
+        width = max(len(b) for b in blocks)
+        columns: list[str | None] = [t for b in blocks for t in b + [None] * (width - len(b))]
+        rows = per_rank[rank]
+        targets = [rank * width + i for i in range(len(rows))]
+        answers: dict[str, set[str]] = {}
+        for p in (p for group in per_rank for p in group):
+            answers.setdefault(p.query, set()).add(p.positive)
+        allowed = [
+            [
+                text is not None and (c == target or text not in answers[p.query])
+                for c, text in enumerate(columns)
+            ]
+            for p, target in zip(rows, targets, strict=True)
+        ]
+        return {
+            "rows": rows,
+            "texts": blocks[rank],
+            "width": width,
+            "columns": columns,
+            "targets": targets,
+            "allowed": allowed,
+        }
+
     def batch(self, step: int, rank: int, world: int) -> tuple[list, list]:
-        """Encoded queries and passages (positives first, then one negative per query)."""
-        rows = [self.pairs[i] for i in self.order.rows(step)[rank::world]]
+        """Encoded queries and passages of this process (positives first, then negatives)."""
+        plan = self.layout(step, rank, world)
+        return self._encode_queries(plan["rows"]), self.passages.build(plan["texts"])
+
+    def _encode_queries(self, rows: list) -> list:
         queries = []
         for pair in rows:
             instruction = self.instruction if pair.instruction is None else pair.instruction
             queries += self.queries.build([pair.query], instruction)
-        texts = [p.positive for p in rows] + [p.negatives[0] for p in rows if p.negatives]
-        return queries, self.passages.build(texts)
+        return queries
+
+    def _teacher_view(self, plan: dict):
+        """The teacher's logits and the candidates it keeps, or (None, the plain mask)."""
+        import numpy as np
+
+        allowed = np.array(plan["allowed"], dtype=bool)
+        if self.teacher is None:
+            return None, allowed
+        from ragkit.trainer.teacher import teacher_judgement
+
+        present = [c for c, t in enumerate(plan["columns"]) if t is not None]
+        queries = self.teacher.vectors([p.query for p in plan["rows"]], query=True)
+        passages = np.zeros((len(plan["columns"]), queries.shape[1]), dtype=np.float32)
+        passages[present] = self.teacher.vectors([plan["columns"][c] for c in present], query=False)
+        logits, keep = teacher_judgement(queries, passages, plan["targets"], allowed)
+        if self.teacher_filter:
+            self.filtered += int((allowed & ~keep).sum())
+            allowed = keep
+        return logits, allowed
 
     def loss(self, objective, step: int, rank: int, world: int, device):
-        queries, passages = self.batch(step, rank, world)
+        import torch
+
+        plan = self.layout(step, rank, world)
+        queries, passages = self._encode_queries(plan["rows"]), self.passages.build(plan["texts"])
+        teacher, allowed = self._teacher_view(plan)
         tokens = sum(len(e.ids) for e in queries) + sum(len(e.ids) for e in passages)
-        return objective(self._collate(queries, device), self._collate(passages, device)), tokens
+        extra = {
+            "targets": torch.tensor(plan["targets"], device=device),
+            "allowed": torch.from_numpy(allowed).to(device),
+            "teacher": None if teacher is None else torch.from_numpy(teacher).float().to(device),
+            "pad_to": plan["width"],
+        }
+        return objective(self._collate(queries, device), self._collate(passages, device), **extra), tokens
 
 
 def _diverged(stage: str, loss: float, grad_norm: float, step: int, out: Path) -> TrainingDivergedError:
@@ -548,7 +651,7 @@ def _diverged(stage: str, loss: float, grad_norm: float, step: int, out: Path) -
     )
 
 
-def _train_stage(stage, causal_lm, tokenizer, data, options, accelerator, display, out):
+def _train_stage(stage, causal_lm, tokenizer, data, options, accelerator, display, out, precision):
     """Attach a fresh LoRA, train it for the stage's steps, return it as an :class:`Adapter`."""
     import torch
 
@@ -558,13 +661,13 @@ def _train_stage(stage, causal_lm, tokenizer, data, options, accelerator, displa
     rank, world = accelerator.process_index, accelerator.num_processes
     if settings.batch_size < world:
         raise RagkitError(f"--batch-size {settings.batch_size} is smaller than the {world} processes")
-    run = _attach_lora(stage, causal_lm, options)
+    run = _attach_lora(stage, causal_lm, options, precision)
     start_step, elapsed_before, loss_value = _restore(stage, run, options, out, main)
     objective, optimizer = accelerator.prepare(run.objective, run.optimizer)
     steps = (
-        _PairSteps(tokenizer, data, options, world)
+        _PairSteps(tokenizer, data.pairs, options, world, data.teacher)
         if stage == "supervised"
-        else _UnlabelledSteps(stage, tokenizer, causal_lm, data, options)
+        else _UnlabelledSteps(stage, tokenizer, causal_lm, data.corpus.passages, options)
     )
     delay = options.step_delay
     device = accelerator.device
@@ -589,7 +692,7 @@ def _train_stage(stage, causal_lm, tokenizer, data, options, accelerator, displa
         done = step + 1
         display.update(done, loss_value, lr, rate)
         if main:
-            append_metrics(out, _metrics_row(stage, done, loss_value, lr, grad_norm, rate))
+            append_metrics(out, _metrics_row(stage, done, loss_value, lr, grad_norm, rate, precision.name))
         if done % recipe.checkpoint_every == 0 or done == settings.steps:
             elapsed = elapsed_before + time.perf_counter() - stage_started
             _checkpoint(accelerator, out, stage, done, run, optimizer, elapsed, loss_value)
@@ -604,12 +707,18 @@ def _train_stage(stage, causal_lm, tokenizer, data, options, accelerator, displa
         "seconds": round(elapsed_before + time.perf_counter() - stage_started, 1),
         "tokens_per_s": round(tokens / max(time.perf_counter() - stage_started, 1e-9), 1),
         "resumed_from": start_step,
+        "precision": precision.name,
     }
+    if getattr(steps, "teacher", None) is not None:
+        stats["false_negatives_dropped"] = steps.filtered
     return adapter, stats
 
 
-def _metrics_row(stage: str, step: int, loss: float, lr: float, grad_norm: float, rate: float) -> dict:
+def _metrics_row(
+    stage: str, step: int, loss: float, lr: float, grad_norm: float, rate: float, precision: str
+) -> dict:
     return {
+        "precision": precision,
         "stage": stage,
         "step": step,
         "loss": round(loss, 6),

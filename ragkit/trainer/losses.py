@@ -1,10 +1,15 @@
-"""The two training objectives, as modules whose ``forward`` returns the loss.
+"""The three training objectives (MNTP, SimCSE, supervised), as modules whose ``forward``
+returns the loss.
 
 Wrapping each objective in an ``nn.Module`` is what lets ``accelerate`` (DDP) see one forward
-call per step, so gradient synchronisation works the same on one process or many.
+call per step, so gradient synchronisation works the same on one process or many. Only the
+transformer runs inside ``autocast`` (bf16 training); pooling, scores and losses are fp32.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -29,19 +34,21 @@ class MNTPObjective(nn.Module):
     for every position would cost more than the whole transformer.
     """
 
-    def __init__(self, causal_lm: nn.Module):
+    def __init__(self, causal_lm: nn.Module, *, autocast: Callable = contextlib.nullcontext):
         super().__init__()
         self.causal_lm = causal_lm
+        self.autocast = autocast
 
     def forward(self, input_ids, attention_mask, labels) -> torch.Tensor:
         base = (
             self.causal_lm.get_base_model() if hasattr(self.causal_lm, "get_base_model") else self.causal_lm
         )
-        hidden = base.get_decoder()(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
-        ).last_hidden_state
-        source, target = shifted_targets(hidden, labels)
-        logits = base.get_output_embeddings()(source)
+        with self.autocast():
+            hidden = base.get_decoder()(
+                input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+            ).last_hidden_state
+            source, target = shifted_targets(hidden, labels)
+            logits = base.get_output_embeddings()(source)
         softcap = getattr(base.config, "final_logit_softcapping", None)
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
@@ -50,25 +57,64 @@ class MNTPObjective(nn.Module):
 
 def info_nce(first: torch.Tensor, second: torch.Tensor, temperature: float) -> torch.Tensor:
     """SimCSE's loss: row *i* of ``first`` must pick row *i* of ``second`` among the batch."""
+    scores = similarity(first, second, temperature)
+    return F.cross_entropy(scores, torch.arange(len(first), device=scores.device))
+
+
+def similarity(first: torch.Tensor, second: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Cosine similarities divided by the temperature, in float32."""
     first = F.normalize(first.float(), dim=-1)
     second = F.normalize(second.float(), dim=-1)
-    scores = first @ second.T / temperature
-    return F.cross_entropy(scores, torch.arange(len(first), device=scores.device))
+    return first @ second.T / temperature
+
+
+def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate every process's rows, keeping gradients to each (identity on one process)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor), dim=0)
+
+
+def distillation_kl(student: torch.Tensor, teacher: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """KL(teacher ‖ student) between softmaxes over each query's allowed candidates, averaged
+    over queries. ``student`` and ``teacher`` are logits ``[queries, candidates]``;
+    ``allowed`` is True where a candidate takes part (its positive, in-batch passages, hard
+    negatives), False for padding and false negatives."""
+    floor = torch.finfo(torch.float32).min
+    student = student.float().masked_fill(~allowed, floor)
+    teacher = teacher.float().masked_fill(~allowed, floor)
+    log_student = F.log_softmax(student, dim=-1)
+    log_teacher = F.log_softmax(teacher, dim=-1)
+    terms = torch.where(allowed, log_teacher.exp() * (log_teacher - log_student), 0.0)
+    return terms.sum(-1).mean()
 
 
 class SimCSEObjective(nn.Module):
     """Unsupervised SimCSE: the same batch twice through dropout; the views are positives."""
 
-    def __init__(self, encoder_model: nn.Module, *, pooling: str = "mean", temperature: float = 0.05):
+    def __init__(
+        self,
+        encoder_model: nn.Module,
+        *,
+        pooling: str = "mean",
+        temperature: float = 0.05,
+        autocast: Callable = contextlib.nullcontext,
+    ):
         super().__init__()
         self.encoder_model = encoder_model
         self.pooling = pooling
         self.temperature = temperature
+        self.autocast = autocast
 
     def embed(self, input_ids, attention_mask) -> torch.Tensor:
-        hidden = self.encoder_model(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
-        ).last_hidden_state
+        with self.autocast():
+            hidden = self.encoder_model(
+                input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+            ).last_hidden_state
         return pool(hidden, attention_mask, self.pooling)
 
     def forward(self, input_ids, attention_mask) -> torch.Tensor:
@@ -78,27 +124,66 @@ class SimCSEObjective(nn.Module):
 
 
 class SupervisedObjective(nn.Module):
-    """LLM2Vec's supervised stage: InfoNCE over in-batch and hard negatives.
+    """LLM2Vec's supervised stage: InfoNCE over in-batch and hard negatives, plus an optional
+    distillation term towards a teacher's scores over the same candidates.
 
-    Query *i* must pick passage *i* among every positive and every hard negative of the batch.
-    Pooling runs over each row's pool mask, so a query's instruction is attended to but never
-    pooled, whichever side the batch is padded on.
+    Query *i* must pick its positive among every positive and every hard negative of the
+    (global) batch. Pooling runs over each row's pool mask, so a query's instruction is
+    attended to but never pooled, whichever side the batch is padded on. ``gather`` joins the
+    passages of every process (identity on one), so each query meets all of them.
     """
 
-    def __init__(self, encoder_model: nn.Module, *, pooling: str = "mean", temperature: float = 0.05):
+    def __init__(
+        self,
+        encoder_model: nn.Module,
+        *,
+        pooling: str = "mean",
+        temperature: float = 0.05,
+        autocast: Callable = contextlib.nullcontext,
+        distill_weight: float = 0.0,
+        gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         super().__init__()
         self.encoder_model = encoder_model
         self.pooling = pooling
         self.temperature = temperature
+        self.autocast = autocast
+        self.distill_weight = distill_weight
+        self.gather = gather
 
     def embed(self, input_ids, attention_mask, pool_mask, position_ids=None) -> torch.Tensor:
-        hidden = self.encoder_model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        ).last_hidden_state
+        with self.autocast():
+            hidden = self.encoder_model(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+            ).last_hidden_state
         return pool(hidden, pool_mask, self.pooling)
 
-    def forward(self, queries: dict, passages: dict) -> torch.Tensor:
-        """``passages`` holds the batch's positives first (row *i* answers query *i*), then negatives."""
+    def forward(
+        self,
+        queries: dict,
+        passages: dict,
+        targets: torch.Tensor | None = None,
+        allowed: torch.Tensor | None = None,
+        teacher: torch.Tensor | None = None,
+        pad_to: int | None = None,
+    ) -> torch.Tensor:
+        """``targets[i]``: the column of query *i*'s positive among the (gathered) passages
+        (default: row *i*, positives first); ``allowed``: ``[queries, passages]``, False for
+        candidates left out of the softmax; ``teacher``: the teacher's logits, same shape;
+        ``pad_to``: rows each process contributes (zeros after its own passages)."""
         first = self.embed(**queries)
         second = self.embed(**passages)
-        return info_nce(first, second, self.temperature)
+        if pad_to is not None and pad_to > len(second):
+            second = F.pad(second, (0, 0, 0, pad_to - len(second)))
+        if self.gather is not None:
+            second = self.gather(second)
+        scores = similarity(first, second, self.temperature)
+        if targets is None:
+            targets = torch.arange(len(first), device=scores.device)
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+        loss = F.cross_entropy(scores, targets)
+        if teacher is not None and self.distill_weight > 0:
+            mask = allowed if allowed is not None else torch.ones_like(scores, dtype=torch.bool)
+            loss = loss + self.distill_weight * distillation_kl(scores, teacher, mask)
+        return loss

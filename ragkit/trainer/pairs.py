@@ -214,37 +214,134 @@ def _mine_bm25(
     return mined
 
 
-class PairBatches:
-    """Which pairs make up each step's batch: one dataset per batch, seeded per epoch.
+def parse_mixture(spec: str | None) -> str | dict[str, float]:
+    """``"sqrt"``, ``"size"`` or ``"squad=3,qed=1"`` → the mixture :class:`PairBatches` takes."""
+    spec = (spec or "sqrt").strip()
+    if spec in MIXTURES:
+        return spec
+    weights: dict[str, float] = {}
+    for part in spec.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if not sep or not name.strip() or not weight > 0:
+            raise InvalidInputError(
+                f"--mixture {spec!r}: use sqrt, size, or dataset=weight pairs such as squad=3,qed=1"
+            )
+        weights[name.strip()] = weight
+    return weights
 
-    An epoch cuts every dataset's seeded permutation into full batches and shuffles the
-    batches of all datasets together, so datasets are seen in proportion to their size.
-    A function of (seed, step) only, which keeps ``--resume`` exact.
+
+MIXTURES = ("sqrt", "size")
+
+
+def mixture_weights(sizes: dict[str, int], mixture: str | dict[str, float]) -> dict[str, float]:
+    """Each dataset's share of the batches, summing to 1.
+
+    ``sqrt`` (the default) weighs a dataset by the square root of its size, so large sets
+    lead without drowning the small ones, and no single templated set dominates; ``size``
+    is proportional sampling; a dict names each dataset's weight (every dataset must be named).
+    """
+    if mixture == "size":
+        raw = {name: float(n) for name, n in sizes.items()}
+    elif mixture == "sqrt":
+        raw = {name: float(n) ** 0.5 for name, n in sizes.items()}
+    else:
+        unknown = sorted(set(mixture) - set(sizes))
+        missing = sorted(set(sizes) - set(mixture))
+        if unknown or missing:
+            raise InvalidInputError(
+                f"--mixture must name every dataset exactly ({', '.join(sizes)}); "
+                + (f"unknown: {', '.join(unknown)}" if unknown else f"missing: {', '.join(missing)}")
+            )
+        raw = {name: float(mixture[name]) for name in sizes}
+    total = sum(raw.values())
+    return {name: value / total for name, value in raw.items()}
+
+
+def distinct_positive_order(order: list[int], positives: list[str]) -> list[int]:
+    """Reorder rows so that rows sharing a positive fall in different rounds.
+
+    Round *k* holds every positive's *k*-th row (in ``order``); rounds follow each other, so
+    consecutive rows, and hence a batch cut from them, repeat a positive only where two
+    rounds meet. (Repeats that remain are masked in the loss.)
+    """
+    seen: dict[str, int] = {}
+    rounds: list[list[int]] = []
+    for row in order:
+        k = seen.get(positives[row], 0)
+        seen[positives[row]] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(row)
+    return [row for block in rounds for row in block]
+
+
+class PairBatches:
+    """Which pairs make up each step's batch: one dataset per batch, by a stated mixture.
+
+    Step *s* draws its dataset from the mixture with a generator seeded by (seed, s); the
+    dataset's *k*-th draw takes the *k*-th batch of its seeded epoch permutations, ordered so
+    a batch does not repeat a positive (SQuAD has about 4.7 questions per paragraph). A
+    function of (seed, step) only, which keeps ``--resume`` exact.
     """
 
-    def __init__(self, pair_set: PairSet, batch_size: int, seed: int):
-        self.batch_size, self.seed = batch_size, seed
-        self.datasets = list(pair_set.datasets.values())
-        self._cache: tuple[int, list[list[int]]] | None = None
+    BLOCK = 4096
 
-    def _epoch(self, epoch: int) -> list[list[int]]:
+    def __init__(
+        self, pair_set: PairSet, batch_size: int, seed: int, mixture: str | dict[str, float] = "sqrt"
+    ):
         import numpy as np
 
-        if self._cache and self._cache[0] == epoch:
-            return self._cache[1]
-        batches = []
-        for d, rows in enumerate(self.datasets):
+        self.batch_size, self.seed = batch_size, seed
+        groups = pair_set.datasets
+        self.names = list(groups)
+        self.datasets = list(groups.values())
+        self.positives = [p.positive for p in pair_set.pairs]
+        self.weights = mixture_weights({n: len(r) for n, r in groups.items()}, mixture)
+        self._p = np.array([self.weights[n] for n in self.names])
+        self._blocks: dict[int, tuple[list[int], list[int]]] = {}
+        self._epochs: dict[tuple[int, int], list[list[int]]] = {}
+
+    def _block(self, block: int) -> tuple[list[int], list[int]]:
+        """The dataset of each step in a block of steps, and how often each was drawn before."""
+        import numpy as np
+
+        if block not in self._blocks:
+            previous = [0] * len(self.names) if block == 0 else self._counts_after(block - 1)
+            rng = np.random.default_rng([self.seed, 1_000_003, block])
+            choices = rng.choice(len(self.names), size=self.BLOCK, p=self._p).tolist()
+            self._blocks = {k: v for k, v in self._blocks.items() if k >= block - 1}
+            self._blocks[block] = (choices, previous)
+        return self._blocks[block]
+
+    def _counts_after(self, block: int) -> list[int]:
+        choices, counts = self._block(block)
+        counts = list(counts)
+        for d in choices:
+            counts[d] += 1
+        return counts
+
+    def _epoch(self, d: int, epoch: int) -> list[list[int]]:
+        import numpy as np
+
+        key = (d, epoch)
+        if key not in self._epochs:
+            rows = self.datasets[d]
             order = np.random.default_rng([self.seed, epoch, d]).permutation(len(rows)).tolist()
+            order = distinct_positive_order([rows[j] for j in order], self.positives)
             size = min(self.batch_size, len(rows))
-            batches += [
-                [rows[j] for j in order[start : start + size]]
-                for start in range(0, len(order) - size + 1, size)
-            ]
-        shuffle = np.random.default_rng([self.seed, epoch, len(self.datasets)]).permutation(len(batches))
-        epoch_batches = [batches[int(i)] for i in shuffle]
-        self._cache = (epoch, epoch_batches)
-        return epoch_batches
+            batches = [order[start : start + size] for start in range(0, len(order) - size + 1, size)]
+            self._epochs = {k: v for k, v in self._epochs.items() if k[0] != d}
+            self._epochs[key] = batches
+        return self._epochs[key]
 
     def rows(self, step: int) -> list[int]:
-        per_epoch = len(self._epoch(0))
-        return self._epoch(step // per_epoch)[step % per_epoch]
+        block, offset = divmod(step, self.BLOCK)
+        choices, counts = self._block(block)
+        d = choices[offset]
+        k = counts[d] + choices[:offset].count(d)
+        per_epoch = len(self._epoch(d, 0))
+        return self._epoch(d, k // per_epoch)[k % per_epoch]

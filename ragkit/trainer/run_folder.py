@@ -14,7 +14,18 @@ from ragkit.errors import InvalidInputError
 RUN_FILE = "training.json"
 METRICS_FILE = "metrics.jsonl"
 RUN_FORMAT = "ragkit-training"
-_COMPARED = ("backbone_identity", "stages", "recipe", "seed", "corpus_hash")
+_COMPARED = (
+    "backbone_identity",
+    "stages",
+    "recipe",
+    "seed",
+    "corpus_hash",
+    "precision",
+    "mixture",
+    "teacher",
+    "teacher_filter",
+    "distill_weight",
+)
 
 
 def prepare_output(out: Path, settings: dict, *, resume: bool) -> bool:
@@ -33,6 +44,12 @@ def prepare_output(out: Path, settings: dict, *, resume: bool) -> bool:
             raise InvalidInputError(f"cannot read {run_file}: {exc}") from None
         for key in _COMPARED:
             if previous.get(key) != settings.get(key):
+                if key == "precision":
+                    raise InvalidInputError(
+                        f"cannot resume: {out} was trained in {previous.get(key) or 'fp32'}, and this "
+                        f"run would train in {settings.get(key)}; pass --precision "
+                        f"{previous.get(key) or 'fp32'} or choose another --out"
+                    )
                 raise InvalidInputError(
                     f"cannot resume: {out} was started with a different {key.replace('_', ' ')}; "
                     "use the original settings or another --out"
