@@ -231,6 +231,7 @@ def _summary_dict(summary, options, elapsed: float) -> dict:
         "unchanged": summary.unchanged,
         "skipped": dict(summary.skipped),
         "skipped_files": [{"path": p, "reason": r} for p, r in summary.skipped_files],
+        "left_out": dict(summary.left_out),
         "chunks_written": summary.chunks_written,
         "chunks_total": summary.chunks_total,
         "index_type": summary.index_spec,
@@ -269,6 +270,8 @@ def _print_summary(summary, options, elapsed: float) -> None:
     table.add_row("unchanged", str(summary.unchanged))
     for reason, n in summary.skipped.most_common():
         table.add_row(f"skipped: {reason}", str(n))
+    for what, n in summary.left_out.most_common():
+        table.add_row(f"left out of files: {what}", str(n))
     table.add_row("chunks embedded", f"{summary.chunks_written:,}")
     table.add_row("chunks in index", f"{summary.chunks_total:,}")
     table.add_row("index type", str(summary.index_spec.get("kind", "?")))

@@ -14,7 +14,7 @@ from ragkit.documents.blocks import Block
 from ragkit.documents.html import parse_html
 from ragkit.documents.markdown import parse_markdown
 from ragkit.documents.pdf import PDF_HINT, parse_pdf
-from ragkit.documents.rst import parse_rst
+from ragkit.documents.rst import looks_like_rst, parse_rst
 from ragkit.documents.text import parse_text
 
 TEXT_PARSERS: dict[str, Callable[[str], list[Block]]] = {
@@ -23,11 +23,14 @@ TEXT_PARSERS: dict[str, Callable[[str], list[Block]]] = {
     ".txt": parse_text,
     ".text": parse_text,
     ".rst": parse_rst,
+    ".rest": parse_rst,
     ".html": parse_html,
     ".htm": parse_html,
 }
 SUPPORTED_SUFFIXES = frozenset(TEXT_PARSERS) | {".pdf"}
-PARSER_VERSION = 2
+RST_TEXT_SUFFIXES = (".rst.txt", ".rest.txt")
+"""What Sphinx names the sources it ships beside its HTML (``_sources/``): reST, always."""
+PARSER_VERSION = 3
 """Raised whenever a parser change alters the blocks of some file: an index records the
 version its chunks were made with and refuses to mix in chunks of another."""
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
@@ -73,8 +76,21 @@ def decode(raw: bytes) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def parse_document(path: Path, raw: bytes) -> list[Block]:
-    """Blocks of a file whose bytes were already read (so hashing and parsing agree)."""
+def _text_parser(path: Path, text: str) -> Callable[..., list[Block]] | None:
+    """The parser of a text file: by suffix, except that ``.rst.txt`` is reST and a ``.txt``
+    that :func:`looks_like_rst` is read as reST too."""
+    name = path.name.lower()
+    if name.endswith(RST_TEXT_SUFFIXES):
+        return parse_rst
+    parser = TEXT_PARSERS.get(path.suffix.lower())
+    if parser is parse_text and looks_like_rst(text):
+        return parse_rst
+    return parser
+
+
+def parse_document(path: Path, raw: bytes, notes: list[str] | None = None) -> list[Block]:
+    """Blocks of a file whose bytes were already read (so hashing and parsing agree); parts a
+    reader left out on purpose are described in ``notes``."""
     suffix = path.suffix.lower()
     if suffix == ".pdf":
         if importlib.util.find_spec("pypdf") is None:
@@ -86,12 +102,12 @@ def parse_document(path: Path, raw: bytes) -> list[Block]:
         except Exception as exc:  # pypdf raises many kinds on damaged files
             raise SkipFile(f"damaged PDF ({type(exc).__name__})") from None
     else:
-        parser = TEXT_PARSERS.get(suffix)
-        if parser is None:
+        if suffix not in TEXT_PARSERS:
             raise SkipFile("unsupported file type")
         text = decode(raw)
+        parser = _text_parser(path, text)
         try:
-            blocks = parser(text)
+            blocks = parser(text, notes) if parser is parse_rst else parser(text)
         except RecursionError:
             raise SkipFile("too deeply nested to parse") from None
     if not any(block.text.strip() for block in blocks):

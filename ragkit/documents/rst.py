@@ -1,8 +1,43 @@
-"""reStructuredText through docutils' own parser: sections give the heading path."""
+"""reStructuredText through docutils' own parser: sections give the heading path.
+
+Sphinx's roles and directives are read as their text (:mod:`ragkit.documents.sphinx`), and
+no docutils diagnostic ever reaches a block. ``looks_like_rst`` decides whether a ``.txt``
+file is reST: Sphinx ships sources as ``*.rst.txt``, but plenty of plain notes end in ``.txt``.
+"""
 
 from __future__ import annotations
 
+import itertools
+import re
+
 from ragkit.documents.blocks import Block, squash
+from ragkit.documents.sphinx import sphinx_markup, strip_diagnostics
+
+_ADORNMENT = re.compile(r"^([=\-~^\"'`#*+:._<>!$%&,;?@\\|/])\1{2,}\s*$")
+_EXPLICIT = re.compile(r"^\.\. [\w:-]+::|:[\w:+-]+:`[^`]+`", re.MULTILINE)
+
+
+def adorned_titles(text: str) -> int:
+    """Section titles underlined (or over- and underlined) as reST requires."""
+    lines = text.split("\n")
+    count = 0
+    for above, line in itertools.pairwise(lines):
+        title = above.strip()
+        if (
+            title
+            and not _ADORNMENT.match(above)
+            and _ADORNMENT.match(line)
+            and len(line.rstrip()) >= len(title)
+        ):
+            count += 1
+    return count
+
+
+def looks_like_rst(text: str) -> bool:
+    """Clearly reST: two underlined section titles, or one and a directive or role."""
+    titles = adorned_titles(text)
+    return titles >= 2 or (titles >= 1 and _EXPLICIT.search(text) is not None)
+
 
 _SETTINGS = {
     "report_level": 5,  # never print parser warnings into the user's terminal
@@ -13,11 +48,14 @@ _SETTINGS = {
 }
 
 
-def parse_rst(text: str) -> list[Block]:
+def parse_rst(text: str, notes: list[str] | None = None) -> list[Block]:
+    """Blocks of a reST document; what was left out (an include, say) is added to ``notes``."""
     from docutils import nodes
     from docutils.core import publish_doctree
 
-    tree = publish_doctree(text, settings_overrides=_SETTINGS)
+    with sphinx_markup():
+        tree = publish_doctree(text, settings_overrides={**_SETTINGS, "ragkit_notes": notes})
+    strip_diagnostics(tree)
     total = max(1, len(text.split("\n")))
     blocks: list[Block] = []
 
@@ -35,6 +73,7 @@ def parse_rst(text: str) -> list[Block]:
     kinds = (
         nodes.paragraph,
         nodes.literal_block,
+        nodes.math_block,
         nodes.title,
         nodes.bullet_list,
         nodes.enumerated_list,
@@ -47,7 +86,8 @@ def parse_rst(text: str) -> list[Block]:
             for p in _ancestors(node)
         ):
             continue  # lists and tables are taken whole
-        body = squash(node.astext()) if not isinstance(node, nodes.literal_block) else node.astext().strip()
+        verbatim = isinstance(node, (nodes.literal_block, nodes.math_block))
+        body = node.astext().strip() if verbatim else squash(node.astext())
         if not body:
             continue
         newlines = node.astext().count("\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import shutil
 import time
@@ -29,6 +30,8 @@ from ragkit.indexer import store, vectors
 from ragkit.indexer.chunking import Chunker, token_chunker
 from ragkit.indexer.locking import index_lock
 from ragkit.indexer.sources import SourcePlan, Sources, plan_sources, recorded_sources, relabelled
+
+log = logging.getLogger("ragkit")
 
 GROUP_CHUNKS = 256
 """Chunks encoded per group: big enough to batch well, small enough to commit often."""
@@ -79,6 +82,8 @@ class IndexSummary:
     unchanged: int = 0
     skipped: Counter = field(default_factory=Counter)
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
+    left_out: Counter = field(default_factory=Counter)
+    """Parts of indexed files a reader left out on purpose (an include it never reads), by kind."""
     chunks_written: int = 0
     chunks_total: int = 0
     tokens: int = 0
@@ -323,8 +328,12 @@ def _embed(db, encoder, chunker, pending, stored, options: IndexOptions, summary
     group_chunks = 0
     for relative, path, raw, digest, stat in pending:
         phase = time.perf_counter()
+        notes: list[str] = []
         try:
-            chunks = chunker.split(parse_document(path, raw))
+            chunks = chunker.split(parse_document(path, raw, notes))
+            summary.left_out.update(f"{note.split(' ', 1)[0]} not read" for note in notes)
+            for note in notes:
+                log.info("%s: %s", relative, note)
             if not chunks:
                 raise SkipFile("no text")
         except SkipFile as skip:
@@ -352,10 +361,12 @@ def _finish(db, target, options, meta, encoder, chunker, summary, fresh_root: bo
     requested = options.index_type or meta.get("index_type_requested") or "auto"
     spec = vectors.choose(requested, count_chunks, encoder.dimension)
     recorded = meta.get("index_spec")
+    generation = int(meta.get("generation", 0) or 0)
     if summary.changed or fresh_root or recorded is None or _spec_changed(recorded, spec, requested):
         index = vectors.build(spec, encoder.dimension, store.all_vectors(db, encoder.dimension))
         vectors.write_atomic(index, target)
         recorded_spec = spec.to_dict()
+        generation += 1
     else:
         recorded_spec = json.loads(recorded)
     with db.conn:
@@ -372,6 +383,7 @@ def _finish(db, target, options, meta, encoder, chunker, summary, fresh_root: bo
                 "parser_version": str(PARSER_VERSION),
                 "overlap": str(chunker.overlap),
                 "updated_at": str(time.time()),
+                "generation": str(generation),
             },
         )
     summary.seconds["storing"] += time.perf_counter() - phase

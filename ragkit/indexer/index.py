@@ -1,14 +1,19 @@
 """``ragkit.Index``: a read-only view of an index folder, safe while an index run writes.
 
-Opening checks the FAISS ids against the chunk ids; when they disagree (a run was killed
-between its SQLite commit and its FAISS rename, or is still going) the vectors are rebuilt
-in memory from SQLite, and written back when no index run holds the lock.
+An opened index reads one SQLite snapshot (a read transaction on each of its connections,
+checked to be the same state) with the vectors that match it, so a search never meets a
+half-written run. Opening checks the FAISS ids against that snapshot's chunk ids; when they
+disagree (a run was killed between its SQLite commit and its FAISS rename, or is still
+going) the vectors are rebuilt in memory from SQLite, and written back when no index run
+holds the lock. Every finished run bumps the index's ``generation``; a search that sees a
+new generation (or a rebuilt folder) reopens first, so a long-lived process follows updates.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -60,13 +65,17 @@ class Index:
 
         self._lexical_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragkit-bm25")
         self._lexical_db = None
-        """The worker's own read-only connection, opened in its thread on first use."""
+        """The worker's own read-only connection, pinned to the same snapshot as ``db``."""
+        self._probe_db = None
+        """An unpinned connection that reads the current generation."""
+        self._version = (_inode(folder / store.DB_NAME), meta.get("generation", "0"))
+        self._refresh_lock = threading.Lock()
 
     @classmethod
     def open(cls, folder: str | os.PathLike | None = None, *, encoder=None) -> Index:
         folder = Path(folder).expanduser() if folder is not None else default_index_dir()
         database = _inode(folder / store.DB_NAME)
-        db = store.connect(folder, readonly=True)
+        db, lexical_db = _pinned_pair(folder)
         meta = store.get_meta(db)
         if not meta:
             raise InvalidInputError(f"{folder} is not a finished ragkit index (no metadata yet)")
@@ -83,11 +92,59 @@ class Index:
             )
         index, repaired = cls._consistent_vectors(folder, db, meta, database)
         opened = cls(folder, db, meta, vectors.to_gpu_if_available(index), repaired)
-        # Opened now, beside ``db``: the same file even if a rebuild swaps the folder later.
-        opened._lexical_db = store.connect(folder, readonly=True)
+        # Opened beside ``db`` on the same snapshot: the same file even if a rebuild swaps the folder.
+        opened._lexical_db = lexical_db
+        opened._version = (database, meta.get("generation", "0"))
         if encoder is not None:
             opened.use_encoder(encoder)
         return opened
+
+    def close(self) -> None:
+        """Release the snapshot, the connections and the full-text worker."""
+        self._lexical_worker.shutdown(wait=True)
+        for connection in (self.db, self._lexical_db, self._probe_db):
+            if connection is not None:
+                _release(connection)
+                connection.conn.close()
+        self._lexical_db = self._probe_db = None
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _current_version(self) -> tuple:
+        """(inode of index.db, generation) as they are now, outside this index's snapshot."""
+        inode = _inode(self.folder / store.DB_NAME)
+        if self._probe_db is None or inode != self._version[0]:
+            if self._probe_db is not None:
+                self._probe_db.conn.close()
+            self._probe_db = store.connect(self.folder, readonly=True)
+        row = self._probe_db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return inode, row[0] if row else "0"
+
+    def refresh(self) -> bool:
+        """Reopen when a finished index run changed the index; True when it did."""
+        with self._refresh_lock:
+            try:
+                if self._current_version() == self._version:
+                    return False
+            except (InvalidInputError, OSError):
+                return False  # a rebuild is swapping folders: keep the snapshot held now
+            fresh = Index.open(self.folder)
+            if self._encoder is not None:
+                fresh.use_encoder(self._encoder)
+            fresh.fusion = self.fusion
+            old = (self.db, self._lexical_db, self._lexical_worker)
+            self.db, self.meta, self.faiss_index = fresh.db, fresh.meta, fresh.faiss_index
+            self._lexical_db, self._lexical_worker = fresh._lexical_db, fresh._lexical_worker
+            self.repaired, self._version = fresh.repaired, fresh._version
+            old[2].shutdown(wait=True)
+            for connection in old[:2]:
+                _release(connection)
+                connection.conn.close()
+            return True
 
     @staticmethod
     def _consistent_vectors(folder: Path, db, meta: dict, database: int | None):
@@ -188,6 +245,7 @@ class Index:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         if isinstance(queries, str) or any(not isinstance(q, str) or not q.strip() for q in queries):
             raise InvalidInputError("the query is empty; there is nothing to search for")
+        self.refresh()
         allowed = matching_ids(self.db, filter)
         if self.faiss_index.ntotal == 0 or (allowed is not None and len(allowed) == 0):
             return [[] for _ in queries]
@@ -221,10 +279,10 @@ class Index:
         through its own connection, so no connection is ever used by two threads at once.
         """
 
+        connection = self._lexical_db
+
         def rank() -> list[list[tuple[int, float]]]:
-            if self._lexical_db is None:
-                self._lexical_db = store.connect(self.folder, readonly=True)
-            return [lexical_ranking(self._lexical_db, query, depth, allowed) for query in queries]
+            return [lexical_ranking(connection, query, depth, allowed) for query in queries]
 
         return self._lexical_worker.submit(rank)
 
@@ -306,6 +364,37 @@ class Index:
                 Hit(len(hits) + 1, score, text, source, start, end, heading, chunk_id, metadata, similarity)
             )
         return hits
+
+
+def _snapshot_state(db) -> tuple:
+    return db.execute("SELECT count(*), coalesce(max(id), 0), coalesce(sum(id), 0) FROM chunks").fetchone()
+
+
+def _pin(db) -> None:
+    """Begin a read transaction: every later read on ``db`` sees this one snapshot."""
+    db.conn.execute("BEGIN")
+    db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+
+def _release(db) -> None:
+    if db.conn.in_transaction:
+        db.conn.rollback()
+
+
+def _pinned_pair(folder: Path, attempts: int = 20):
+    """Two read connections on the same snapshot (a writer may commit between the two BEGINs)."""
+    db = store.connect(folder, readonly=True)
+    if "chunks" not in db.table_names():
+        return db, store.connect(folder, readonly=True)
+    other = store.connect(folder, readonly=True)
+    for _ in range(attempts):
+        _pin(db)
+        _pin(other)
+        if _snapshot_state(db) == _snapshot_state(other):
+            return db, other
+        _release(db)
+        _release(other)
+    raise InvalidInputError(f"{folder} keeps changing under an index run; try again when it finishes")
 
 
 def _is_light(encoder) -> bool:

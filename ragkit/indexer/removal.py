@@ -105,4 +105,12 @@ def _rebuild_vectors(db, meta: dict, index_dir: Path) -> None:
     index_spec = vectors.choose(requested, count, dimension)
     vectors.write_atomic(vectors.build(index_spec, dimension, store.all_vectors(db, dimension)), index_dir)
     with db.conn:
-        store.set_meta(db, {"updated_at": str(time.time()), "index_spec": index_spec.to_dict()})
+        generation = int(store.get_meta(db).get("generation", 0) or 0) + 1
+        store.set_meta(
+            db,
+            {
+                "updated_at": str(time.time()),
+                "index_spec": index_spec.to_dict(),
+                "generation": str(generation),
+            },
+        )
