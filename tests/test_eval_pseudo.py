@@ -112,3 +112,66 @@ def test_an_index_folder_is_evaluated_on_its_sources_documents(
     shutil.rmtree(notes)
     with pytest.raises(Exception, match="no source folder that still exists"):
         documents_dataset(index)
+
+
+def _notes(folder: Path, count: int) -> Path:
+    folder.mkdir()
+    for n in range(count):
+        paragraphs = [_body(n * 7 + p) for p in range(3)]
+        (folder / f"note-{n}.txt").write_text("\n\n".join(paragraphs) + "\n")
+    return folder
+
+
+def test_a_folder_without_headings_gets_cloze_queries_only(tiny_backbone_dir: Path, tmp_path: Path):
+    notes = _notes(tmp_path / "notes", 60)
+    dataset = documents_dataset(notes, seed=0)
+    assert dataset.qrels and {q.split(":", 1)[0] for q in dataset.qrels} == {"cloze"}
+    for query, relevant in dataset.qrels.items():
+        (doc_id,) = relevant
+        assert dataset.queries[query] not in dataset.corpus[doc_id]
+    training = load_corpus(notes, leave_out_eval=True)
+    cloze = list(dataset.queries.values())
+    assert not any(sentence in passage for sentence in cloze for passage in training.passages)
+    runner = CliRunner()
+    args = ["eval", str(notes), "--encoder", str(tiny_backbone_dir), "--systems", "ragkit,bm25"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    assert "only cloze queries were made" in " ".join(result.stdout.split())
+    assert "only cloze queries were made" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_tiny_folder_says_how_many_queries_it_could_make(tiny_backbone_dir: Path, tmp_path: Path, capsys):
+    from test_trainer_run import run_cli
+
+    notes = _notes(tmp_path / "few", 12)
+    queries = len(documents_dataset(notes).qrels)
+    assert 0 < queries < 30
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["eval", str(notes), "--encoder", str(tiny_backbone_dir), "--systems", "bm25"]
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert f"Only {queries} queries could be made" in text and "noise" in text
+    empty = tmp_path / "one"
+    empty.mkdir()
+    (empty / "a.txt").write_text("One short line of notes.\n")
+    code, err = run_cli(
+        ["eval", str(empty), "--encoder", str(tiny_backbone_dir), "--systems", "bm25"], capsys
+    )
+    assert code == 1 and "Traceback" not in err
+    assert "too little text for a test set" in " ".join(err.split())
+
+
+def test_sphinx_sources_folder_is_evaluated_by_its_sections(tmp_path: Path):
+    folder = tmp_path / "_sources"
+    folder.mkdir()
+    for n in range(12):
+        text = "".join(
+            f"Topic {n} part {p}\n{'-' * 20}\n\nSee :func:`os.path.join`. {_body(n * 5 + p)}\n\n"
+            for p in range(3)
+        )
+        (folder / f"page{n}.rst.txt").write_text(f"Page {n}\n{'=' * 10}\n\n{text}")
+    dataset = documents_dataset(folder)
+    assert {q.split(":", 1)[0] for q in dataset.qrels} == {"heading", "cloze"}
+    assert not any(":func:" in text for text in dataset.corpus.values())

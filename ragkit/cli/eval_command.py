@@ -143,13 +143,14 @@ def eval_command(
         public = {k: v for k, v in result.items() if k != "per_query_ndcg@10"}
         sys.stdout.write(json.dumps(public) + "\n")
         return
+    from rich.markup import escape
+
     from ragkit.evaluation.report import retrieval_table, sts_table
 
     out.print(sts_table(result) if sts is not None else retrieval_table(result))
     if result.get("query_kinds"):
-        kinds = result["query_kinds"]
-        out.print(
-            f"[dim]queries made from the documents: {kinds['heading']} headings, {kinds['cloze']} cloze "
-            "sentences (see report.md); heading queries favour BM25[/]"
-        )
+        from ragkit.evaluation.report import pseudo_query_notes
+
+        for line in pseudo_query_notes(result):
+            out.print(f"[dim]{escape(line)}[/]")
     out.print(f"[dim]{result['seconds']:.0f} s[/]")

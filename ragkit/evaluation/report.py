@@ -61,6 +61,33 @@ def sts_table(result: dict) -> Table:
     return table
 
 
+def pseudo_query_notes(result: dict) -> list[str]:
+    """What a test set made from documents is, and how far its numbers can be trusted."""
+    from ragkit.evaluation.pseudo_queries import MEANINGFUL_QUERIES
+
+    kinds, total = result["query_kinds"], result.get("num_queries", 0)
+    if not kinds.get("heading"):
+        notes = [
+            f"No judged queries came with these documents, and they have no headings: only cloze "
+            f"queries were made ({kinds['cloze']} sentences taken out of runs of paragraphs; each "
+            "query's one relevant passage is the run it came from). Cloze queries favour paraphrase."
+        ]
+    else:
+        notes = [
+            f"No judged queries came with these documents: the test set was made from their "
+            f"structure ({kinds['heading']} heading queries, {kinds['cloze']} cloze sentences taken out "
+            "of their sections; each query's one relevant passage is its own section). Heading "
+            "queries favour lexical matching (BM25); cloze queries favour paraphrase."
+        ]
+    if total < MEANINGFUL_QUERIES:
+        notes.append(
+            f"Only {total} queries could be made: one query moves nDCG@10 by up to {1 / max(total, 1):.2f}, "
+            f"so differences between systems below that are noise; a test set wants {MEANINGFUL_QUERIES}+ "
+            "queries (more documents, or documents with more sections)."
+        )
+    return notes
+
+
 def markdown_report(result: dict, command: str | None = None) -> str:
     lines = [f"# Retrieval evaluation: {result['dataset']} ({result['split']})", ""]
     lines.append(
@@ -80,13 +107,7 @@ def markdown_report(result: dict, command: str | None = None) -> str:
     )
     kinds = result.get("query_kinds")
     if kinds:
-        lines += [
-            "",
-            f"No judged queries came with these documents: the test set was made from their "
-            f"structure ({kinds['heading']} heading queries, {kinds['cloze']} cloze sentences taken out "
-            "of their sections; each query's one relevant passage is its own section). Heading "
-            "queries favour lexical matching (BM25); cloze queries favour paraphrase.",
-        ]
+        lines += ["", " ".join(pseudo_query_notes(result))]
     if command:
         lines += ["", "```bash", command, "```"]
     lines += [

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ragkit.documents.holdout import held_out, paragraph_units
 from ragkit.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ class Corpus:
     skipped: dict[str, int] = field(default_factory=dict)
     titled: list[tuple[str, str, str]] = field(default_factory=list)
     """(title or heading path, passage, document) where the corpus has that structure."""
+    untitled: list[tuple[str, str, str]] = field(default_factory=list)
+    """(unit key, text, document) of the runs of paragraphs in documents without headings."""
 
     def describe(self) -> str:
         extra = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()) if n)
@@ -177,27 +180,40 @@ def _folder(root: Path, leave_out_eval: bool = False) -> Corpus:
     """The files ``ragkit index`` would read, with the same parsers; each block a passage."""
     from ragkit.documents.discover import discover
     from ragkit.documents.readers import SkipFile, read_document
-    from ragkit.evaluation.pseudo_queries import held_out
 
     found = discover(root)
     skipped: dict[str, int] = {k: v for k, v in found.skipped.items() if k != "hidden"}
     passages: list[str] = []
     titled: list[tuple[str, str, str]] = []
+    untitled: list[tuple[str, str, str]] = []
     for relative, path in found.files.items():
         try:
             blocks = read_document(path)
         except SkipFile as skip:
             skipped[skip.reason] = skipped.get(skip.reason, 0) + 1
             continue
+        units = paragraph_units(blocks)
         if leave_out_eval:
-            kept = [b for b in blocks if not (b.heading and held_out(str(relative), b.heading_path))]
+            kept = _outside_evaluation(str(relative), blocks, units)
             skipped["in the evaluation's sections"] = skipped.get("in the evaluation's sections", 0) + (
                 len(blocks) - len(kept)
             )
             blocks = kept
         passages.extend(b.text for b in blocks if not b.is_heading and len(b.text) >= MIN_PASSAGE_CHARS)
         titled += [(heading, body, str(relative)) for heading, body in sections(blocks)]
-    return Corpus(passages, str(root), skipped, titled)
+        if not leave_out_eval:
+            untitled += [(key, " ".join(blocks[i].text for i in rows), str(relative)) for key, rows in units]
+    return Corpus(passages, str(root), skipped, titled, untitled)
+
+
+def _outside_evaluation(document: str, blocks, units) -> list:
+    """The blocks of ``document`` that no held-out section or paragraph run contains."""
+    held_rows = {i for key, rows in units if held_out(document, key) for i in rows}
+    return [
+        b
+        for i, b in enumerate(blocks)
+        if i not in held_rows and not (b.heading and held_out(document, b.heading_path))
+    ]
 
 
 def sections(blocks) -> list[tuple[str, str]]:
