@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Annotated
 
 import typer
 
 from ragkit.cli import ask_command, encoder_commands, eval_command, index_commands, train_command
-from ragkit.cli.console import err, setup_logging
+from ragkit.cli.console import err, safe, setup_logging
 
 app = typer.Typer(
     name="ragkit",
@@ -46,6 +47,32 @@ def _root(
     setup_logging(verbose)
 
 
+def _error_line(message: str, as_json: bool = False) -> None:
+    """One ``error:`` line on stderr (and, for ``--json`` commands, ``{"error": ...}`` on stdout)."""
+    import json
+    import sys
+
+    err.print(f"[bold red]error:[/] {safe(message)}", highlight=False, soft_wrap=True)
+    if as_json:
+        sys.stdout.write(json.dumps({"error": message}, ensure_ascii=True) + "\n")
+    raise SystemExit(1) from None
+
+
+def _database_message(exc: Exception) -> str:
+    """A SQLite failure in words a user can act on; what was committed before it is intact."""
+    from ragkit.indexer.store import DAMAGED_HINT
+
+    text = str(exc)
+    if "malformed" in text or "not a database" in text:
+        return f"the index database is damaged ({text}); {DAMAGED_HINT}"
+    if "full" in text or "I/O" in text or "too big" in text or "readonly" in text:
+        return (
+            f"could not write the index ({text}); free space or fix permissions and rerun: what "
+            "was stored before is intact"
+        )
+    return f"the index database failed ({text})"
+
+
 def main() -> None:
     """Console-script entry: user errors print one line and exit 1, bugs keep tracebacks."""
     import sys
@@ -53,15 +80,27 @@ def main() -> None:
     from ragkit.cli.options import ray_flag_values
     from ragkit.errors import RagkitError
 
+    usage_error = typer.BadParameter.__mro__[1]  # click's UsageError, as this typer ships it
+    as_json = "--json" in sys.argv[1:]
     try:
         args = ray_flag_values(ask_command.answer_flag_values(sys.argv[1:]))
-        app(args=args, prog_name="ragkit")
+        code = app(args=args, prog_name="ragkit", standalone_mode=False)
+    except usage_error as exc:
+        where = f"ragkit {exc.ctx.command_path.split(' ', 1)[-1]} --help" if exc.ctx else "ragkit --help"
+        _error_line(f"{exc.format_message()} (see `{where}`)", as_json)
     except RagkitError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
+        _error_line(str(exc), as_json)
+    except sqlite3.DatabaseError as exc:
+        _error_line(_database_message(exc), as_json)
+    except PermissionError as exc:
+        _error_line(
+            f"permission denied: {exc.filename or exc}; check who owns it, or use another folder", as_json
+        )
+    except (KeyboardInterrupt, typer.Abort):
         err.print("[yellow]interrupted[/]")
         raise SystemExit(130) from None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from ragkit.cli.console import err, out
+from ragkit.cli.console import err, out, visible
 from ragkit.cli.index_commands import IndexDirOption
-from ragkit.cli.options import JsonOption
+from ragkit.cli.options import JsonOption, require_utf8
 
 SNIPPET_CHARS = 320
 ANSWER_MODES = ("extract", "generate")
@@ -96,6 +96,9 @@ def ask_command(
     from ragkit.indexer.filters import parse_filter_args
     from ragkit.indexer.index import Index
 
+    require_utf8(query, "the query")
+    for item in filter or []:
+        require_utf8(item, f"--filter {item!r}")
     if not query.strip():
         raise InvalidInputError("the query is empty; there is nothing to search for")
     if answer is not None and answer not in MODES:
@@ -146,11 +149,11 @@ def _show(query: str, hits, *, hybrid: bool) -> None:
             (f"{hit.rank:>2}. ", "bold"),
             (f"{hit.score:.3f}  ", "cyan"),
             (f"cos {hit.similarity:.2f}  ", "dim cyan") if hybrid else ("", ""),
-            (f"{hit.source}:{hit.start_line}-{hit.end_line}", "green"),
-            (f"  {hit.heading}" if hit.heading else "", "dim"),
+            (f"{visible(hit.source)}:{hit.start_line}-{hit.end_line}", "green"),
+            (f"  {visible(hit.heading)}" if hit.heading else "", "dim"),
         )
         out.print(header)
-        body = " ".join(hit.text.split())
+        body = visible(" ".join(hit.text.split()))
         snippet = Text("    " + body[:SNIPPET_CHARS] + ("…" if len(body) > SNIPPET_CHARS else ""))
         snippet.highlight_words(words, style="bold yellow", case_sensitive=False)
         out.print(snippet)
@@ -173,7 +176,7 @@ def _answer(index, query: str, hits, mode: str, generator, *, stream: bool, mode
 
     def show(text: str) -> None:
         shown.append(text)
-        out.print(text, end="", highlight=False, markup=False)
+        out.print(visible(text), end="", highlight=False, markup=False)
 
     result = answer(index, query, hits=hits, mode=mode, generator=model, on_text=show if stream else None)
     if stream:
@@ -184,20 +187,26 @@ def _answer(index, query: str, hits, mode: str, generator, *, stream: bool, mode
 def _finish_answer(result, *, streamed: bool) -> None:
     """The rest of a shown answer: text not streamed yet, its sources, what the check removed."""
     if not streamed:
-        out.print(result.text, highlight=False, markup=False)
+        out.print(visible(result.text), highlight=False, markup=False)
     else:
         out.print()
     for citation in result.citations:
         heading = f"  {citation.heading}" if citation.heading else ""
         out.print(
-            f"  [{citation.number}] {citation.source}:{citation.start_line}-{citation.end_line}{heading}",
+            visible(
+                f"  [{citation.number}] {citation.source}:{citation.start_line}-{citation.end_line}{heading}"
+            ),
             highlight=False,
             markup=False,
         )
     if result.note:
-        err.print(result.note, style="yellow", markup=False)
+        err.print(visible(result.note), style="yellow", markup=False)
     if result.removed_sentences and result.mode == "generate":
         removed = result.removed_sentences
         err.print(f"removed {removed} generated sentence(s) the passages do not support", style="yellow")
     if result.invented:
-        err.print(f"not in any passage, removed: {', '.join(result.invented)}", style="yellow", markup=False)
+        err.print(
+            visible(f"not in any passage, removed: {', '.join(result.invented)}"),
+            style="yellow",
+            markup=False,
+        )

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from ragkit.cli.console import err, fail, out
-from ragkit.cli.options import CausalOption, DeviceOption, EncoderOption, JsonOption
+from ragkit.cli.console import err, fail, out, safe
+from ragkit.cli.options import CausalOption, DeviceOption, EncoderOption, JsonOption, read_lines, require_utf8
 
 
 def load_encoder(name: str, *, device: str | None, causal: bool = False, pooling: str | None = None):
@@ -20,7 +20,7 @@ def load_encoder(name: str, *, device: str | None, causal: bool = False, pooling
     if causal:
         # The paper's baseline is the untrained backbone used causally, not the adapters.
         name = backbone_of(name)
-    with err.status(f"loading encoder [bold]{name}[/] (the first use converts it once, ~30 s)"):
+    with err.status(f"loading encoder [bold]{safe(name)}[/] (the first use converts it once, ~30 s)"):
         return Encoder.from_pretrained(
             name, device=device, bidirectional=False if causal else None, pooling=pooling
         )
@@ -40,7 +40,7 @@ def info(
         return
     from rich.table import Table
 
-    table = Table(show_header=False, title=f"ragkit encoder · {encoder}", title_justify="left")
+    table = Table(show_header=False, title=f"ragkit encoder · {safe(encoder)}", title_justify="left")
     table.add_column(style="bold cyan")
     table.add_column()
     check = details["attention_check"]
@@ -64,14 +64,17 @@ def info(
         ("load time", f"{details['load_seconds']:.1f} s"),
     ]
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(key, value if key == "attention" else safe(value))
     out.print(table)
 
 
 def embed(
     texts: Annotated[
         list[str],
-        typer.Argument(help="Texts to embed. Use '-' to read one text per line from stdin."),
+        typer.Argument(
+            help="Texts to embed. Use '-' to read one text per line from stdin (a blank line gets "
+            "a null vector, so rows line up with lines)."
+        ),
     ],
     encoder: EncoderOption = "default",
     query: Annotated[
@@ -89,12 +92,16 @@ def embed(
     causal: CausalOption = False,
 ) -> None:
     """Print embeddings as JSON on stdout, for scripts: {"vectors": [[...], ...], ...}."""
+    lines: list[str] | None = None
     if texts == ["-"]:
-        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        lines = read_lines(sys.stdin.buffer)
+        texts = [line for line in lines if line.strip()]
         if not texts:
             fail("stdin held no text to embed")
     from ragkit.encoder.inputs import validate_texts
 
+    for text in texts:
+        require_utf8(text, "a text to embed")
     validate_texts(texts)  # fail before the slow model load
     enc = load_encoder(encoder, device=device, causal=causal, pooling=pooling)
     kwargs = {"batch_size": batch_size, "normalize": normalize}
@@ -102,12 +109,16 @@ def embed(
         vectors = enc.encode_queries(texts, instruction=instruction, **kwargs)
     else:
         vectors = enc.encode_documents(texts, **kwargs)
+    rows = vectors.tolist()
+    if lines is not None:  # one row per input line, null for a blank one
+        filled = iter(rows)
+        rows = [next(filled) if line.strip() else None for line in lines]
     payload = {
         "encoder": encoder,
         "fingerprint": enc.fingerprint,
         "dimension": enc.dimension,
         "normalized": normalize,
         "truncated": enc.last_truncated,
-        "vectors": vectors.tolist(),
+        "vectors": rows,
     }
     sys.stdout.write(json.dumps(payload) + "\n")

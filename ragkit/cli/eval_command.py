@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from ragkit.cli.console import err, fail, out
+from ragkit.cli.console import err, fail, out, safe
 from ragkit.cli.options import DeviceOption, EncoderOption, JsonOption, RayOption, RayWorkersOption
 
 DatasetOption = Annotated[
@@ -138,7 +138,7 @@ def eval_command(
 
             written = write_outputs(result, out_dir, command)
         if not as_json:
-            err.print("wrote " + ", ".join(str(p) for p in written))
+            err.print("wrote " + ", ".join(safe(p) for p in written))
     if as_json:
         public = {k: v for k, v in result.items() if k != "per_query_ndcg@10"}
         sys.stdout.write(json.dumps(public) + "\n")

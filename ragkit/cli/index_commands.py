@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ragkit.cli.console import err, fail, out
+from ragkit.cli.console import err, fail, out, safe
 from ragkit.cli.options import (
     DeviceOption,
     DtypeOption,
@@ -18,6 +18,7 @@ from ragkit.cli.options import (
     RayOption,
     RayWorkersOption,
 )
+from ragkit.indexer.chunking import default_overlap
 
 IndexDirOption = Annotated[
     Path | None,
@@ -114,7 +115,14 @@ ExcludeOption = Annotated[list[str] | None, typer.Option(help="Skip files matchi
 ChunkTokensOption = Annotated[
     int, typer.Option(min=8, help="Tokens per chunk at most (encoder's tokenizer).")
 ]
-OverlapOption = Annotated[int, typer.Option(min=0, help="Tokens shared by consecutive chunks of a section.")]
+OverlapOption = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        help="Tokens shared by consecutive chunks of a section, at most half of --chunk-tokens. "
+        "Default: an eighth of --chunk-tokens, at most 32.",
+    ),
+]
 IndexTypeOption = Annotated[
     str | None,
     typer.Option(
@@ -150,7 +158,7 @@ def index_command(
     include: IncludeOption = None,
     exclude: ExcludeOption = None,
     chunk_tokens: ChunkTokensOption = 256,
-    overlap: OverlapOption = 32,
+    overlap: OverlapOption = None,
     index_type: IndexTypeOption = None,
     rebuild: RebuildOption = False,
     dry_run: DryRunOption = False,
@@ -190,7 +198,7 @@ def index_command(
         include=include or [],
         exclude=exclude or [],
         chunk_tokens=chunk_tokens,
-        overlap=overlap,
+        overlap=default_overlap(chunk_tokens) if overlap is None else overlap,
         index_type=index_type,
         rebuild=rebuild,
         dry_run=dry_run,
@@ -243,9 +251,9 @@ def _summary_dict(summary, options, elapsed: float) -> dict:
 
 def _print_dry_run(summary) -> None:
     for path in summary.would_index:
-        err.print(f"[green]would index[/] {path}")
+        err.print(f"[green]would index[/] {safe(path)}")
     for path in summary.removed:
-        err.print(f"[red]would remove[/] {path}")
+        err.print(f"[red]would remove[/] {safe(path)}")
     err.print(
         f"{len(summary.would_index)} to index, {len(summary.removed)} to remove, "
         f"{summary.unchanged} unchanged, {sum(summary.skipped.values())} skipped"
@@ -256,12 +264,12 @@ def _print_summary(summary, options, elapsed: float) -> None:
     from rich.table import Table
 
     for path, reason in summary.skipped_files:
-        err.print(f"[yellow]skipped[/] {path}: {reason}")
+        err.print(f"[yellow]skipped[/] {safe(path)}: {safe(reason)}")
     for path, reason in summary.removed_reasons.items():
-        err.print(f"[red]removed[/] {path}: now {reason}")
+        err.print(f"[red]removed[/] {safe(path)}: now {safe(reason)}")
     for source in summary.sources_added:
-        err.print(f"[green]new source[/] {source}")
-    table = Table(title=f"index {options.index_dir}", title_justify="left", show_header=False)
+        err.print(f"[green]new source[/] {safe(source)}")
+    table = Table(title=f"index {safe(options.index_dir)}", title_justify="left", show_header=False)
     table.add_column("what")
     table.add_column("count", justify="right")
     table.add_row("added", str(len(summary.added)))
@@ -269,9 +277,9 @@ def _print_summary(summary, options, elapsed: float) -> None:
     table.add_row("removed", str(len(summary.removed)))
     table.add_row("unchanged", str(summary.unchanged))
     for reason, n in summary.skipped.most_common():
-        table.add_row(f"skipped: {reason}", str(n))
+        table.add_row(f"skipped: {safe(reason)}", str(n))
     for what, n in summary.left_out.most_common():
-        table.add_row(f"left out of files: {what}", str(n))
+        table.add_row(f"left out of files: {safe(what)}", str(n))
     table.add_row("chunks embedded", f"{summary.chunks_written:,}")
     table.add_row("chunks in index", f"{summary.chunks_total:,}")
     table.add_row("index type", str(summary.index_spec.get("kind", "?")))
@@ -291,7 +299,7 @@ def status_command(index_dir: IndexDirOption = None, as_json: JsonOption = False
     if as_json:
         out.print_json(data=info)
         return
-    table = Table(title=f"ragkit index {info['index']}", title_justify="left", show_header=False)
+    table = Table(title=f"ragkit index {safe(info['index'])}", title_justify="left", show_header=False)
     table.add_column("field")
     table.add_column("value")
     rows = {
@@ -309,7 +317,7 @@ def status_command(index_dir: IndexDirOption = None, as_json: JsonOption = False
         "last update": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["updated_at"])),
     }
     for key, value in rows.items():
-        table.add_row(key, value)
+        table.add_row(safe(key), safe(value))
     out.print(table)
 
 
@@ -340,5 +348,5 @@ def remove_command(
         out.print_json(data={"removed": removed})
         return
     for path in removed:
-        err.print(f"[red]removed[/] {path}")
+        err.print(f"[red]removed[/] {safe(path)}")
     err.print(f"{len(removed)} document(s) removed")

@@ -82,3 +82,27 @@ def _looks_like_address(word: str) -> bool:
     if word in ("auto", "local") or word.startswith(("ray://", "http://", "https://")):
         return True
     return re.fullmatch(r"[\w.\-\[\]:]+:\d+", word) is not None and not word.startswith("-")
+
+
+def require_utf8(value: str, what: str) -> str:
+    """Refuse a command-line string holding bytes that are not UTF-8 (kept as surrogates)."""
+    from ragkit.errors import InvalidInputError
+
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(f"{what} is not valid UTF-8 (byte {exc.start}); pass UTF-8 text") from None
+    return value
+
+
+def read_lines(stream) -> list[str]:
+    """Every line of a binary stream as UTF-8 text, blank lines kept; one clear error otherwise."""
+    from ragkit.errors import InvalidInputError
+
+    lines = []
+    for number, raw in enumerate(stream, start=1):
+        try:
+            lines.append(raw.decode("utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(f"line {number} of stdin is not valid UTF-8 (byte {exc.start})") from None
+    return lines

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ragkit.cli.console import err
+from ragkit.cli.console import err, safe
 from ragkit.cli.options import DeviceOption
 
 BackboneOption = Annotated[
@@ -222,7 +222,7 @@ def train_command(
 def _summary(result) -> None:
     from rich.table import Table
 
-    table = Table(title=f"trained encoder → {result.out}", title_justify="left")
+    table = Table(title=f"trained encoder → {safe(result.out)}", title_justify="left")
     for column in ("stage", "steps", "final loss", "tokens/s", "minutes"):
         table.add_column(column, justify="right" if column != "stage" else "left")
     for stage, stats in result.stages.items():
@@ -235,4 +235,6 @@ def _summary(result) -> None:
             f"{float(stats.get('seconds', 0)) / 60:.1f}" if "seconds" in stats else "(done earlier)",
         )
     err.print(table)
-    err.print(f"use it with: [bold]--encoder {result.out}[/]  (model card: {result.out / 'README.md'})")
+    err.print(
+        f"use it with: [bold]--encoder {safe(result.out)}[/]  (model card: {safe(result.out / 'README.md')})"
+    )

@@ -25,6 +25,8 @@ class Discovery:
     files: dict[str, Path] = field(default_factory=dict)
     skipped: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    """Folders (relative to the root) that could not be listed: what they held is unknown."""
 
 
 def _spec(patterns: list[str]):
@@ -75,7 +77,14 @@ class _Walker:
 
     def walk(self) -> None:
         base = self.found.root
-        for current, dirs, files in os.walk(base, followlinks=True):
+
+        def unreadable(error: OSError) -> None:
+            relative = Path(error.filename).relative_to(base).as_posix() if error.filename else "."
+            self.found.unreadable.append(relative)
+            self.found.skipped["unreadable folder"] += 1
+            self.found.notes.append(f"{relative}: folder cannot be listed ({error.strerror})")
+
+        for current, dirs, files in os.walk(base, followlinks=True, onerror=unreadable):
             folder = Path(current)
             if not self._enter(folder):
                 dirs[:] = []

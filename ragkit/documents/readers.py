@@ -13,7 +13,7 @@ from pathlib import Path
 from ragkit.documents.blocks import Block
 from ragkit.documents.html import parse_html
 from ragkit.documents.markdown import parse_markdown
-from ragkit.documents.pdf import PDF_HINT, parse_pdf
+from ragkit.documents.pdf import PDF_HINT, PdfTooCostly, parse_pdf
 from ragkit.documents.rst import looks_like_rst, parse_rst
 from ragkit.documents.text import parse_text
 
@@ -99,6 +99,8 @@ def parse_document(path: Path, raw: bytes, notes: list[str] | None = None) -> li
             raise SkipFile("not a PDF")
         try:
             blocks = parse_pdf(raw)
+        except PdfTooCostly as exc:
+            raise SkipFile(f"PDF too costly to read ({exc})") from None
         except Exception as exc:  # pypdf raises many kinds on damaged files
             raise SkipFile(f"damaged PDF ({type(exc).__name__})") from None
     else:

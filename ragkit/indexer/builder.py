@@ -134,7 +134,13 @@ def _plan(options: IndexOptions, target: Path, recorded: Sources) -> SourcePlan:
             f"(`ragkit index {recorded.items[0].path}`) and later runs can refresh it without one"
         )
     if options.rebuild or not paths:  # a rebuild re-embeds every recorded source, plus any new path
-        paths = [Path(s.path) for s in recorded.items] + paths
+        kept = [Path(s.path) for s in recorded.items]
+        if options.rebuild and paths:  # recorded sources that are gone are dropped, not re-read
+            gone = [p for p in kept if not p.exists()]
+            for path in gone:
+                log.info("source %s no longer exists: the rebuilt index leaves it out", path)
+            kept = [p for p in kept if p.exists()]
+        paths = kept + paths
     if options.rebuild:
         recorded = Sources([])
     if not paths:
@@ -167,6 +173,8 @@ def build_index(options: IndexOptions, progress=None) -> IndexSummary:
 
 def _build_index(options: IndexOptions, progress) -> IndexSummary:
     target = Path(options.index_dir).expanduser()
+    if target.is_symlink():  # a rebuild swaps the folder the link points to, never the link
+        target = target.resolve()
     for path in _paths(options) or [None]:
         index_folder.claim(target, path, dry_run=True)
     recorded = _recorded(target, options.rebuild)
@@ -185,13 +193,24 @@ def _build_index(options: IndexOptions, progress) -> IndexSummary:
             if options.rebuild and not options.dry_run:
                 return _rebuild(options, plan, target, progress)
             summary = _update(options, plan, target, progress)
-            if created and options.dry_run:
-                _remove_if_unused(target)
+            if created and (options.dry_run or not summary.chunks_total):
+                _remove_if_unused(target)  # nothing indexable: leave no empty index behind
     except Exception:
         if created and locked:
             _remove_if_unused(target)  # made by this run, which left nothing usable in it
         raise
     return summary
+
+
+def _unreadable_prefixes(plan: SourcePlan) -> tuple[str, ...]:
+    """Stored-name prefixes of folders that could not be listed: their documents are kept."""
+    prefixes = []
+    for scan in plan.scans:
+        labelled = plan.sources.labelled
+        for folder in scan.found.unreadable:
+            inner = "" if folder == "." else f"{folder}/"
+            prefixes.append((f"{scan.source.label}/" if labelled else "") + inner)
+    return tuple(prefixes)
 
 
 def _remove_if_unused(target: Path) -> None:
@@ -239,6 +258,8 @@ def _update(
     summary.sources_added = [f"{s.label} ({s.path})" for s in plan.added]
     started = time.perf_counter()
     db = store.connect(target)
+    if not fresh_root:
+        store.check_integrity(db, target)
     store.create_schema(db)
     meta = store.get_meta(db)
     encoder = _load_encoder(options)
@@ -255,7 +276,12 @@ def _update(
     pending = _scan(db, files, stored, options, summary)
     # A run over one file never removes other documents; a folder run removes what is gone from it.
     scopes = [scan.scope for scan in plan.scans if scan.scope is not None]
-    removed = sorted(n for n in stored if n not in files and any(n.startswith(p) for p in scopes))
+    unknown = _unreadable_prefixes(plan)
+    removed = sorted(
+        n
+        for n in stored
+        if n not in files and any(n.startswith(p) for p in scopes) and not n.startswith(unknown or ("\x00",))
+    )
     if options.dry_run:
         summary.would_index = [p[0] for p in pending]
         summary.removed = sorted({*removed, *summary.removed_reasons})
@@ -300,6 +326,9 @@ def _scan(db, files: dict[str, Path], stored: dict, options: IndexOptions, summa
             summary.skipped["vanished while indexing"] += 1
             continue
         old = stored.get(relative)
+        if not os.access(path, os.R_OK):
+            _skip(summary, relative, "permission denied", relative in stored)
+            continue
         if old is not None and old.size == stat.st_size and old.mtime == stat.st_mtime:
             summary.unchanged += 1
             continue

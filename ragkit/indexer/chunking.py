@@ -47,8 +47,10 @@ class Chunker:
     ):
         if max_tokens < 8:
             raise InvalidInputError(f"--chunk-tokens must be at least 8, got {max_tokens}")
-        if not 0 <= overlap < max_tokens // 2:
-            raise InvalidInputError(f"--overlap must be between 0 and half of --chunk-tokens, got {overlap}")
+        if not 0 <= overlap <= max_tokens // 2:
+            raise InvalidInputError(
+                f"--overlap must be between 0 and half of --chunk-tokens ({max_tokens // 2}), got {overlap}"
+            )
         self.count, self.max_tokens, self.overlap = count, max_tokens, overlap
         self.offsets = offsets
         """Character spans of a text's tokens, to cut run-on text in one tokenization."""
@@ -158,6 +160,11 @@ def _char_spans(text: str) -> list[tuple[int, int]]:
 def _starts_word(text: str, offset: int) -> bool:
     """A token at ``offset`` begins a word: after a space, or (byte-level BPE) with its space."""
     return text[offset - 1 : offset].isspace() or text[offset : offset + 1].isspace()
+
+
+def default_overlap(chunk_tokens: int) -> int:
+    """An eighth of the chunk, at most 32 tokens: 32 for the default 256-token chunks."""
+    return min(32, chunk_tokens // 8)
 
 
 def token_chunker(encoder, chunk_tokens: int, overlap: int) -> Chunker:

@@ -36,18 +36,46 @@ def check_glob(pattern: str) -> str:
     return pattern
 
 
-def filter_sql(filter, metadata_keys: set[str] | None = None) -> tuple[str, list]:
+def glob_variants(pattern: str) -> list[str]:
+    """``**/`` matches zero or more folders, as in a shell: ``**/*.md`` also matches ``a.md``."""
+    variants = {pattern}
+    changed = True
+    while changed:
+        changed = False
+        for variant in list(variants):
+            for shorter in (variant.removeprefix("**/"), variant.replace("/**/", "/", 1)):
+                if shorter != variant and shorter not in variants:
+                    variants.add(shorter)
+                    changed = True
+    return sorted(variants)
+
+
+def _path_clause(globs: list[str], prefix: str | None) -> tuple[str, list]:
+    """Each glob matches the stored path, or (one unlabelled folder source) ``prefix/path``."""
+    clauses, params = [], []
+    for glob in globs:
+        for variant in glob_variants(check_glob(str(glob))):
+            clauses.append("d.path GLOB ?")
+            params.append(variant)
+            if prefix:
+                clauses.append("(? || d.path) GLOB ?")
+                params += [f"{prefix}/", variant]
+    return "(" + " OR ".join(clauses) + ")", params
+
+
+def filter_sql(filter, metadata_keys: set[str] | None = None, prefix: str | None = None) -> tuple[str, list]:
     """A WHERE clause over ``chunks c JOIN documents d`` and its parameters.
 
     ``filter`` is a path glob, a dict (``path`` glob or list of globs, OR-ed; metadata values),
-    or a list of those, all of which must hold.
+    or a list of those, all of which must hold. ``prefix`` is the folder name of an index's
+    one unlabelled source, so ``docs/*.md`` finds ``guide.md`` after ``ragkit index ./docs``.
     """
     if filter is None:
         return "1", []
     if isinstance(filter, list):
         if not filter:
             raise InvalidInputError("filter list is empty")
-        parts = [filter_sql(f, metadata_keys) for f in filter]
+        parts = [filter_sql(f, metadata_keys, prefix) for f in filter]
         return " AND ".join(f"({w})" for w, _ in parts), [p for _, params in parts for p in params]
     if isinstance(filter, str):
         filter = {"path": filter}
@@ -59,8 +87,9 @@ def filter_sql(filter, metadata_keys: set[str] | None = None) -> tuple[str, list
             raise InvalidInputError(f"filter key {key!r} must be a plain name")
         if key == "path":
             globs = value if isinstance(value, list | tuple) else [value]
-            clauses.append("(" + " OR ".join("d.path GLOB ?" for _ in globs) + ")")
-            params.extend(check_glob(str(g)) for g in globs)
+            clause, values = _path_clause(list(globs), prefix)
+            clauses.append(clause)
+            params.extend(values)
         else:
             if metadata_keys is not None and key not in metadata_keys:
                 known = ", ".join(sorted({"path", *metadata_keys}))
@@ -68,6 +97,19 @@ def filter_sql(filter, metadata_keys: set[str] | None = None) -> tuple[str, list
             clauses.append(f"json_extract(d.metadata, '$.{key}') = ?")
             params.append(value)
     return " AND ".join(clauses), params
+
+
+def source_prefix(db) -> str | None:
+    """The folder name stored paths are relative to, when one unlabelled folder is the source."""
+    from pathlib import Path
+
+    from ragkit.indexer import store
+    from ragkit.indexer.sources import recorded_sources
+
+    sources = recorded_sources(store.get_meta(db))
+    if sources.labelled or len(sources.items) != 1 or sources.items[0].kind != "folder":
+        return None
+    return Path(sources.items[0].path).name or None
 
 
 def metadata_keys(db) -> set[str]:
@@ -81,7 +123,7 @@ def matching_ids(db, filter: str | dict | None):
 
     if filter is None:
         return None
-    where, params = filter_sql(filter, metadata_keys(db))
+    where, params = filter_sql(filter, metadata_keys(db), source_prefix(db))
     rows = db.execute(
         f"SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id WHERE {where}", params
     )

@@ -77,9 +77,12 @@ class Index:
         database = _inode(folder / store.DB_NAME)
         db, lexical_db = _pinned_pair(folder)
         meta = store.get_meta(db)
-        if not meta:
-            raise InvalidInputError(f"{folder} is not a finished ragkit index (no metadata yet)")
         missing = [k for k in ("dimension", "index_spec", "encoder_fingerprint") if k not in meta]
+        if missing and "updated_at" not in meta:
+            raise InvalidInputError(
+                f"{folder} is not a finished ragkit index: its first `ragkit index` run stopped before "
+                f"the end; run `ragkit index PATH --index {folder}` again (it keeps what was embedded)"
+            )
         if missing:
             raise InvalidInputError(
                 f"{folder} lacks its settings ({', '.join(missing)}); rebuild it with "

@@ -133,6 +133,12 @@ def plan_sources(recorded: Sources, paths: list[Path], discover: Callable[[Path]
         path = Path(given).expanduser().resolve()
         if not path.exists():
             if any(Path(s.path) == path for s in sources):
+                if len(sources) == 1:
+                    raise InvalidInputError(
+                        f"the index's only source {path} no longer exists; restore it, index something "
+                        "else in its place with `ragkit index NEWPATH --index DIR --rebuild`, or delete "
+                        "the index folder"
+                    )
                 raise InvalidInputError(
                     f"the indexed source {path} no longer exists; restore it, or drop its documents "
                     f"with `ragkit remove {path}`"

@@ -146,6 +146,19 @@ def create_schema(db) -> None:
         )
 
 
+DAMAGED_HINT = "rebuild it with `ragkit index PATH --rebuild` (the documents are read again)"
+
+
+def check_integrity(db, folder: Path) -> None:
+    """Refuse to update a database with damaged pages: SQLite reads around them silently."""
+    try:
+        problems = [row[0] for row in db.execute("PRAGMA quick_check(3)").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        problems = [str(exc)]
+    if problems != ["ok"]:
+        raise InvalidInputError(f"the index database in {folder} is damaged ({problems[0]}); {DAMAGED_HINT}")
+
+
 def get_meta(db) -> dict[str, str]:
     if "meta" not in db.table_names():
         return {}

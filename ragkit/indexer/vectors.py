@@ -120,10 +120,12 @@ def write_atomic(index, folder: Path) -> Path:
 
     target = folder / FAISS_NAME
     handle, tmp = tempfile.mkstemp(dir=folder, prefix=".vectors-", suffix=".tmp")
-    os.close(handle)
     try:
-        faiss.write_index(index, tmp)
-        with open(tmp, "rb") as f:
+        # Serialised in memory and written by Python: FAISS's own file calls take only paths
+        # that are valid UTF-8, and a folder name need not be.
+        with os.fdopen(handle, "wb") as f:
+            f.write(faiss.serialize_index(index).tobytes())
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
     finally:
@@ -140,8 +142,10 @@ def read(folder: Path):
     if not path.is_file():
         return None
     try:
-        return faiss.read_index(str(path))
-    except RuntimeError:
+        import numpy as np
+
+        return faiss.deserialize_index(np.frombuffer(path.read_bytes(), dtype=np.uint8))
+    except (RuntimeError, OSError):
         return None
 
 
