@@ -35,7 +35,8 @@ def test_embed_prints_json_vectors(tiny_backbone_dir: Path) -> None:
 def test_embed_reads_stdin_and_query_mode_differs(tiny_backbone_dir: Path) -> None:
     doc = runner.invoke(app, ["embed", "-e", str(tiny_backbone_dir), "-"], input="the cat sat\n\ndog\n")
     assert doc.exit_code == 0, doc.output
-    assert len(json.loads(doc.stdout)["vectors"]) == 2
+    rows = json.loads(doc.stdout)["vectors"]
+    assert len(rows) == 3 and rows[1] is None  # one row per input line, null for the blank one
     query = runner.invoke(
         app, ["embed", "-e", str(tiny_backbone_dir), "--instruction", "find", "the cat sat"]
     )
