@@ -370,3 +370,40 @@ def test_a_deleted_single_source_has_a_way_out(tiny_backbone_dir, tmp_path, caps
     code, err = run_cli(["index", str(two), *common, "--rebuild"], capsys)
     assert code == 0, err
     assert _stored(index) == {"two.md"}
+
+
+def test_status_after_a_killed_first_run_says_to_rerun(tiny_backbone_dir, tmp_path, capsys, monkeypatch):
+    import ragkit.indexer.builder as builder
+    from ragkit.indexer.builder import IndexOptions, build_index
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text(CATS_AND_DOGS)
+    index = tmp_path / "index"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as a kill -9 after the chunks were committed
+
+    monkeypatch.setattr(builder, "_finish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(
+            IndexOptions(source=docs, index_dir=index, encoder=str(tiny_backbone_dir), chunk_tokens=16)
+        )
+    monkeypatch.undo()
+    code, err = run_cli(["status", "--index", str(index)], capsys)
+    assert code == 1 and "run `ragkit index PATH" in err and "--rebuild" not in err
+    code, err = run_cli(
+        [
+            "index",
+            str(docs),
+            "--index",
+            str(index),
+            "--encoder",
+            str(tiny_backbone_dir),
+            "--chunk-tokens",
+            "16",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert run_cli(["status", "--index", str(index)], capsys)[0] == 0

@@ -18,7 +18,6 @@ from ragkit.cli.options import (
     RayOption,
     RayWorkersOption,
 )
-from ragkit.indexer.chunking import default_overlap
 
 IndexDirOption = Annotated[
     Path | None,
@@ -198,7 +197,7 @@ def index_command(
         include=include or [],
         exclude=exclude or [],
         chunk_tokens=chunk_tokens,
-        overlap=default_overlap(chunk_tokens) if overlap is None else overlap,
+        overlap=overlap,
         index_type=index_type,
         rebuild=rebuild,
         dry_run=dry_run,

@@ -27,7 +27,7 @@ from ragkit.documents.readers import DEFAULT_MAX_BYTES, PARSER_VERSION, SkipFile
 from ragkit.errors import InvalidInputError
 from ragkit.indexer import folder as index_folder
 from ragkit.indexer import store, vectors
-from ragkit.indexer.chunking import Chunker, token_chunker
+from ragkit.indexer.chunking import Chunker, default_overlap, token_chunker
 from ragkit.indexer.locking import index_lock
 from ragkit.indexer.sources import SourcePlan, Sources, plan_sources, recorded_sources, relabelled
 
@@ -48,7 +48,8 @@ class IndexOptions:
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     chunk_tokens: int = 256
-    overlap: int = 32
+    overlap: int | None = None
+    """Tokens shared by consecutive chunks; None: an eighth of ``chunk_tokens``, at most 32."""
     index_type: str | None = None
     """None: what this index was built with (``auto`` for a new one)."""
     rebuild: bool = False
@@ -68,6 +69,10 @@ class IndexOptions:
     :mod:`ragkit.indexer.distributed`); None embeds in this process."""
     ray_workers: int | None = None
     """Ray actors, one encoder each; None: one per GPU, else one."""
+
+    def __post_init__(self) -> None:
+        if self.overlap is None:
+            self.overlap = default_overlap(self.chunk_tokens)
     ray_on_batch: Callable[[list[str]], None] | None = None
     """Called inside a Ray worker with each batch's document names, before it is embedded."""
 
