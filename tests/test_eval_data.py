@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import write_beir
+from ragkit.encoder.vector_cache import VectorCache
 from ragkit.evaluation.beir import DatasetError, load_beir, subsample
 from ragkit.evaluation.sts import load_sts
-from ragkit.evaluation.vector_cache import VectorCache
 
 CORPUS = {f"d{i}": (f"title {i}", f"text {i}") for i in range(10)}
 QUERIES = {"q1": "first", "q2": "second", "q3": "never judged"}

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ragkit.bm25 import bm25_run
+from ragkit.encoder.vector_cache import VectorCache, cached_encode
 from ragkit.errors import InvalidInputError
 from ragkit.evaluation.beir import BeirDataset, load_beir, subsample
-from ragkit.evaluation.bm25 import bm25_run
 from ragkit.evaluation.datasets import resolve_dataset
 from ragkit.evaluation.metrics import METRICS, drop_identical_ids, mean_metrics, per_query
 from ragkit.evaluation.progress import Reporter, SilentReporter
@@ -25,7 +26,6 @@ from ragkit.evaluation.systems import (
     parse_systems,
     shared_groups,
 )
-from ragkit.evaluation.vector_cache import VectorCache, cached_encode
 from ragkit.fusion import DEFAULT_FUSION, Fusion, hybrid_depth
 from ragkit.indexer.lexical import lexical_ranking, text_table
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ragkit.encoder.vector_cache import VectorCache, cached_encode
 from ragkit.evaluation.beir import DatasetError
 from ragkit.evaluation.progress import Reporter, SilentReporter
 from ragkit.evaluation.stats import correlation_difference
@@ -20,7 +21,6 @@ from ragkit.evaluation.systems import (
     parse_systems,
     shared_groups,
 )
-from ragkit.evaluation.vector_cache import VectorCache, cached_encode
 
 
 def load_sts(path: str | Path) -> tuple[np.ndarray, list[str], list[str]]:

@@ -69,12 +69,12 @@ class IndexOptions:
     :mod:`ragkit.indexer.distributed`); None embeds in this process."""
     ray_workers: int | None = None
     """Ray actors, one encoder each; None: one per GPU, else one."""
+    ray_on_batch: Callable[[list[str]], None] | None = None
+    """Called inside a Ray worker with each batch's document names, before it is embedded."""
 
     def __post_init__(self) -> None:
         if self.overlap is None:
             self.overlap = default_overlap(self.chunk_tokens)
-    ray_on_batch: Callable[[list[str]], None] | None = None
-    """Called inside a Ray worker with each batch's document names, before it is embedded."""
 
 
 @dataclass

@@ -154,8 +154,8 @@ def _pool(workers: int | None, device: str | None = None) -> tuple[int, dict]:
 def reader_signature() -> str:
     """What decides how bytes become chunks besides the encoder: ragkit's version, its
     readers' version, and whether PDFs can be read. Driver and workers must agree on it."""
-    from ragkit import __version__
     from ragkit.documents.readers import PARSER_VERSION
+    from ragkit.version import __version__
 
     pdf = importlib.util.find_spec("pypdf") is not None
     return f"ragkit {__version__}, readers {PARSER_VERSION}, pdf {'yes' if pdf else 'no'}"

@@ -195,7 +195,7 @@ def _mine_bm25(
 ) -> int:
     if not wanting:
         return 0
-    from ragkit.evaluation.bm25 import bm25_run
+    from ragkit.bm25 import bm25_run
 
     passages = list(dict.fromkeys(pairs[i].positive for i in rows))
     if len(passages) < 2:
