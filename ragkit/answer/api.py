@@ -51,18 +51,7 @@ class Answer:
 
     def to_dict(self) -> dict:
         body = asdict(self)
-        body["hits"] = [
-            {
-                "rank": h.rank,
-                "score": h.score,
-                "source": h.source,
-                "start_line": h.start_line,
-                "end_line": h.end_line,
-                "heading": h.heading,
-                "text": h.text,
-            }
-            for h in self.hits
-        ]
+        body["hits"] = [h.to_dict() for h in self.hits]
         return body
 
 

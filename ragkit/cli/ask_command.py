@@ -12,12 +12,17 @@ from ragkit.cli.index_commands import IndexDirOption
 from ragkit.cli.options import JsonOption, require_utf8
 
 SNIPPET_CHARS = 320
-ANSWER_MODES = ("extract", "generate")
 
 
 _VALUE_OPTIONS = {"-i", "--index", "-k", "--top", "--filter", "-e", "--encoder", "--generator"} | {
     "--answer-model"
 }
+
+
+def _answer_modes() -> tuple[str, ...]:
+    from ragkit.answer import MODES
+
+    return MODES
 
 
 def answer_flag_values(args: list[str]) -> list[str]:
@@ -31,7 +36,7 @@ def answer_flag_values(args: list[str]) -> list[str]:
         if arg == "--answer":
             following = args[i + 1] if i + 1 < len(args) else None
             bare = following is None or following.startswith("-") or not question_seen
-            if bare and following not in ANSWER_MODES:
+            if bare and following not in _answer_modes():
                 fixed.append("extract")
         elif i > 0 and not arg.startswith("-") and args[i - 1] not in _VALUE_OPTIONS | {"--answer"}:
             question_seen = question_seen or args[0] == "ask"
@@ -111,7 +116,7 @@ def ask_command(
             f"the index at {index.folder} is empty; add documents with `ragkit index PATH`"
         )
     hits = index.search(query, k=k, filter=parse_filter_args(filter) if filter else None, hybrid=hybrid)
-    payload = {"query": query, "hits": [_hit_dict(h) for h in hits]}
+    payload = {"query": query, "hits": [h.to_dict(digits=6) for h in hits]}
     if as_json:
         if answer:
             result = _answer(index, query, hits, answer, generator, stream=False)
@@ -121,20 +126,6 @@ def ask_command(
     _show(query, hits, hybrid=hybrid)
     if answer:
         _answer(index, query, hits, answer, generator, stream=True)
-
-
-def _hit_dict(hit) -> dict:
-    return {
-        "rank": hit.rank,
-        "score": round(hit.score, 6),
-        "similarity": round(hit.similarity, 6),
-        "text": hit.text,
-        "source": hit.source,
-        "start_line": hit.start_line,
-        "end_line": hit.end_line,
-        "heading": hit.heading,
-        "chunk_id": hit.chunk_id,
-    }
 
 
 def _show(query: str, hits, *, hybrid: bool) -> None:

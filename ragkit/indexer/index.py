@@ -50,6 +50,14 @@ class Hit:
     """Cosine similarity of the query and this chunk, whatever ranked it: under hybrid
     search ``score`` is a fused rank score (about 0.03), which says nothing on its own."""
 
+    def to_dict(self, digits: int | None = None) -> dict:
+        """The hit as JSON-ready fields: one shape for the CLI, answers and LangChain (the
+        document's own metadata stays on ``metadata``)."""
+        body = {k: v for k, v in asdict(self).items() if k != "metadata"}
+        if digits is not None:
+            body["score"], body["similarity"] = round(self.score, digits), round(self.similarity, digits)
+        return body
+
 
 class Index:
     """An opened index: ``len(index)`` chunks, ``search`` (the encoder loads on first use)."""

@@ -62,16 +62,7 @@ class RagkitRetriever(BaseRetriever):
         return [
             Document(
                 page_content=hit.text,
-                metadata={
-                    "source": hit.source,
-                    "start_line": hit.start_line,
-                    "end_line": hit.end_line,
-                    "heading": hit.heading,
-                    "score": hit.score,
-                    "similarity": hit.similarity,
-                    "chunk_id": hit.chunk_id,
-                    "rank": hit.rank,
-                },
+                metadata={k: v for k, v in hit.to_dict().items() if k != "text"},
                 id=str(hit.chunk_id),
             )
             for hit in hits
