@@ -397,7 +397,7 @@ def _finish(db, target, options, meta, encoder, chunker, summary, fresh_root: bo
     recorded = meta.get("index_spec")
     generation = int(meta.get("generation", 0) or 0)
     if summary.changed or fresh_root or recorded is None or _spec_changed(recorded, spec, requested):
-        index = vectors.build(spec, encoder.dimension, store.all_vectors(db, encoder.dimension))
+        index = vectors.from_store(db, spec, encoder.dimension)
         vectors.write_atomic(index, target)
         recorded_spec = spec.to_dict()
         generation += 1
@@ -460,11 +460,10 @@ def _skip(summary: IndexSummary, relative: str, reason: str, stored: bool) -> No
 
 
 def _spec_changed(recorded: str, spec, requested: str) -> bool:
-    import json
 
     if requested == "auto":
         return False
-    return json.loads(recorded).get("kind") != spec.kind
+    return vectors.IndexSpec.from_dict(recorded).kind != spec.kind
 
 
 def _write_group(db, encoder, group, summary: IndexSummary, progress, delay: float = 0.0) -> None:

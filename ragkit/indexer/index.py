@@ -164,11 +164,8 @@ class Index:
         ids = store.chunk_ids(db, dimension)
         if index is not None and index.d == dimension and np.array_equal(vectors.ids_of(index), ids):
             return index, False
-        spec = vectors.IndexSpec(
-            json.loads(meta["index_spec"])["kind"],
-            {k: v for k, v in json.loads(meta["index_spec"]).items() if k != "kind"},
-        )
-        index = vectors.build(spec, dimension, store.all_vectors(db, dimension))
+        spec = vectors.IndexSpec.from_dict(meta["index_spec"])
+        index = vectors.from_store(db, spec, dimension)
         _write_back_if_idle(folder, index, database)
         return index, True
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -101,9 +100,9 @@ def remove_documents(index_dir: Path, paths: list[str], *, wait_seconds: float =
 def _rebuild_vectors(db, meta: dict, index_dir: Path) -> None:
     dimension = int(meta["dimension"])
     count = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
-    requested = meta.get("index_type_requested") or json.loads(meta["index_spec"])["kind"]
+    requested = meta.get("index_type_requested") or vectors.IndexSpec.from_dict(meta["index_spec"]).kind
     index_spec = vectors.choose(requested, count, dimension)
-    vectors.write_atomic(vectors.build(index_spec, dimension, store.all_vectors(db, dimension)), index_dir)
+    vectors.write_atomic(vectors.from_store(db, index_spec, dimension), index_dir)
     with db.conn:
         generation = int(store.get_meta(db).get("generation", 0) or 0) + 1
         store.set_meta(

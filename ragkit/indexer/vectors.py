@@ -32,6 +32,14 @@ class IndexSpec:
     def to_dict(self) -> dict:
         return {"kind": self.kind, **self.params}
 
+    @classmethod
+    def from_dict(cls, recorded: dict | str) -> IndexSpec:
+        """The spec as ``to_dict`` (or the meta table, as JSON) recorded it."""
+        import json
+
+        values = json.loads(recorded) if isinstance(recorded, str) else dict(recorded)
+        return cls(values.pop("kind"), values)
+
 
 IVFPQ_MIN_CHUNKS = 256
 """PQ trains 256 centroids per sub-quantizer (8 bits), so it needs at least that many vectors."""
@@ -147,6 +155,13 @@ def read(folder: Path):
         return faiss.deserialize_index(np.frombuffer(path.read_bytes(), dtype=np.uint8))
     except (RuntimeError, OSError):
         return None
+
+
+def from_store(db, spec: IndexSpec, dimension: int):
+    """The FAISS structure of every vector the database holds: the one rebuild from SQLite."""
+    from ragkit.indexer import store
+
+    return build(spec, dimension, store.all_vectors(db, dimension))
 
 
 def _gpu_available() -> bool:
