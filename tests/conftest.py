@@ -232,3 +232,46 @@ def build_tiny_index(tmp_path: Path, backbone: Path, files: dict[str, str], **op
     options = {"chunk_tokens": 8, "overlap": 0, **options}
     build_index(IndexOptions(source=docs, index_dir=tmp_path / "index", encoder=str(backbone), **options))
     return tmp_path / "index"
+
+
+_SLOW_INDEX = """
+import json, sys, time
+from pathlib import Path
+from ragkit.indexer.builder import IndexOptions, build_index
+settings, delay = json.loads(sys.argv[1]), float(sys.argv[2])
+settings["source"] = [Path(p) for p in settings["source"]]
+settings["index_dir"] = Path(settings["index_dir"])
+build_index(IndexOptions(**settings, on_group=lambda summary: time.sleep(delay)))
+"""
+
+_SLOW_TRAIN = """
+import json, sys, time
+from pathlib import Path
+from ragkit.trainer.loop import TrainOptions, train
+from ragkit.trainer.recipe import RECIPES, parse_stages
+settings, delay = json.loads(sys.argv[1]), float(sys.argv[2])
+recipe = RECIPES["quick"].with_overrides(**settings.pop("overrides"))
+settings["stages"] = parse_stages(settings["stages"])
+train(TrainOptions(out=Path(settings.pop("out")), recipe=recipe, show_progress=False, **settings,
+                   on_step=lambda stage, step, loss: time.sleep(delay)))
+"""
+
+
+def slow_index_command(delay: float, **settings) -> list[str]:
+    """A real index run in another process that pauses after each committed group (through
+    the Python API's ``on_group`` callback), so a test can act while it runs."""
+    import json
+    import sys
+
+    settings["source"] = [str(p) for p in settings["source"]]
+    settings["index_dir"] = str(settings["index_dir"])
+    return [sys.executable, "-c", _SLOW_INDEX, json.dumps(settings), str(delay)]
+
+
+def slow_train_command(delay: float, *, overrides: dict, **settings) -> list[str]:
+    """A real training run in another process that pauses after each step (``on_step``)."""
+    import json
+    import sys
+
+    settings = {**settings, "out": str(settings["out"]), "overrides": overrides}
+    return [sys.executable, "-c", _SLOW_TRAIN, json.dumps(settings), str(delay)]

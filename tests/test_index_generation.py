@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from conftest import build_tiny_index
+from conftest import build_tiny_index, slow_index_command
 from ragkit.indexer import store
 from ragkit.indexer.index import Index
 
 CATS = "# Cats\n\n" + "\n\n".join(f"the cat {i} sat on the mat" for i in range(12)) + "\n"
 DOGS = "# Dogs\n\n" + "\n\n".join(f"the dog {i} ran fast in the house" for i in range(40)) + "\n"
-
-RUN = """
-import sys
-from pathlib import Path
-from ragkit.indexer.builder import IndexOptions, build_index
-build_index(IndexOptions(source=Path(sys.argv[1]), index_dir=Path(sys.argv[2]), encoder=sys.argv[3],
-                         chunk_tokens=8, overlap=0, group_chunks=2, step_delay=0.15))
-"""
 
 
 def test_an_open_index_sees_the_old_index_during_a_run_and_the_new_one_after(tiny_backbone_dir, tmp_path):
@@ -32,11 +23,16 @@ def test_an_open_index_sees_the_old_index_during_a_run_and_the_new_one_after(tin
         assert len(first) == 5
         (docs / "cats.md").write_text(CATS.replace("sat on the mat", "slept on the rug"))
         (docs / "dogs.md").write_text(DOGS)
-        process = subprocess.Popen(
-            [sys.executable, "-c", RUN, str(docs), str(index_dir), str(tiny_backbone_dir)],
-            stderr=subprocess.PIPE,
-            text=True,
+        command = slow_index_command(
+            0.15,
+            source=[docs],
+            index_dir=index_dir,
+            encoder=str(tiny_backbone_dir),
+            chunk_tokens=8,
+            overlap=0,
+            group_chunks=2,
         )
+        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
         during, generation = 0, index.meta.get("generation")
         while process.poll() is None:
             hits = index.search("the cat sat", k=5)

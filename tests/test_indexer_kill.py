@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from test_indexer import _state
 
-from conftest import WORDS
+from conftest import WORDS, slow_index_command
 from ragkit.indexer import store, vectors
 from ragkit.indexer.builder import IndexOptions, build_index
 from ragkit.indexer.index import Index
@@ -51,25 +50,15 @@ def test_kill_9_at_random_moments_leaves_a_consistent_index(tmp_path, tiny_backb
         **os.environ,
         "OMP_NUM_THREADS": "1",
     }
-    command = [
-        sys.executable,
-        "-m",
-        "ragkit",
-        "index",
-        str(docs),
-        "--index",
-        str(index_dir),
-        "-e",
-        str(tiny_backbone_dir),
-        "--chunk-tokens",
-        "24",
-        "--overlap",
-        "4",
-        "--group-chunks",
-        "3",
-        "--step-delay",
-        "0.05",
-    ]
+    command = slow_index_command(
+        0.05,
+        source=[docs],
+        index_dir=index_dir,
+        encoder=str(tiny_backbone_dir),
+        chunk_tokens=24,
+        overlap=4,
+        group_chunks=3,
+    )
 
     started = time.monotonic()
     subprocess.run(command, env=env, check=True, capture_output=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import WORDS
+from conftest import WORDS, slow_index_command
 from ragkit.errors import InvalidInputError
 from ragkit.fusion import reciprocal_rank_fusion
 from ragkit.indexer.builder import IndexOptions, build_index
@@ -120,7 +120,6 @@ def test_searches_keep_working_during_an_index_run(tmp_path: Path, tiny_backbone
     """A real `ragkit index` subprocess rewrites the corpus while this process searches."""
     import os
     import subprocess
-    import sys
 
     rng = random.Random(3)
     docs = tmp_path / "docs"
@@ -139,25 +138,15 @@ def test_searches_keep_working_during_an_index_run(tmp_path: Path, tiny_backbone
         **os.environ,
         "OMP_NUM_THREADS": "1",
     }
-    command = [
-        sys.executable,
-        "-m",
-        "ragkit",
-        "index",
-        str(docs),
-        "-i",
-        str(index_dir),
-        "-e",
-        str(tiny_backbone_dir),
-        "--chunk-tokens",
-        "10",
-        "--overlap",
-        "0",
-        "--group-chunks",
-        "2",
-        "--step-delay",
-        "0.1",
-    ]
+    command = slow_index_command(
+        0.1,
+        source=[docs],
+        index_dir=index_dir,
+        encoder=str(tiny_backbone_dir),
+        chunk_tokens=10,
+        overlap=0,
+        group_chunks=2,
+    )
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     sizes, searches = set(), 0
     try:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import slow_train_command
 from ragkit.cli.app import main
 from ragkit.encoder.adapters import load_adapter
 from ragkit.encoder.encoder import Encoder
@@ -108,26 +109,16 @@ def test_kill_9_then_resume_gives_the_same_weights_as_one_run(
     reference = _adapter_tensors(whole)
 
     out = tmp_path / "killed"
-    args = [
-        "-m",
-        "ragkit",
-        "train",
-        "--backbone",
-        str(tiny_causal_dir),
-        "--corpus",
-        str(tiny_corpus),
-        "--out",
-        str(out),
-        *SMALL,
-        "--precision",
-        precision,
-        "--step-delay",
-        "0.4",
-    ]
-    env = dict(os.environ)
-    process = subprocess.Popen(
-        [sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    command = slow_train_command(
+        0.4,
+        overrides={"steps": 6, "batch_size": 4, "max_length": 24, "checkpoint_every": 2},
+        out=out,
+        backbone=str(tiny_causal_dir),
+        corpus=str(tiny_corpus),
+        stages="mntp,simcse",
+        precision=precision,
     )
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = out / "checkpoints" / "simcse-000002"
     deadline = time.monotonic() + 120
     while not target.exists() and time.monotonic() < deadline and process.poll() is None:

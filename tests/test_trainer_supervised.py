@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import random
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import torch
 from test_trainer_run import _adapter_tensors, run_cli
 from torch.nn import functional as F
 
-from conftest import WORDS, make_model, make_tokenizer
+from conftest import WORDS, make_model, make_tokenizer, slow_train_command
 from ragkit.encoder.inputs import InputBuilder, collate
 from ragkit.errors import InvalidInputError
 from ragkit.trainer.corpus import corpus_pairs, load_corpus
@@ -289,12 +287,15 @@ def test_kill_9_then_resume_gives_the_same_weights(tiny_causal_dir, pairs_files,
     args = ["train", "--backbone", str(tiny_causal_dir), "--stages", "supervised", "--out", str(out), *SMALL]
     for path in pairs_files:
         args += ["--pairs", str(path)]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ragkit", *args, "--step-delay", "0.4"],
-        env=dict(os.environ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    command = slow_train_command(
+        0.4,
+        overrides={"steps": 6, "batch_size": 4, "max_length": 24, "checkpoint_every": 2},
+        out=out,
+        backbone=str(tiny_causal_dir),
+        stages="supervised",
+        pairs=[str(p) for p in pairs_files],
     )
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = out / "checkpoints" / "supervised-000002"
     deadline = time.monotonic() + 120
     while not target.exists() and time.monotonic() < deadline and process.poll() is None:

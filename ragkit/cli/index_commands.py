@@ -169,7 +169,6 @@ def index_command(
     ray: RayOption = None,
     ray_workers: RayWorkersOption = None,
     group_chunks: Annotated[int, typer.Option(min=1, hidden=True)] = 256,
-    step_delay: Annotated[float, typer.Option(min=0, hidden=True)] = 0.0,
 ) -> None:
     """Embed folders of documents into a FAISS index with SQLite metadata.
 
@@ -206,7 +205,6 @@ def index_command(
         wait_seconds=wait,
         follow_symlinks=follow_symlinks,
         group_chunks=group_chunks,
-        step_delay=step_delay,
         ray=ray,
         ray_workers=ray_workers,
     )

@@ -157,7 +157,6 @@ def train_command(
     teacher: TeacherOption = None,
     teacher_filter: TeacherFilterOption = True,
     distill_weight: DistillWeightOption = 0.0,
-    step_delay: Annotated[float, typer.Option(min=0, hidden=True)] = 0.0,
 ) -> None:
     """Train an LLM2Vec encoder: bidirectional attention, MNTP, then SimCSE and/or supervised.
 
@@ -207,7 +206,6 @@ def train_command(
         device=device,
         gradient_checkpointing=gradient_checkpointing,
         adapter_dtype=adapter_dtype,
-        step_delay=step_delay,
         precision=precision,
         mixture=parse_mixture(mixture),
         teacher=teacher,

@@ -56,8 +56,8 @@ class IndexOptions:
     dry_run: bool = False
     follow_symlinks: bool = False
     group_chunks: int = GROUP_CHUNKS
-    step_delay: float = 0.0
-    """Seconds to sleep after each committed group: lets tests kill a run between commits."""
+    on_group: Callable[[IndexSummary], None] | None = None
+    """Called after each committed group of chunks with the run's summary so far."""
     max_bytes: int = DEFAULT_MAX_BYTES
     device: str | None = None
     dtype: str | None = None
@@ -380,10 +380,10 @@ def _embed(db, encoder, chunker, pending, stored, options: IndexOptions, summary
         group.append((relative, digest, stat, chunks, relative in stored))
         group_chunks += len(chunks)
         if group_chunks >= options.group_chunks:
-            _write_group(db, encoder, group, summary, progress, options.step_delay)
+            _write_group(db, encoder, group, summary, progress, options.on_group)
             group, group_chunks = [], 0
     if group:
-        _write_group(db, encoder, group, summary, progress, options.step_delay)
+        _write_group(db, encoder, group, summary, progress, options.on_group)
 
 
 def _finish(db, target, options, meta, encoder, chunker, summary, fresh_root: bool) -> None:
@@ -466,7 +466,7 @@ def _spec_changed(recorded: str, spec, requested: str) -> bool:
     return vectors.IndexSpec.from_dict(recorded).kind != spec.kind
 
 
-def _write_group(db, encoder, group, summary: IndexSummary, progress, delay: float = 0.0) -> None:
+def _write_group(db, encoder, group, summary: IndexSummary, progress, on_group=None) -> None:
     """Encode a group's chunks (in slices, reporting progress), then store it."""
     phase = time.perf_counter()
     chunks_ = [chunk for *_, chunks, _ in group for chunk in chunks]
@@ -479,10 +479,10 @@ def _write_group(db, encoder, group, summary: IndexSummary, progress, delay: flo
             progress.encoded(len(piece), sum(chunk.tokens for chunk in piece))
     vectors_ = np.concatenate(parts) if parts else np.zeros((0, encoder.dimension), dtype=np.float32)
     summary.seconds["encoding"] += time.perf_counter() - phase
-    _store_group(db, group, vectors_, summary, progress, delay)
+    _store_group(db, group, vectors_, summary, progress, on_group)
 
 
-def _store_group(db, group, vectors_: np.ndarray, summary: IndexSummary, progress, delay: float) -> None:
+def _store_group(db, group, vectors_: np.ndarray, summary: IndexSummary, progress, on_group=None) -> None:
     """Store each document of ``group`` (its chunks' vectors in order) in one transaction."""
     phase = time.perf_counter()
     chunks_ = [chunk for *_, chunks, _ in group for chunk in chunks]
@@ -504,8 +504,8 @@ def _store_group(db, group, vectors_: np.ndarray, summary: IndexSummary, progres
             (summary.updated if existed else summary.added).append(relative)
     summary.chunks_written += len(chunks_)
     summary.seconds["storing"] += time.perf_counter() - phase
-    if delay:
-        time.sleep(delay)
+    if on_group is not None:
+        on_group(summary)
     if progress is not None:
         for _ in group:
             progress.advance_file()
@@ -548,8 +548,8 @@ def _embed_on_ray(db, encoder, chunker, pending, stored, options: IndexOptions, 
             if progress is not None:
                 progress.encoded(len(document.chunks), sum(c.tokens for c in document.chunks))
         if sum(len(v) for v in vectors_) >= options.group_chunks:
-            _store_group(db, group, np.concatenate(vectors_), summary, progress, options.step_delay)
+            _store_group(db, group, np.concatenate(vectors_), summary, progress, options.on_group)
             group, vectors_ = [], []
         waited = time.perf_counter()
     if group:
-        _store_group(db, group, np.concatenate(vectors_), summary, progress, options.step_delay)
+        _store_group(db, group, np.concatenate(vectors_), summary, progress, options.on_group)

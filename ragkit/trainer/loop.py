@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,8 +71,8 @@ class TrainOptions:
     adapter_dtype: str = "float16"
     show_progress: bool | None = None
     command: str = ""
-    step_delay: float = 0.0
-    """Seconds to sleep after each step: lets tests kill a run mid-way on a tiny model."""
+    on_step: Callable[[str, int, float], None] | None = None
+    """Called after each optimizer step with (stage, step, loss), once its metrics are written."""
     precision: str = "auto"
     """``auto``, ``fp32`` or ``bf16`` (autocast forward passes, fp32 weights and losses)."""
     mixture: str | dict[str, float] = "sqrt"
@@ -669,7 +670,6 @@ def _train_stage(stage, causal_lm, tokenizer, data, options, accelerator, displa
         if stage == "supervised"
         else _UnlabelledSteps(stage, tokenizer, causal_lm, data.corpus.passages, options)
     )
-    delay = options.step_delay
     device = accelerator.device
 
     display.start_stage(stage, settings.steps, start_step)
@@ -696,8 +696,8 @@ def _train_stage(stage, causal_lm, tokenizer, data, options, accelerator, displa
         if done % recipe.checkpoint_every == 0 or done == settings.steps:
             elapsed = elapsed_before + time.perf_counter() - stage_started
             _checkpoint(accelerator, out, stage, done, run, optimizer, elapsed, loss_value)
-        if delay:
-            time.sleep(delay)
+        if options.on_step is not None:
+            options.on_step(stage, done, loss_value)
 
     adapter = _detach_lora(run, stage, causal_lm)
     accelerator.free_memory()
