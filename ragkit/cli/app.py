@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ragkit.cli import ask_command, encoder_commands, eval_command, index_commands, train_command
-from ragkit.cli.console import err, safe, setup_logging
+from ragkit.cli.console import err, quiet_dependencies, safe, setup_logging
 
 app = typer.Typer(
     name="ragkit",
@@ -45,6 +45,7 @@ def _root(
 ) -> None:
     """ragkit: LLM2Vec encoders and retrieval from the terminal."""
     setup_logging(verbose)
+    quiet_dependencies()
 
 
 def _error_line(message: str, as_json: bool = False) -> None:

@@ -33,8 +33,8 @@ DEFAULT_BATCH_SIZE = 32
 CPU_TOKENS_PER_BATCH = 512
 """Default padded-token budget per batch on CPU.
 
-Measured on 2 cores (bench/encode.py, BENCHMARKS.md): throughput peaks at a few hundred
-tokens per forward pass and falls with bigger batches, whose activations spill the caches.
+Throughput on a CPU peaks at a few hundred tokens per forward pass and falls with bigger
+batches, whose activations spill the caches (bench/encode.py, BENCHMARKS.md).
 GPUs are limited by ``batch_size`` alone unless ``max_tokens_per_batch`` is given.
 """
 

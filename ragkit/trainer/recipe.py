@@ -121,11 +121,10 @@ RECIPES: dict[str, Recipe] = {
         simcse_hidden_dropout=0.0,
         checkpoint_every=100,
     ),
-    # About 35 minutes for SmolLM2-135M on 2 CPU cores (a step of either stage takes 7-12 s
-    # there): far fewer steps at a higher learning rate; SimCSE on the first 32 tokens of
-    # each passage with 32 in-batch negatives. MNTP gets 150 steps: at 70 its loss was still
-    # falling and bi + MNTP scored 0.214 on STS-B against 0.338 after 150 (EVAL.md). Sentence
-    # views with hidden dropout 0.1 were tried for 120 steps and scored lower on STS-B
+    # Sized for a small CPU (SmolLM2-135M, BENCHMARKS.md): far fewer steps at a higher
+    # learning rate; SimCSE on the first 32 tokens of each passage with 32 in-batch
+    # negatives. MNTP gets 150 steps: bi + MNTP scores 0.338 on STS-B after 150 against 0.214
+    # after 70 (EVAL.md). Sentence views with hidden dropout 0.1 score lower on STS-B
     # (EVAL.md), so they are not the default.
     "quick": Recipe(
         name="quick",
