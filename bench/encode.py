@@ -85,7 +85,7 @@ def run_one(system: str, texts: list[str], batch_size: int) -> dict:
 
     from ragkit import Encoder
     from ragkit.encoder.attention import set_bidirectional
-    from ragkit.models.backbone import load_tokenizer, resolve_backbone
+    from ragkit.encoder.backbone import load_tokenizer, resolve_backbone
 
     # Only the system under test loads the model, so peak memory is that system's own.
     backbone = resolve_backbone("smollm2-135m")

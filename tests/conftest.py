@@ -95,9 +95,9 @@ def make_encoder(
     bos: bool = True,
     eos: bool = False,
 ):
+    from ragkit.encoder.backbone import Backbone
     from ragkit.encoder.config import EncoderConfig
     from ragkit.encoder.encoder import Encoder
-    from ragkit.models.backbone import Backbone
 
     tokenizer = make_tokenizer(bos=bos, eos=eos, padding_side=padding_side)
     config = EncoderConfig(

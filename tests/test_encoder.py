@@ -200,7 +200,7 @@ def test_merged_weights_are_cached_and_reload_without_peft(
     tiny_backbone_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The second load reads the merged safetensors: same vectors, no merge; damage is rebuilt."""
-    import ragkit.models.merged as merged_cache
+    import ragkit.encoder.merged as merged_cache
 
     monkeypatch.setenv("RAGKIT_HOME", str(tmp_path / "home"))
     saved = _encoder_with_adapter(tiny_backbone_dir, tmp_path / "enc", seed=1)
@@ -236,7 +236,7 @@ def test_merged_weights_are_cached_and_reload_without_peft(
 def test_unwritable_home_still_loads_the_encoder(
     tiny_backbone_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
-    import ragkit.models.merged as merged_cache
+    import ragkit.encoder.merged as merged_cache
 
     saved = _encoder_with_adapter(tiny_backbone_dir, tmp_path / "enc", seed=1)
     expected = Encoder.from_pretrained(str(saved)).encode(TEXTS)

@@ -287,7 +287,7 @@ def test_a_generator_that_raises_ends_the_stream_with_one_error(tiny_causal_dir)
 
 
 def _chat_tokenizer(folder: Path):
-    from ragkit.models.backbone import load_tokenizer
+    from ragkit.encoder.backbone import load_tokenizer
 
     tokenizer = load_tokenizer(folder)
     tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"

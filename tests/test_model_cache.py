@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import ragkit.models.converted as cache
-from ragkit.models.packaged import PackagedModel
+import ragkit.encoder.converted as cache
+from ragkit.encoder.packaged import PackagedModel
 
 
 def _fake_model() -> PackagedModel:

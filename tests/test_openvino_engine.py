@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_encoder import TEXTS, _encoder_with_adapter
 
-import ragkit.models.merged as merged
+import ragkit.encoder.merged as merged
 from ragkit.encoder import Encoder
 from ragkit.encoder import openvino_engine as engine
 from ragkit.encoder.light import LightLlama

@@ -8,11 +8,11 @@ import random
 import numpy as np
 import pytest
 
-import ragkit.models.converted as cache
+import ragkit.encoder.converted as cache
 from conftest import DATASETS, real_model_available
 from ragkit import Encoder
-from ragkit.models.packaged import PACKAGED_MODELS
-from ragkit.models.resolve import DEFAULT_ENCODER_DIR
+from ragkit.encoder.packaged import PACKAGED_MODELS
+from ragkit.encoder.resolve import DEFAULT_ENCODER_DIR
 
 pytestmark = [
     pytest.mark.slow,

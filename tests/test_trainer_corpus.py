@@ -85,7 +85,7 @@ def test_recipes_overrides_and_schedule():
 
 def test_causal_flag_means_the_backbone_of_a_saved_encoder(tiny_backbone_dir, tmp_path):
     from ragkit.encoder import Encoder
-    from ragkit.models.resolve import backbone_of
+    from ragkit.encoder.resolve import backbone_of
 
     saved = Encoder.from_pretrained(str(tiny_backbone_dir)).save(tmp_path / "enc")
     assert backbone_of(str(saved)) == str(tiny_backbone_dir.resolve())

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from threading import Thread
 
+from ragkit.encoder.packaged import DEFAULT_BACKBONE
 from ragkit.errors import RagkitError
-from ragkit.models.packaged import DEFAULT_BACKBONE
 
 DEFAULT_ANSWER_MODEL = DEFAULT_BACKBONE
 """The packaged SmolLM2-135M-*Instruct*: the same weights as the encoder's backbone, causal."""
@@ -19,8 +19,8 @@ class ChatModel:
     def __init__(
         self, name: str = DEFAULT_ANSWER_MODEL, *, max_new_tokens: int = 160, device: str | None = None
     ):
+        from ragkit.encoder.backbone import load_model, load_tokenizer, resolve_backbone
         from ragkit.encoder.encoder import resolve_device
-        from ragkit.models.backbone import load_model, load_tokenizer, resolve_backbone
 
         backbone = resolve_backbone(name)
         self.tokenizer = load_tokenizer(backbone.folder)

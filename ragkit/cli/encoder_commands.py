@@ -15,7 +15,7 @@ from ragkit.cli.options import CausalOption, DeviceOption, EncoderOption, JsonOp
 def load_encoder(name: str, *, device: str | None, causal: bool = False, pooling: str | None = None):
     """Load with a spinner, since the very first load converts the packaged model (~30 s)."""
     from ragkit.encoder import Encoder
-    from ragkit.models.resolve import backbone_of
+    from ragkit.encoder.resolve import backbone_of
 
     if causal:
         # The paper's baseline is the untrained backbone used causally, not the adapters.

@@ -16,15 +16,15 @@ import numpy as np
 
 from ragkit.encoder.adapters import Adapter
 from ragkit.encoder.attention import ProbeResult, check_attention, probe, set_bidirectional
+from ragkit.encoder.backbone import Backbone, backbone_layers, load_tokenizer
 from ragkit.encoder.config import CONFIG_NAME, EncoderConfig, fingerprint, tokenizer_hash
 from ragkit.encoder.inputs import InputBuilder, collate, plan_batches, validate_texts
 from ragkit.encoder.light_tokenizer import light_tokenizer_if_possible
+from ragkit.encoder.merged import load_engine_merged, load_light_merged, load_merged
 from ragkit.encoder.pooling import pool, validate_pooling
 from ragkit.encoder.pruning import check_layers, layer_count
+from ragkit.encoder.resolve import ResolvedEncoder, resolve_encoder
 from ragkit.errors import EncoderFormatError, InvalidInputError
-from ragkit.models.backbone import Backbone, backbone_layers, load_tokenizer
-from ragkit.models.merged import load_engine_merged, load_light_merged, load_merged
-from ragkit.models.resolve import ResolvedEncoder, resolve_encoder
 
 log = logging.getLogger("ragkit")
 

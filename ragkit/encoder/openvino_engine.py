@@ -69,7 +69,7 @@ def version() -> str:
 
 
 def artefact_name() -> str:
-    """The engine part of the artefact's cache key (:mod:`ragkit.models.cache`)."""
+    """The engine part of the artefact's cache key (:mod:`ragkit.encoder.cache`)."""
     return f"openvino-{version()}-f{ARTEFACT_FORMAT}"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ragkit.models.cache import vectors_file
+from ragkit.encoder.cache import vectors_file
 
 
 def _key(instruction: str, text: str) -> str:

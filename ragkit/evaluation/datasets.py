@@ -14,8 +14,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from ragkit.encoder.cache import ragkit_home
 from ragkit.evaluation.beir import DatasetError
-from ragkit.models.cache import ragkit_home
 
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
 BEIR_NAMES = (
@@ -48,7 +48,7 @@ def resolve_dataset(spec: str | Path, *, url: str = BEIR_URL) -> Path:
         raise DatasetError(
             f"{spec} is neither a dataset folder nor a BEIR set name ({', '.join(BEIR_NAMES)})"
         )
-    from ragkit.models.converted import ensure_built
+    from ragkit.encoder.converted import ensure_built
 
     folder = ragkit_home() / "datasets" / name
     source = url.format(name=name)

@@ -22,14 +22,14 @@ from pathlib import Path
 
 from ragkit.encoder.adapters import Adapter, adapter_from_peft, load_adapter, merge_adapters
 from ragkit.encoder.attention import set_bidirectional
+from ragkit.encoder.backbone import backbone_layers, load_model, load_tokenizer
 from ragkit.encoder.config import CONFIG_NAME, EncoderConfig
 from ragkit.encoder.inputs import InputBuilder, collate
+from ragkit.encoder.packaged import DEFAULT_BACKBONE
 from ragkit.encoder.pruning import check_layers, keep_bottom_layers
+from ragkit.encoder.resolve import resolve_encoder
 from ragkit.errors import RagkitError
 from ragkit.hashing import canonical_json_hash
-from ragkit.models.backbone import backbone_layers, load_model, load_tokenizer
-from ragkit.models.packaged import DEFAULT_BACKBONE
-from ragkit.models.resolve import resolve_encoder
 from ragkit.trainer.card import record_stage, write_card
 from ragkit.trainer.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from ragkit.trainer.corpus import Corpus, corpus_pairs, load_corpus, sentence_views

@@ -97,8 +97,8 @@ def open_teacher(
     spec: str, pairs_hash: str, *, device: str | None = None, root: Path | None = None
 ) -> Teacher:
     """Load the teacher and open its cache for this pair set."""
+    from ragkit.encoder.cache import ragkit_home
     from ragkit.encoder.vector_cache import VectorCache
-    from ragkit.models.cache import ragkit_home
 
     encoder = load_teacher_encoder(spec, device=device)
     key = f"{encoder.fingerprint[:16]}-{pairs_hash[:16]}"

@@ -21,7 +21,7 @@ folder                  key                                       holds
 ======================  ========================================  =============================
 
 Hub backbones are downloaded by ``huggingface_hub`` into its own cache and identified by the
-content of what was downloaded (:func:`ragkit.models.backbone.folder_identity`). The encoder
+content of what was downloaded (:func:`ragkit.encoder.backbone.folder_identity`). The encoder
 fingerprint (:func:`ragkit.encoder.config.fingerprint`) is the key of everything derived from
 vectors: an index is bound to it as well. Each key changes whenever what it describes does,
 so a new model, adapter or setting never meets a stale entry.

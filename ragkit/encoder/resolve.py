@@ -1,7 +1,7 @@
 """What a user's model name means: a saved encoder (backbone + adapters) or a bare backbone.
 
 ``default`` is the encoder ragkit ships; a folder with ``ragkit.json`` is a saved encoder;
-anything else is a backbone (:func:`ragkit.models.backbone.resolve_backbone`). Loading the
+anything else is a backbone (:func:`ragkit.encoder.backbone.resolve_backbone`). Loading the
 encoder, the trainer and the CLI all resolve names here, so they agree on what a name means.
 """
 
@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ragkit.encoder.adapters import Adapter, load_adapter
+from ragkit.encoder.backbone import Backbone, resolve_backbone
 from ragkit.encoder.config import CONFIG_NAME, EncoderConfig
+from ragkit.encoder.packaged import DEFAULT_BACKBONE
 from ragkit.errors import EncoderFormatError
-from ragkit.models.backbone import Backbone, resolve_backbone
-from ragkit.models.packaged import DEFAULT_BACKBONE
 
 DEFAULT_ENCODER_DIR = Path(__file__).resolve().parent.parent / "default_encoder"
 """The encoder ragkit ships: SmolLM2-135M + MNTP, SimCSE and supervised LoRAs (model card in its README)."""

@@ -21,11 +21,11 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from ragkit.encoder.cache import converted_folder
+from ragkit.encoder.packaged import PackagedModel
+from ragkit.encoder.quiet import quiet_transformers
 from ragkit.errors import CacheError
 from ragkit.hashing import sha256_file
-from ragkit.models.cache import converted_folder
-from ragkit.models.packaged import PackagedModel
-from ragkit.models.quiet import quiet_transformers
 
 log = logging.getLogger("ragkit")
 

@@ -3,7 +3,7 @@
 Merging through peft costs seconds on every load (import peft, wrap every projection,
 merge, unwrap) and yields the same weights each time; a terminal user of ``ragkit ask``
 should not pay that per question. The merged model is written once under
-``$RAGKIT_HOME/merged/`` (its key: :mod:`ragkit.models.cache`), and built and verified like
+``$RAGKIT_HOME/merged/`` (its key: :mod:`ragkit.encoder.cache`), and built and verified like
 the converted-model cache. The folder is ours, written by us, safetensors only; deleting it is always safe.
 """
 
@@ -15,18 +15,19 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ragkit.encoder.adapters import Adapter, merge_adapters
+from ragkit.encoder.backbone import Backbone, load_model
+from ragkit.encoder.cache import engine_folder
+from ragkit.encoder.cache import merged_folder as merged_cache_folder
+from ragkit.encoder.converted import ensure_built, read_manifest
 from ragkit.encoder.pruning import keep_bottom_layers
+from ragkit.encoder.quiet import quiet_transformers
 from ragkit.errors import CacheError
-from ragkit.models import cache
-from ragkit.models.backbone import Backbone, load_model
-from ragkit.models.converted import ensure_built, read_manifest
-from ragkit.models.quiet import quiet_transformers
 
 log = logging.getLogger("ragkit")
 
 
 def merged_folder(backbone: Backbone, adapters: list[Adapter], layers: int | None = None) -> Path:
-    return cache.merged_folder(backbone.name, backbone.identity, [a.content_hash() for a in adapters], layers)
+    return merged_cache_folder(backbone.name, backbone.identity, [a.content_hash() for a in adapters], layers)
 
 
 def _verify_light(model, out: Path) -> dict:
@@ -119,7 +120,7 @@ def load_engine_merged(
     """The merged model run by the OpenVINO engine (converted and verified once), computing in
     ``precision`` ("f32" or "bf16"); None, said once, when it cannot be used here (not
     installed, no verified light cache, a failed check)."""
-    from ragkit.encoder import openvino_engine as engine
+    import ragkit.encoder.openvino_engine as engine
 
     if not engine.installed():
         _warn_once("OpenVINO is not installed (pip install 'ragkit[openvino]'); encoding with torch")
@@ -135,7 +136,7 @@ def load_engine_merged(
         light = load_light_model(merged)
         return {**engine.build(light, out), "parameters": sum(p.numel() for p in light.parameters())}
 
-    folder = cache.engine_folder(engine.artefact_name(), merged.name)
+    folder = engine_folder(engine.artefact_name(), merged.name)
     try:
         _, info = ensure_built(folder, build, label=f"the OpenVINO engine of {backbone.name}")
         if not info.get("verified"):

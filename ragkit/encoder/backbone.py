@@ -12,11 +12,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ragkit.encoder.converted import ensure_converted
+from ragkit.encoder.packaged import PACKAGED_MODELS
+from ragkit.encoder.quiet import quiet_transformers
 from ragkit.errors import ModelNotFoundError
 from ragkit.hashing import canonical_json_hash, sampled_file_hash
-from ragkit.models.converted import ensure_converted
-from ragkit.models.packaged import PACKAGED_MODELS
-from ragkit.models.quiet import quiet_transformers
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.txt"]
