@@ -81,13 +81,17 @@ class _AnyOption(dict):
         return directives.unchanged
 
 
-class _Generic(Directive):
-    """An unknown directive: its arguments as a lead paragraph, then its body as reST."""
+class _Lenient(Directive):
+    """Any arguments, any options, any body: what an unknown directive may carry."""
 
     has_content = True
     optional_arguments = 64
     final_argument_whitespace = True
     option_spec = _AnyOption()
+
+
+class _Generic(_Lenient):
+    """An unknown directive: its arguments as a lead paragraph, then its body as reST."""
 
     def _lead(self) -> str:
         """The arguments as a reader sees them: ``versionadded 3.4 text`` → ``New in version
@@ -115,13 +119,8 @@ class _Generic(Directive):
         return [container]
 
 
-class _Code(Directive):
+class _Code(_Lenient):
     """``code-block`` and kin: the code kept verbatim as a literal block."""
-
-    has_content = True
-    optional_arguments = 64
-    final_argument_whitespace = True
-    option_spec = _AnyOption()
 
     def run(self):
         code = "\n".join(self.content)
@@ -132,13 +131,8 @@ class _Code(Directive):
         return [block]
 
 
-class _Dropped(Directive):
+class _Dropped(_Lenient):
     """A directive that steers a build and has nothing to read (``toctree``, ``index``)."""
-
-    has_content = True
-    optional_arguments = 64
-    final_argument_whitespace = True
-    option_spec = _AnyOption()
 
     def run(self):
         return []
