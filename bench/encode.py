@@ -101,9 +101,9 @@ def run_one(system: str, texts: list[str], batch_size: int) -> dict:
             return enc.encode(batch, batch_size=batch_size, show_progress=False)
 
     elif DEFAULT_GROUP[system]:
-        backend = "openvino" if "openvino" in system else "torch"
+        backend = "openvino" if "openvino" in system else "light"
         layers = 20 if system.endswith("20-layers") else None
-        enc = Encoder.from_pretrained("default", light=True, backend=backend, layers=layers)
+        enc = Encoder.from_pretrained("default", backend=backend, layers=layers)
         assert enc.describe()["backend"] == backend, f"{system} did not load on {backend}"
 
         def encode(batch):

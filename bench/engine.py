@@ -27,7 +27,7 @@ from ragkit.evaluation.metrics import mean_metrics, per_query
 from ragkit.evaluation.retrieval import exact_search
 
 SETTINGS = {
-    "torch": {"backend": "torch"},
+    "torch": {"backend": "light"},
     "openvino": {"backend": "openvino"},
     "openvino-bf16": {"backend": "openvino", "dtype": "bfloat16"},
 }
@@ -57,7 +57,7 @@ def main() -> None:
     candidate, reference = args.candidate, args.reference
     for name in (candidate, reference):
         settings = SETTINGS[name]
-        encoder = Encoder.from_pretrained(args.encoder, light=True, **settings)
+        encoder = Encoder.from_pretrained(args.encoder, **settings)
         assert encoder.describe()["backend"] == settings["backend"], f"{name} is not available here"
         docs, queries, seconds = encode(encoder, dataset)
         run = exact_search(docs, queries, doc_ids, query_ids)

@@ -64,7 +64,7 @@ def main() -> None:
 
     from ragkit.encoder import openvino_engine
 
-    encoder = Encoder.from_pretrained("default", light=True, backend="openvino")
+    encoder = Encoder.from_pretrained("default", backend="openvino")
     folder = encoder.model.folder
     with open(SCIFACT / "corpus.jsonl") as handle:
         docs = [json.loads(line)["text"] for line, _ in zip(handle, range(args.docs), strict=False)]

@@ -58,8 +58,8 @@ def onnxruntime_runner(traced, example, folder: Path):
 
 
 def main() -> None:
-    torch_encoder = Encoder.from_pretrained("default", light=True, backend="torch")
-    openvino = Encoder.from_pretrained("default", light=True, backend="openvino")
+    torch_encoder = Encoder.from_pretrained("default", backend="light")
+    openvino = Encoder.from_pretrained("default", backend="openvino")
     traced = _Traceable(torch_encoder.model).eval()
     with open(CORPUS) as handle:
         texts = [json.loads(line)["text"] for line, _ in zip(handle, range(96), strict=False)]

@@ -73,8 +73,8 @@ def main() -> None:
     args = parser.parse_args()
     kernel()
     texts = [json.loads(line)["text"] for line in QUERIES.open()][: args.queries]
-    fp32 = Encoder.from_pretrained("default", light=True)
-    int8 = Encoder.from_pretrained("default", light=True)
+    fp32 = Encoder.from_pretrained("default", backend="light")
+    int8 = Encoder.from_pretrained("default", backend="light")
     for layer in int8.model.layers:
         for name in PROJECTIONS:
             setattr(layer, name, Int8Linear(getattr(layer, name).weight.detach()))

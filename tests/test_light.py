@@ -69,7 +69,7 @@ def test_light_encoder_has_the_fingerprint_and_vectors_of_the_full_one(
     full = Encoder.from_pretrained(str(saved))  # builds and verifies the merged cache
     manifest = json.loads(next((tmp_path / "home" / "merged").glob("*/ragkit-cache.json")).read_text())
     assert manifest["light"]["verified"] is True
-    light = Encoder.from_pretrained(str(saved), light=True, backend="torch")
+    light = Encoder.from_pretrained(str(saved), backend="light")
     assert isinstance(light.model, LightLlama) and isinstance(light.tokenizer, LightTokenizer)
     assert light.fingerprint == full.fingerprint
     assert light.probe_result.is_bidirectional()
@@ -89,14 +89,14 @@ def test_light_is_declined_when_unverified_causal_or_not_fp32(
     Encoder.from_pretrained(str(saved))
     manifest_path = next((tmp_path / "home" / "merged").glob("*/ragkit-cache.json"))
     for options in ({"bidirectional": False}, {"dtype": "bfloat16"}):
-        loaded = Encoder.from_pretrained(str(saved), light=True, backend="torch", **options)
+        loaded = Encoder.from_pretrained(str(saved), backend="light", **options)
         assert not isinstance(loaded.model, LightLlama)
     # No verified verdict (say, a verification that failed): transformers, not a guess.
     manifest = json.loads(manifest_path.read_text())
     manifest["light"] = {"verified": False, "max_difference": 0.5}
     manifest_path.write_text(json.dumps(manifest))
     assert "ragkit-cache.json" not in manifest["files"]  # so editing it keeps it valid
-    assert not isinstance(Encoder.from_pretrained(str(saved), light=True, backend="torch").model, LightLlama)
+    assert not isinstance(Encoder.from_pretrained(str(saved), backend="light").model, LightLlama)
 
 
 def test_load_light_model_refuses_other_families(tmp_path: Path):

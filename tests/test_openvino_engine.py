@@ -34,7 +34,7 @@ def _engine_files(home: Path) -> list[Path]:
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_the_engine_gives_torch_s_vectors_and_fingerprint(saved: Path, tmp_path: Path, side: str):
     torch_encoder = Encoder.from_pretrained(str(saved), backend="torch", padding_side=side)
-    fast = Encoder.from_pretrained(str(saved), light=True, padding_side=side)  # auto
+    fast = Encoder.from_pretrained(str(saved), backend="auto", padding_side=side)  # auto
     assert fast.describe()["backend"] == "openvino" and torch_encoder.describe()["backend"] == "torch"
     assert fast.fingerprint == torch_encoder.fingerprint
     assert fast.describe()["parameters"] == torch_encoder.describe()["parameters"]
@@ -46,12 +46,12 @@ def test_the_engine_gives_torch_s_vectors_and_fingerprint(saved: Path, tmp_path:
 
 
 def test_a_damaged_engine_artefact_is_rebuilt(saved: Path, tmp_path: Path, caplog):
-    expected = Encoder.from_pretrained(str(saved), light=True).encode(TEXTS)
+    expected = Encoder.from_pretrained(str(saved), backend="auto").encode(TEXTS)
     files = _engine_files(tmp_path / "home")
     assert [f.suffix for f in files] == [".bin", ".xml"]
     files[0].write_bytes(files[0].read_bytes()[:100])  # truncated weights
     with caplog.at_level(logging.WARNING, logger="ragkit"):
-        again = Encoder.from_pretrained(str(saved), light=True)
+        again = Encoder.from_pretrained(str(saved), backend="auto")
     assert "damaged; rebuilding" in caplog.text
     assert again.describe()["backend"] == "openvino"
     np.testing.assert_allclose(again.encode(TEXTS), expected, atol=1e-5)
@@ -60,9 +60,9 @@ def test_a_damaged_engine_artefact_is_rebuilt(saved: Path, tmp_path: Path, caplo
 def test_auto_never_uses_an_engine_that_failed_its_check(saved: Path, monkeypatch, caplog):
     monkeypatch.setattr(engine, "MIN_COSINE", 1.5)  # no conversion can pass this
     with caplog.at_level(logging.WARNING, logger="ragkit"):
-        encoder = Encoder.from_pretrained(str(saved), light=True)
-        Encoder.from_pretrained(str(saved), light=True)
-    assert isinstance(encoder.model, LightLlama) and encoder.describe()["backend"] == "torch"
+        encoder = Encoder.from_pretrained(str(saved), backend="auto")
+        Encoder.from_pretrained(str(saved), backend="auto")
+    assert isinstance(encoder.model, LightLlama) and encoder.describe()["backend"] == "light"
     assert caplog.text.count("disagrees with torch") == 1  # said once
 
 
@@ -71,29 +71,29 @@ def test_not_installed_falls_back_with_one_line_and_unknown_backends_are_refused
 ):
     monkeypatch.setattr(engine, "installed", lambda: False)
     with caplog.at_level(logging.WARNING, logger="ragkit"):
-        encoder = Encoder.from_pretrained(str(saved), light=True, backend="openvino")
-    assert encoder.describe()["backend"] == "torch"
+        encoder = Encoder.from_pretrained(str(saved), backend="openvino")
+    assert encoder.describe()["backend"] == "light"
     assert caplog.text.count("OpenVINO is not installed") == 1
     with pytest.raises(InvalidInputError, match="unknown backend 'nonexistent'"):
         Encoder.from_pretrained(str(saved), backend="nonexistent")
-    # Without light, auto stays on torch (training and evaluation measure the torch model).
+    # The default backend is torch (training and evaluation measure the torch model).
     assert Encoder.from_pretrained(str(saved)).describe()["backend"] == "torch"
 
 
 def test_the_compiled_cache_speeds_loads_and_a_bad_one_is_replaced(saved: Path, tmp_path: Path, caplog):
-    expected = Encoder.from_pretrained(str(saved), light=True).encode(TEXTS)
+    expected = Encoder.from_pretrained(str(saved), backend="auto").encode(TEXTS)
     (folder,) = (tmp_path / "home" / "engines").glob("openvino-*")
     blobs = [p for p in (folder / engine.COMPILED_DIR).rglob("*") if p.is_file()]
     assert blobs, "the first load leaves OpenVINO's compiled form beside the model"
     for blob in blobs:
         blob.write_bytes(b"\0" * blob.stat().st_size)  # garbage of the right size
-    again = Encoder.from_pretrained(str(saved), light=True)
+    again = Encoder.from_pretrained(str(saved), backend="auto")
     assert again.describe()["backend"] == "openvino"
     np.testing.assert_allclose(again.encode(TEXTS), expected, atol=1e-5)
 
 
 def test_a_compiled_copy_that_disagrees_with_the_build_is_never_used(saved: Path, monkeypatch, caplog):
-    expected = Encoder.from_pretrained(str(saved), light=True, backend="torch").encode(TEXTS)
+    expected = Encoder.from_pretrained(str(saved), backend="light").encode(TEXTS)
     compile_for_real = engine._compile
 
     def skewed(folder: Path, cached: bool = True, precision: str = "f32"):
@@ -104,7 +104,7 @@ def test_a_compiled_copy_that_disagrees_with_the_build_is_never_used(saved: Path
 
     monkeypatch.setattr(engine, "_compile", skewed)
     with caplog.at_level(logging.WARNING, logger="ragkit"):
-        encoder = Encoder.from_pretrained(str(saved), light=True)
+        encoder = Encoder.from_pretrained(str(saved), backend="auto")
     assert "disagrees with the build; compiling afresh" in caplog.text
     assert encoder.describe()["backend"] == "openvino"
     np.testing.assert_allclose(encoder.encode(TEXTS), expected, atol=1e-4)
@@ -112,16 +112,16 @@ def test_a_compiled_copy_that_disagrees_with_the_build_is_never_used(saved: Path
 
 def test_bf16_is_an_opt_in_held_to_its_pooled_vectors(saved: Path, monkeypatch, caplog):
     torch_encoder = Encoder.from_pretrained(str(saved), backend="torch")
-    fast = Encoder.from_pretrained(str(saved), light=True, dtype="bfloat16")
+    fast = Encoder.from_pretrained(str(saved), backend="auto", dtype="bfloat16")
     assert fast.describe()["backend"] == "openvino" and fast.describe()["dtype"] == "bfloat16"
     assert fast.fingerprint == torch_encoder.fingerprint
     for kwargs in ({}, {"instruction": "Find the passage: "}):
         ours, theirs = fast.encode(TEXTS, **kwargs), torch_encoder.encode(TEXTS, **kwargs)
         assert float((ours * theirs).sum(1).min()) > engine.BF16_MIN_COSINE
-    assert Encoder.from_pretrained(str(saved), light=True).describe()["dtype"] == "float32"
+    assert Encoder.from_pretrained(str(saved), backend="auto").describe()["dtype"] == "float32"
 
     monkeypatch.setattr(engine, "BF16_MIN_COSINE", 1.5)  # no engine can pass this
     with caplog.at_level(logging.WARNING, logger="ragkit"):
-        refused = Encoder.from_pretrained(str(saved), light=True, dtype="bfloat16")
+        refused = Encoder.from_pretrained(str(saved), backend="auto", dtype="bfloat16")
     assert refused.describe()["backend"] == "torch" and "disagrees with its build-time check" in caplog.text
     assert float((refused.encode(TEXTS) * torch_encoder.encode(TEXTS)).sum(1).min()) > 0.99

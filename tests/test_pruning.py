@@ -62,14 +62,14 @@ def test_saved_pruned_encoder_loads_pruned_through_the_cache_and_the_light_path(
     Encoder.from_pretrained(str(saved), layers=1).save(tmp_path / "pruned")
     assert json.loads((tmp_path / "pruned" / "ragkit.json").read_text())["layers"] == 1
     cached = Encoder.from_pretrained(str(tmp_path / "pruned"))
-    light = Encoder.from_pretrained(str(tmp_path / "pruned"), light=True, backend="torch")
+    light = Encoder.from_pretrained(str(tmp_path / "pruned"), backend="light")
     assert isinstance(light.model, LightLlama) and len(light.model.layers) == 1
     assert uncached.fingerprint == cached.fingerprint == light.fingerprint
     np.testing.assert_allclose(cached.encode(TEXTS), uncached.encode(TEXTS), atol=1e-5)
     np.testing.assert_allclose(light.encode(TEXTS), uncached.encode(TEXTS), atol=1e-5)
     with pytest.raises(InvalidInputError, match="from 1 to 1"):  # never more than it was trained with
         Encoder.from_pretrained(str(tmp_path / "pruned"), layers=2)
-    engine = Encoder.from_pretrained(str(tmp_path / "pruned"), light=True)
+    engine = Encoder.from_pretrained(str(tmp_path / "pruned"), backend="auto")
     assert engine.describe()["layers"] == 1 and engine.fingerprint == cached.fingerprint
     np.testing.assert_allclose(engine.encode(TEXTS), uncached.encode(TEXTS), atol=1e-4)
     unpruned = Encoder.from_pretrained(str(saved))
@@ -82,7 +82,7 @@ def test_training_pruned_puts_lora_on_kept_layers_and_records_the_count(
     out = tmp_path / "enc"
     train(_options(tiny_causal_dir, tiny_corpus, out, stages=["mntp"], layers=1))
     keys = load_file(out / "adapters" / "00-mntp" / "adapter_model.safetensors").keys()
-    assert keys and all(k.startswith("layers.0.") for k in keys)
+    assert keys and all(k.startswith("base_model.model.layers.0.") for k in keys)
     assert json.loads((out / "ragkit.json").read_text())["layers"] == 1
     assert "pruned to its bottom 1 layers" in (out / "README.md").read_text()
     encoder = Encoder.from_pretrained(str(out))

@@ -68,7 +68,7 @@ def test_the_default_loads_light_for_queries_with_the_same_vectors(default: Enco
 
     from ragkit.encoder.light import LightLlama
 
-    light = Encoder.from_pretrained("default", light=True, backend="torch")
+    light = Encoder.from_pretrained("default", backend="light")
     assert isinstance(light.model, LightLlama)
     assert light.fingerprint == default.fingerprint
     texts = ["What causes the immune response to vaccines?", "A man is playing a guitar."]
@@ -76,19 +76,19 @@ def test_the_default_loads_light_for_queries_with_the_same_vectors(default: Enco
     # The OpenVINO engine (what `auto` picks here) agrees with torch far inside the index's
     # tolerance, on queries with their instruction and on documents, padded either side.
     for side in ("right", "left"):
-        engine = Encoder.from_pretrained("default", light=True, padding_side=side)
+        engine = Encoder.from_pretrained("default", backend="auto", padding_side=side)
         assert engine.describe()["backend"] == "openvino" and engine.fingerprint == default.fingerprint
         for encode in ("encode_queries", "encode_documents"):
             ours, theirs = getattr(engine, encode)(texts), getattr(default, encode)(texts)
             assert float((ours * theirs).sum(1).min()) > 0.9999
     # bf16, the opt-in: where the CPU has bf16 units it computes there, within the pooled bound.
-    fast = Encoder.from_pretrained("default", light=True, dtype="bfloat16")
+    fast = Encoder.from_pretrained("default", backend="auto", dtype="bfloat16")
     assert fast.describe()["backend"] == "openvino" and fast.describe()["dtype"] == "bfloat16"
     for encode in ("encode_queries", "encode_documents"):
         ours, theirs = getattr(fast, encode)(texts), getattr(default, encode)(texts)
         assert float((ours * theirs).sum(1).min()) > 0.99
     code = (
-        "import sys; from ragkit import Encoder; Encoder.from_pretrained('default', light=True); "
+        "import sys; from ragkit import Encoder; Encoder.from_pretrained('default', backend='auto'); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'peft')))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -304,16 +304,16 @@ def test_resume_at_a_stage_s_last_checkpoint_keeps_its_loss(
     import ragkit.trainer.loop as loop
 
     out = tmp_path / "enc"
-    save = loop._save_adapter
+    save = loop.write_adapter
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt  # killed after the last checkpoint, before the adapter is saved
 
-    monkeypatch.setattr(loop, "_save_adapter", crash)
+    monkeypatch.setattr(loop, "write_adapter", crash)
     with pytest.raises(KeyboardInterrupt):
         train(_options(tiny_causal_dir, tiny_corpus, out, stages=["mntp"]))
     assert (out / "checkpoints" / "mntp-000006").is_dir()
-    monkeypatch.setattr(loop, "_save_adapter", save)
+    monkeypatch.setattr(loop, "write_adapter", save)
     result = train(_options(tiny_causal_dir, tiny_corpus, out, stages=["mntp"], resume=True))
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert result.stages["mntp"]["resumed_from"] == 6

@@ -1,9 +1,11 @@
 """LoRA adapters as plain safetensors + JSON, merged into the backbone at load time.
 
-Keys are relative to the base model (``AutoModel``), e.g.
+In memory, keys are relative to the base model (``AutoModel``), e.g.
 ``layers.0.self_attn.q_proj.lora_A.weight``, so adapters trained on a causal-LM wrapper or
-a bare model load the same way. Adapters apply in order, each merged before the next, which
-is exactly the paper's MNTP-then-SimCSE stacking.
+a bare model load the same way. On disk they carry peft's ``base_model.model.`` prefix, so
+``PeftModel.from_pretrained(AutoModel..., folder)`` reads a ragkit adapter as it reads
+llm2vec's; files written without the prefix still load. Adapters apply in order, each merged
+before the next, which is exactly the paper's MNTP-then-SimCSE stacking.
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ class Adapter:
 
         folder.mkdir(parents=True, exist_ok=True)
         (folder / ADAPTER_CONFIG).write_text(json.dumps(self.config, indent=2, sort_keys=True))
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.tensors.items()}
-        save_file(tensors, str(folder / ADAPTER_WEIGHTS), metadata={"format": "ragkit-lora"})
+        tensors = {_PEFT_PREFIX + k: v.detach().contiguous().cpu() for k, v in self.tensors.items()}
+        save_file(tensors, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
 
 
 def load_adapter(folder: Path) -> Adapter:
@@ -67,7 +69,7 @@ def load_adapter(folder: Path) -> Adapter:
         tensors = load_file(str(weights))
     except (OSError, ValueError, SafetensorError) as exc:
         raise EncoderFormatError(f"cannot read adapter {folder}: {exc}") from None
-    return Adapter(folder.name, config, tensors)
+    return Adapter(folder.name, config, {k.removeprefix(_PEFT_PREFIX): v for k, v in tensors.items()})
 
 
 def adapter_from_peft(name: str, peft_model) -> Adapter:

@@ -15,12 +15,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from ragkit.atomic import atomic_folder, remove_leftovers
 from ragkit.encoder.cache import converted_folder
 from ragkit.encoder.packaged import PackagedModel
 from ragkit.encoder.quiet import quiet_transformers
@@ -106,30 +106,14 @@ def ensure_built(folder: Path, build: Callable[[Path], dict], *, label: str) -> 
     return folder, manifest
 
 
-def _remove_stale_builds(root: Path, name: str) -> None:
-    """Drop leftovers of builds killed mid-way (we hold the lock, so none is live)."""
-    for path in root.glob(f".{name}-*"):
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def _build(final: Path, build: Callable[[Path], dict]) -> None:
-    root, name = final.parent, final.name
-    _remove_stale_builds(root, name)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-build-"))
-    tmp.chmod(0o755)
+    # We hold the lock, so leftovers are from builds killed mid-way, never a live one.
+    remove_leftovers(final.parent, final.name)
     try:
-        info = build(tmp)
-        _write_manifest(tmp, info)
-        if final.exists():
-            trash = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-old-"))
-            os.replace(final, trash / "old")
-            shutil.rmtree(trash, ignore_errors=True)
-        os.replace(tmp, final)
+        with atomic_folder(final) as tmp:
+            _write_manifest(tmp, build(tmp))
     except OSError as exc:
-        raise CacheError(f"cannot write the cached {name} into {root}: {exc}") from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        raise CacheError(f"cannot write the cached {final.name} into {final.parent}: {exc}") from exc
 
 
 @contextlib.contextmanager

@@ -5,9 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,19 +14,18 @@ import numpy as np
 
 from ragkit.encoder.adapters import Adapter
 from ragkit.encoder.attention import ProbeResult, check_attention, probe, set_bidirectional
-from ragkit.encoder.backbone import Backbone, backbone_layers, load_tokenizer
-from ragkit.encoder.config import CONFIG_NAME, EncoderConfig, fingerprint, tokenizer_hash
+from ragkit.encoder.backbone import Backbone, backbone_layers
+from ragkit.encoder.backends import check_backend, load_backend
+from ragkit.encoder.config import EncoderConfig, fingerprint, tokenizer_hash
+from ragkit.encoder.folder import save_encoder
 from ragkit.encoder.inputs import InputBuilder, collate, plan_batches, validate_texts
-from ragkit.encoder.light_tokenizer import light_tokenizer_if_possible
-from ragkit.encoder.merged import load_engine_merged, load_light_merged, load_merged
 from ragkit.encoder.pooling import pool, validate_pooling
 from ragkit.encoder.pruning import check_layers, layer_count
-from ragkit.encoder.resolve import ResolvedEncoder, resolve_encoder
-from ragkit.errors import EncoderFormatError, InvalidInputError
+from ragkit.encoder.resolve import resolve_encoder
+from ragkit.errors import InvalidInputError
 
 log = logging.getLogger("ragkit")
 
-BACKENDS = ("auto", "torch", "openvino")
 DEFAULT_BATCH_SIZE = 32
 CPU_TOKENS_PER_BATCH = 512
 """Default padded-token budget per batch on CPU.
@@ -85,35 +82,6 @@ def _with_overrides(config: EncoderConfig, **overrides) -> EncoderConfig:
     if "instructions" in given:
         given["instructions"] = dict(given["instructions"])
     return EncoderConfig(**{**config.__dict__, **given})
-
-
-def _load_weights(
-    resolved: ResolvedEncoder,
-    config: EncoderConfig,
-    *,
-    light: bool,
-    engine: bool,
-    precision: str = "f32",
-    device,
-    attn_implementation,
-):
-    """The merged (and pruned) model and its tokenizer: the OpenVINO engine (computing in
-    ``precision``) or the light path when asked and possible (adapters, bidirectional, a CPU,
-    a verified cache), else transformers. Decided before reading anything, so a GPU or causal
-    load never reads the tokenizer twice."""
-    model = tokenizer = None
-    cpu = resolve_device(device).type == "cpu"
-    if (light or engine) and resolved.adapters and config.bidirectional and cpu:
-        tokenizer = light_tokenizer_if_possible(resolved.tokenizer_folder)
-        if tokenizer is not None and engine:
-            model = load_engine_merged(resolved.backbone, resolved.adapters, config.layers, precision)
-        if tokenizer is not None and model is None and light:
-            model = load_light_merged(resolved.backbone, resolved.adapters, config.layers)
-    if model is None:
-        tokenizer = load_tokenizer(resolved.tokenizer_folder)
-        backbone, adapters = resolved.backbone, resolved.adapters
-        model = load_merged(backbone, adapters, layers=config.layers, attn_implementation=attn_implementation)
-    return model, tokenizer
 
 
 def _layers_of(model) -> int | None:
@@ -177,9 +145,8 @@ class Encoder:
         instructions: dict[str, str] | None = None,
         padding_side: str | None = None,
         attn_implementation: str | None = None,
-        light: bool = False,
         layers: int | None = None,
-        backend: str = "auto",
+        backend: str = "torch",
     ) -> Encoder:
         """Load an encoder from a packaged name, hub id, model folder or saved encoder.
 
@@ -187,22 +154,18 @@ class Encoder:
         (default 512) override a saved encoder's settings when given. On load the attention
         is measured (:mod:`ragkit.encoder.attention`) and a mismatch raises.
 
-        ``light=True`` skips importing transformers when it can (:mod:`ragkit.encoder.light`):
-        a saved encoder with adapters whose merged weights are cached and were verified
-        against transformers, on a CPU in fp32, bidirectional. Otherwise it loads as usual.
-
         ``layers`` keeps the bottom N layers of the backbone (:mod:`ragkit.encoder.pruning`);
         a saved encoder trained pruned records its own count.
 
-        ``backend`` runs the model: ``torch``, ``openvino`` (:mod:`ragkit.encoder.openvino_engine`,
-        where the light path applies) or ``auto`` (the default): OpenVINO when ``light`` is
-        asked, it is installed and its conversion verified, else torch. The vectors and the
-        fingerprint are the same either way.
+        ``backend`` chooses what runs the model (:mod:`ragkit.encoder.backends`): ``torch``
+        (transformers, the default), ``light`` (ragkit's own torch modules, no transformers
+        import), ``openvino``, or ``auto``, the fastest that applies. The fast ones apply to
+        a saved encoder with verified merged weights on a CPU; elsewhere torch runs. The
+        vectors and the fingerprint are the same whichever runs.
         """
         started = time.perf_counter()
         _check_options(pooling, max_length, padding_side, dtype, device)
-        if backend not in BACKENDS:
-            raise InvalidInputError(f"unknown backend {backend!r}: use {', '.join(BACKENDS)}")
+        check_backend(backend)
         resolved = resolve_encoder(name_or_path)
         config = _with_overrides(
             resolved.config,
@@ -214,20 +177,14 @@ class Encoder:
         )
         # A pruned encoder's adapters were trained on its kept layers only: never more.
         check_layers(config.layers, resolved.config.layers or backbone_layers(resolved.backbone))
-        fp32 = attn_implementation is None and dtype in (None, "float32")
-        bf16 = attn_implementation is None and dtype == "bfloat16"  # the engine's opt-in only
-        engine = backend == "openvino" or (backend == "auto" and light)
-        model, tokenizer = _load_weights(
+        model, tokenizer = load_backend(
+            backend,
             resolved,
             config,
-            light=(light or engine) and fp32,
-            engine=engine and (fp32 or bf16),
-            precision="bf16" if dtype == "bfloat16" else "f32",
-            device=device,
+            cpu=resolve_device(device).type == "cpu",
+            dtype=dtype,
             attn_implementation=attn_implementation,
         )
-        if backend == "openvino" and getattr(model, "backend", "torch") != "openvino":
-            log.warning("the OpenVINO engine does not apply to this encoder here; encoding with torch")
         encoder = cls.from_model(
             model,
             tokenizer,
@@ -425,28 +382,7 @@ class Encoder:
     # ------------------------------------------------------------------ saving
     def save(self, path: str | os.PathLike) -> Path:
         """Write config, tokenizer and adapters to ``path`` atomically (no pickle)."""
-        target = Path(path).expanduser()
-        if target.exists() and not (target / CONFIG_NAME).is_file() and any(target.iterdir()):
-            raise EncoderFormatError(f"{target} exists and is not a ragkit encoder; refusing to overwrite it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-        try:
-            self.tokenizer.save_pretrained(tmp / "tokenizer")
-            names = []
-            for i, adapter in enumerate(self.adapters):
-                name = f"{i:02d}-{adapter.name}"
-                adapter.save(tmp / "adapters" / name)
-                names.append(name)
-            config = EncoderConfig(**{**self.config.__dict__, "adapters": names})
-            (tmp / CONFIG_NAME).write_text(config.to_json())
-            if target.exists():
-                old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-old-"))
-                os.replace(target, old / "old")
-                shutil.rmtree(old, ignore_errors=True)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return target
+        return save_encoder(Path(path).expanduser(), self.config, self.tokenizer, self.adapters)
 
 
 class _progress:

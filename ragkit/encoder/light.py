@@ -103,6 +103,8 @@ class _Layer(nn.Module):
 class LightLlama(nn.Module):
     """A bidirectional Llama encoder body with transformers' call signature for encoding."""
 
+    backend = "light"
+
     def __init__(self, weights: dict, config: dict):
         super().__init__()
         self.config = SimpleNamespace(**{**config, "is_causal": False})

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragkit.encoder.adapters import Adapter, load_adapter
+from ragkit.encoder.adapters import Adapter
 from ragkit.encoder.backbone import Backbone, resolve_backbone
-from ragkit.encoder.config import CONFIG_NAME, EncoderConfig
+from ragkit.encoder.config import EncoderConfig
+from ragkit.encoder.folder import is_encoder_folder, read_adapters, read_config, tokenizer_folder
 from ragkit.encoder.packaged import DEFAULT_BACKBONE
 from ragkit.errors import EncoderFormatError
 
@@ -24,19 +25,19 @@ def resolve_name(name_or_path: str) -> str:
     """``"default"`` means the shipped trained encoder (the bare backbone if it is absent)."""
     if name_or_path != "default":
         return name_or_path
-    return str(DEFAULT_ENCODER_DIR) if (DEFAULT_ENCODER_DIR / CONFIG_NAME).is_file() else DEFAULT_BACKBONE
+    return str(DEFAULT_ENCODER_DIR) if is_encoder_folder(DEFAULT_ENCODER_DIR) else DEFAULT_BACKBONE
 
 
 def saved_encoder_folder(name_or_path: str) -> Path | None:
     """The folder of a saved encoder the name means, or None for a backbone."""
     saved = Path(resolve_name(name_or_path)).expanduser()
-    return saved if (saved / CONFIG_NAME).is_file() else None
+    return saved if is_encoder_folder(saved) else None
 
 
 def backbone_of(name_or_path: str) -> str:
     """The backbone under an encoder name: what the paper's causal baseline is built from."""
     saved = saved_encoder_folder(name_or_path)
-    return EncoderConfig.load(saved).backbone if saved is not None else resolve_name(name_or_path)
+    return read_config(saved).backbone if saved is not None else resolve_name(name_or_path)
 
 
 @dataclass
@@ -58,12 +59,11 @@ def resolve_encoder(name_or_path: str) -> ResolvedEncoder:
         backbone = resolve_backbone(resolve_name(name_or_path))
         config = EncoderConfig(backbone=backbone.name, backbone_identity=backbone.identity)
         return ResolvedEncoder(config, backbone, [], backbone.folder, None)
-    config = EncoderConfig.load(saved)
+    config = read_config(saved)
     backbone = resolve_backbone(config.backbone)
     if backbone.identity != config.backbone_identity:
         raise EncoderFormatError(
             f"the backbone '{config.backbone}' now has different weights from those the "
             f"encoder at {saved} was trained on"
         )
-    adapters = [load_adapter(saved / "adapters" / name) for name in config.adapters]
-    return ResolvedEncoder(config, backbone, adapters, saved / "tokenizer", saved)
+    return ResolvedEncoder(config, backbone, read_adapters(saved, config), tokenizer_folder(saved), saved)

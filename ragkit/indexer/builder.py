@@ -248,7 +248,9 @@ def _load_encoder(options: IndexOptions):
 
     # Light: the fastest verified way to run this encoder here (the OpenVINO engine where it
     # applies); the vectors and fingerprint are those of the torch model.
-    return Encoder.from_pretrained(options.encoder, device=options.device, dtype=options.dtype, light=True)
+    return Encoder.from_pretrained(
+        options.encoder, device=options.device, dtype=options.dtype, backend="auto"
+    )
 
 
 def _update(

@@ -216,7 +216,7 @@ class EmbedStage:
         torch.set_num_threads(settings.threads)
         openvino_engine.set_num_threads(settings.threads)
         self.encoder = Encoder.from_pretrained(
-            settings.encoder, device=settings.device, dtype=settings.dtype, light=True
+            settings.encoder, device=settings.device, dtype=settings.dtype, backend="auto"
         )
         self.chunker = token_chunker(self.encoder, settings.chunk_tokens, settings.overlap)
         self.on_batch = on_batch

@@ -184,7 +184,7 @@ class Index:
             spec = encoder
             # Searching needs only the query's forward pass: load without transformers when a
             # verified light path exists; its fingerprint must still match, else load fully.
-            encoder = Encoder.from_pretrained(spec, light=True)
+            encoder = Encoder.from_pretrained(spec, backend="auto")
             if encoder.fingerprint != self.fingerprint and _is_light(encoder):
                 encoder = Encoder.from_pretrained(spec)
         if encoder.fingerprint != self.fingerprint:

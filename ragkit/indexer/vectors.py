@@ -7,13 +7,12 @@ name and renamed, so a reader or a crash never sees half an index.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ragkit.atomic import write_bytes
 from ragkit.errors import InvalidInputError
 
 FAISS_NAME = "vectors.faiss"
@@ -126,20 +125,9 @@ def ids_of(index) -> np.ndarray:
 def write_atomic(index, folder: Path) -> Path:
     import faiss
 
-    target = folder / FAISS_NAME
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".vectors-", suffix=".tmp")
-    try:
-        # Serialised in memory and written by Python: FAISS's own file calls take only paths
-        # that are valid UTF-8, and a folder name need not be.
-        with os.fdopen(handle, "wb") as f:
-            f.write(faiss.serialize_index(index).tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+    # Serialised in memory and written by Python: FAISS's own file calls take only paths
+    # that are valid UTF-8, and a folder name need not be.
+    return write_bytes(folder / FAISS_NAME, faiss.serialize_index(index).tobytes(), fsync=True)
 
 
 def read(folder: Path):

@@ -91,7 +91,7 @@ class RagkitEmbeddings(Embeddings):
 
             # Light when it can (no transformers import: an agent starts seconds sooner); the
             # vectors and fingerprint are the same either way.
-            self._encoder = Encoder.from_pretrained(self._spec, device=self.device, light=True)
+            self._encoder = Encoder.from_pretrained(self._spec, device=self.device, backend="auto")
         return self._encoder
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:

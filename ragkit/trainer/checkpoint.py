@@ -10,13 +10,12 @@ bit-for-bit on the same hardware.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ragkit.atomic import atomic_folder
 from ragkit.errors import RagkitError
 
 STATE_FILE = "state.json"
@@ -63,18 +62,12 @@ def save_checkpoint(
 
     root.mkdir(parents=True, exist_ok=True)
     target = root / f"{stage}-{step:06d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
-    try:
+    with atomic_folder(target) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS_FILE))
         tensors, groups = _flatten_optimizer(optimizer_state)
         save_file(tensors, str(tmp / OPTIMIZER_FILE))
         body = {"stage": stage, "step": step, "param_groups": groups, **extra}
         (tmp / STATE_FILE).write_text(json.dumps(body, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     for old in list_checkpoints(root)[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return target

@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +21,16 @@ from pathlib import Path
 from ragkit.encoder.adapters import Adapter, adapter_from_peft, load_adapter, merge_adapters
 from ragkit.encoder.attention import set_bidirectional
 from ragkit.encoder.backbone import backbone_layers, load_model, load_tokenizer
-from ragkit.encoder.config import CONFIG_NAME, EncoderConfig
+from ragkit.encoder.config import EncoderConfig
+from ragkit.encoder.folder import (
+    adapter_folder,
+    adapter_name,
+    has_adapter,
+    has_adapters,
+    write_adapter,
+    write_config,
+    write_tokenizer,
+)
 from ragkit.encoder.inputs import InputBuilder, collate
 from ragkit.encoder.packaged import DEFAULT_BACKBONE
 from ragkit.encoder.pruning import check_layers, keep_bottom_layers
@@ -325,7 +332,7 @@ def train(options: TrainOptions) -> TrainResult:
     if main:
         prepare_output(out, settings, resume=options.resume)
     accelerator.wait_for_everyone()
-    resumed = (out / "adapters").is_dir() or bool(list_checkpoints(out / "checkpoints"))
+    resumed = has_adapters(out) or bool(list_checkpoints(out / "checkpoints"))
     if data.corpus is not None:
         log.info("training on %s", data.corpus.describe())
 
@@ -338,24 +345,24 @@ def train(options: TrainOptions) -> TrainResult:
     names = [a.name for a in start.adapters]
     if main:
         for adapter in start.adapters:
-            if not (out / "adapters" / adapter.name).is_dir():
-                _save_adapter(adapter, out / "adapters" / adapter.name, options.adapter_dtype)
+            if not has_adapter(out, adapter.name):
+                write_adapter(out, adapter.name, adapter, dtype=options.adapter_dtype)
     summary: dict[str, dict] = {}
     with TrainDisplay(options.show_progress if main else False) as display:
         for stage in options.stages:
-            folder = out / "adapters" / f"{len(names):02d}-{stage}"
-            names.append(folder.name)
-            if (folder / "adapter_model.safetensors").is_file():
+            names.append(adapter_name(len(names), stage))
+            if has_adapter(out, names[-1]):
                 summary[stage] = {"steps": options.recipe.stage(stage).steps, "resumed": "complete"}
             else:
                 adapter, summary[stage] = _train_stage(
                     stage, causal_lm, tokenizer, data, options, accelerator, display, out, precision
                 )
                 if main:
-                    _save_adapter(adapter, folder, options.adapter_dtype)
+                    write_adapter(out, names[-1], adapter, dtype=options.adapter_dtype)
                     record_stage(out, stage, summary[stage])
                 accelerator.wait_for_everyone()
-            _replace_decoder(causal_lm, merge_adapters(_decoder(causal_lm), [load_adapter(folder)]))
+            stored = load_adapter(adapter_folder(out, names[-1]))
+            _replace_decoder(causal_lm, merge_adapters(_decoder(causal_lm), [stored]))
     if main:
         instructions = start.instructions
         if "supervised" in options.stages:
@@ -366,26 +373,11 @@ def train(options: TrainOptions) -> TrainResult:
     return TrainResult(out, summary, time.perf_counter() - started, resumed)
 
 
-def _save_adapter(adapter: Adapter, folder: Path, dtype: str) -> None:
-    import torch
-
-    cast = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
-    stored = Adapter(adapter.name, adapter.config, {k: v.to(cast) for k, v in adapter.tensors.items()})
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the encoder folder is meant to be shared
-    try:
-        stored.save(tmp)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _finish(
     out: Path, tokenizer, backbone, adapter_names: list[str], instructions: dict[str, str], layers: int | None
 ) -> None:
     """Write the encoder files (``ragkit.json`` last, so its presence means complete)."""
-    tokenizer.save_pretrained(out / "tokenizer")
+    write_tokenizer(out, tokenizer)
     config = EncoderConfig(
         backbone=backbone.name,
         backbone_identity=backbone.identity,
@@ -393,9 +385,7 @@ def _finish(
         instructions=instructions,
         layers=layers,
     )
-    tmp = out / f".{CONFIG_NAME}.tmp"
-    tmp.write_text(config.to_json())
-    os.replace(tmp, out / CONFIG_NAME)
+    write_config(out, config)
     plot_loss(out)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
