@@ -27,12 +27,24 @@ def load_encoder(name: str, *, device: str | None, causal: bool = False, pooling
 
 
 def info(
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[ENCODER]",
+            help="The encoder to describe (the same as --encoder): 'default', a saved encoder, an "
+            "LLM2Vec encoder (Hub id or folder of its last adapter), a backbone.",
+            show_default=False,
+        ),
+    ] = None,
     encoder: EncoderOption = "default",
     device: DeviceOption = None,
     causal: CausalOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Show an encoder's backbone, dimension, device and the bidirectional-attention check."""
+    if name is not None and encoder != "default" and name != encoder:
+        fail(f"two encoders given ({name!r} and --encoder {encoder!r}); give one")
+    encoder = name or encoder
     enc = load_encoder(encoder, device=device, causal=causal)
     details = enc.describe()
     if as_json:

@@ -18,7 +18,7 @@ from ragkit.encoder.quiet import quiet_transformers
 from ragkit.errors import ModelNotFoundError
 from ragkit.hashing import canonical_json_hash, sampled_file_hash
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.txt"]
 
 
@@ -63,8 +63,9 @@ def _download(hub_id: str) -> Path:
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelNotFoundError(
-            f"could not fetch '{hub_id}' from the Hugging Face Hub (offline, unknown id or "
-            f"gated model?): {type(exc).__name__}: {reason[:200]}"
+            f"could not fetch '{hub_id}' from the Hugging Face Hub (offline, an unknown id, or a "
+            "gated model: accept its licence on the Hub and set HF_TOKEN): "
+            f"{type(exc).__name__}: {reason[:200]}"
         ) from None
 
 
@@ -83,7 +84,7 @@ def resolve_backbone(name_or_path: str) -> Backbone:
                 f"'{path}' is neither a model folder (config.json) nor a ragkit encoder folder"
             )
         return Backbone(str(path.resolve()), path.resolve(), folder_identity(path), "folder")
-    if _HUB_ID.match(name_or_path):
+    if HUB_ID.match(name_or_path):
         folder = _download(name_or_path)
         return Backbone(name_or_path, folder, folder_identity(folder), "hub")
     raise _unknown(name_or_path)

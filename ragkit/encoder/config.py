@@ -33,15 +33,18 @@ class EncoderConfig:
     adapters: list[str] = field(default_factory=list)
     layers: int | None = None
     """Keep the backbone's bottom N layers only (None: all); see :mod:`ragkit.encoder.pruning`."""
+    document_max_length: int | None = None
+    """Documents are cut to this many tokens when shorter than ``max_length`` (LLM2Vec's
+    ``doc_max_length``); None: ``max_length`` for every text."""
 
     def __post_init__(self) -> None:
         validate_pooling(self.pooling)
         if not isinstance(self.max_length, int) or self.max_length < 1:
             raise EncoderFormatError(f"max_length must be a positive integer, got {self.max_length!r}")
-        if self.layers is not None and (
-            isinstance(self.layers, bool) or not isinstance(self.layers, int) or self.layers < 1
-        ):
-            raise EncoderFormatError(f"layers must be a positive integer, got {self.layers!r}")
+        for name in ("layers", "document_max_length"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise EncoderFormatError(f"{name} must be a positive integer, got {value!r}")
 
     def to_json(self) -> str:
         body = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **asdict(self)}
@@ -84,8 +87,11 @@ def fingerprint(config: EncoderConfig, *, tokenizer_hash: str, adapter_hashes: l
         "tokenizer": tokenizer_hash,
         "adapters": adapter_hashes,
     }
-    if config.layers is not None:  # absent when unpruned, so older fingerprints stay valid
+    # Absent when unset, so older fingerprints stay valid.
+    if config.layers is not None:
         described["layers"] = config.layers
+    if config.document_max_length is not None:
+        described["document_max_length"] = config.document_max_length
     return canonical_json_hash(described)[:16]
 
 

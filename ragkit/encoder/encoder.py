@@ -250,6 +250,7 @@ class Encoder:
             "layers": _layers_of(self.model),
             "pooling": self.config.pooling,
             "max_length": self.config.max_length,
+            "document_max_length": self.config.document_max_length,
             "bidirectional": self.config.bidirectional,
             "attention_check": None
             if probe_result is None
@@ -280,13 +281,15 @@ class Encoder:
         instruction: str = "",
         max_tokens_per_batch: int | None = None,
         warn_truncated: bool = True,
+        max_length: int | None = None,
     ) -> np.ndarray:
         """Embed texts; returns float32 ``[len(texts), dimension]`` in input order.
 
         Texts are sorted by length and batched under a padded-token budget (default 512 on
         CPU, ``batch_size * max_length`` on GPU), so little compute goes to padding. Texts
         longer than ``max_length`` tokens are truncated, counted in ``last_truncated`` and
-        logged. ``instruction`` is prepended and attended to but excluded from pooling.
+        logged; ``max_length`` cuts shorter for this call. ``instruction`` is prepended and
+        attended to but excluded from pooling.
         """
         single = isinstance(texts, str)
         pooled = self.encode_pooled(
@@ -298,6 +301,7 @@ class Encoder:
             instruction=instruction,
             max_tokens_per_batch=max_tokens_per_batch,
             warn_truncated=warn_truncated,
+            max_length=max_length,
         )[self.config.pooling]
         return pooled[0] if single else pooled
 
@@ -312,6 +316,7 @@ class Encoder:
         instruction: str = "",
         max_tokens_per_batch: int | None = None,
         warn_truncated: bool = True,
+        max_length: int | None = None,
     ) -> dict[str, np.ndarray]:
         """Like :meth:`encode`, but read out several poolings from one forward pass.
 
@@ -324,14 +329,14 @@ class Encoder:
         items = validate_texts(texts)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        encoded = self._inputs.build(items, instruction or "")
+        encoded = self._inputs.build(items, instruction or "", max_length)
         self.last_truncated = sum(item.truncated for item in encoded)
         if self.last_truncated and warn_truncated:
             log.warning(
                 "%d of %d texts were longer than max_length=%d tokens and were truncated",
                 self.last_truncated,
                 len(items),
-                self.config.max_length,
+                min(self.config.max_length, max_length or self.config.max_length),
             )
         device = self.device
         if max_tokens_per_batch is None:
@@ -376,7 +381,8 @@ class Encoder:
         return self.encode(texts, instruction=instruction, **kwargs)
 
     def encode_documents(self, texts: Iterable[str] | str, **kwargs) -> np.ndarray:
-        """Embed documents: no instruction, as in the paper."""
+        """Embed documents: no instruction, as in the paper, cut at ``document_max_length``."""
+        kwargs.setdefault("max_length", self.config.document_max_length)
         return self.encode(texts, instruction="", **kwargs)
 
     # ------------------------------------------------------------------ saving

@@ -65,14 +65,18 @@ class InputBuilder:
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
 
-    def build(self, texts: list[str], instruction: str = "") -> list[EncodedText]:
+    def build(
+        self, texts: list[str], instruction: str = "", max_length: int | None = None
+    ) -> list[EncodedText]:
+        """Token ids with special tokens and the instruction; ``max_length`` may only shorten."""
+        limit = min(self.max_length, max_length or self.max_length)
         instruction_ids = self._tokenize([instruction])[0] if instruction else []
         head = self.prefix + instruction_ids
-        room = self.max_length - len(head) - len(self.suffix)
+        room = limit - len(head) - len(self.suffix)
         if room < 1:
             raise InvalidInputError(
                 f"the instruction takes {len(instruction_ids)} tokens, leaving no room for text "
-                f"within max_length={self.max_length}"
+                f"within max_length={limit}"
             )
         pool_start = len(head) if instruction_ids else 0
         out = []

@@ -1,6 +1,8 @@
-"""What a user's model name means: a saved encoder (backbone + adapters) or a bare backbone.
+"""What a user's model name means: a saved encoder (backbone + adapters), an LLM2Vec adapter
+chain, or a bare backbone.
 
-``default`` is the encoder ragkit ships; a folder with ``ragkit.json`` is a saved encoder;
+``default`` is the encoder ragkit ships; a folder with ``ragkit.json`` is a saved encoder; a
+peft adapter folder or Hub repository is an LLM2Vec encoder (:mod:`ragkit.encoder.llm2vec`);
 anything else is a backbone (:func:`ragkit.encoder.backbone.resolve_backbone`). Loading the
 encoder, the trainer and the CLI all resolve names here, so they agree on what a name means.
 """
@@ -14,6 +16,7 @@ from ragkit.encoder.adapters import Adapter
 from ragkit.encoder.backbone import Backbone, resolve_backbone
 from ragkit.encoder.config import EncoderConfig
 from ragkit.encoder.folder import is_encoder_folder, read_adapters, read_config, tokenizer_folder
+from ragkit.encoder.llm2vec import adapter_start, read_chain
 from ragkit.encoder.packaged import DEFAULT_BACKBONE
 from ragkit.errors import EncoderFormatError
 
@@ -37,7 +40,10 @@ def saved_encoder_folder(name_or_path: str) -> Path | None:
 def backbone_of(name_or_path: str) -> str:
     """The backbone under an encoder name: what the paper's causal baseline is built from."""
     saved = saved_encoder_folder(name_or_path)
-    return read_config(saved).backbone if saved is not None else resolve_name(name_or_path)
+    if saved is not None:
+        return read_config(saved).backbone
+    start = adapter_start(name_or_path)
+    return read_chain(start, name_or_path).backbone.name if start is not None else resolve_name(name_or_path)
 
 
 @dataclass
@@ -53,8 +59,16 @@ class ResolvedEncoder:
 
 
 def resolve_encoder(name_or_path: str) -> ResolvedEncoder:
-    """A saved encoder with its adapters, or a backbone with a default config."""
+    """A saved encoder with its adapters, an LLM2Vec adapter chain, or a bare backbone."""
     saved = saved_encoder_folder(name_or_path)
+    start = adapter_start(name_or_path) if saved is None else None
+    if start is not None:
+        chain = read_chain(start, name_or_path)
+        backbone = chain.backbone
+        config = EncoderConfig(
+            backbone=backbone.name, backbone_identity=backbone.identity, **chain.encoder_settings()
+        )
+        return ResolvedEncoder(config, backbone, chain.adapters, chain.tokenizer_folder, None)
     if saved is None:
         backbone = resolve_backbone(resolve_name(name_or_path))
         config = EncoderConfig(backbone=backbone.name, backbone_identity=backbone.identity)

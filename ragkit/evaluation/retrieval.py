@@ -139,6 +139,7 @@ def _dense_runs(
             batch_size=batch_size,
             show_progress=False,
             warn_truncated=False,
+            max_length=primary.config.document_max_length if documents else None,
         )
         if documents:
             truncated += primary.last_truncated

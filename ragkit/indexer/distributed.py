@@ -325,7 +325,12 @@ class EncodeStage:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         texts = [str(text) for text in batch["text"]]
         pooled = self.encoder.encode_pooled(
-            texts, self.poolings, batch_size=self.batch_size, show_progress=False, warn_truncated=False
+            texts,
+            self.poolings,
+            batch_size=self.batch_size,
+            show_progress=False,
+            warn_truncated=False,
+            max_length=self.encoder.config.document_max_length,
         )
         columns = {
             f"pooling_{i}": [np.asarray(row, dtype=np.float32).tobytes() for row in pooled[pooling]]
