@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_model, make_tokenizer
 from test_encoder import TEXTS
 
+from conftest import make_model, make_tokenizer
 from ragkit import Encoder
 from ragkit.encoder.backbone import Backbone
 from ragkit.encoder.config import EncoderConfig
@@ -130,6 +130,7 @@ def test_a_missing_link_is_one_clear_error_naming_it(tmp_path: Path):
 
 def test_an_adapter_for_another_architecture_is_refused(tmp_path: Path):
     import transformers as tf
+
     from conftest import TINY_CONFIG
 
     paths = _published(tmp_path)
