@@ -20,6 +20,7 @@ app = typer.Typer(
 )
 app.command(rich_help_panel="Encoder")(encoder_commands.info)
 app.command(rich_help_panel="Encoder")(encoder_commands.embed)
+app.command(rich_help_panel="Encoder")(encoder_commands.export)
 app.command("train", rich_help_panel="Training")(train_command.train_command)
 app.command("index", rich_help_panel="Index")(index_commands.index_command)
 app.command("status", rich_help_panel="Index")(index_commands.status_command)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -134,3 +135,33 @@ def embed(
         "vectors": rows,
     }
     sys.stdout.write(json.dumps(payload) + "\n")
+
+
+def export(
+    encoder: Annotated[
+        str,
+        typer.Argument(help="The encoder to export: 'default', a saved encoder, an LLM2Vec encoder."),
+    ],
+    out: Annotated[Path, typer.Argument(help="A new folder to write.", show_default=False)],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="merged: a transformers model folder with merged weights that sentence-transformers "
+            "also loads; llm2vec: McGill-NLP's adapter layout (llm2vec and ragkit read it).",
+        ),
+    ] = "merged",
+) -> None:
+    """Write an encoder in a layout other tools read (the encoder itself is left as it is)."""
+    from ragkit.encoder.export import FORMATS, export_encoder
+
+    if fmt not in FORMATS:
+        fail(f"unknown --format {fmt!r}: use {', '.join(FORMATS)}")
+    out = out.expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        fail(f"{out} already exists and is not empty; choose a new folder")
+    enc = load_encoder(encoder, device="cpu")
+    with err.status(f"writing {fmt} export to {safe(str(out))}"):
+        written = export_encoder(enc, out, fmt)
+    err.print(f"[green]exported[/] {safe(encoder)} as {fmt} to {safe(str(written))}", highlight=False)

@@ -94,11 +94,13 @@ def _fetch_adapter(hub_id: str) -> Path | None:
 
 
 def _locate(link: str, named_by: Path) -> Path | str:
-    """A link as a local folder when there is one (the path, or a sibling named like the
-    id's last part), else the link itself, for the Hub."""
+    """A link as a local folder when there is one (a path, one relative to the folder that
+    names it, or a sibling named like the id's last part), else the link itself, for the Hub."""
     path = Path(link).expanduser()
     if path.is_dir():
         return path
+    if not path.is_absolute() and (named_by / path).is_dir():
+        return named_by / path
     if HUB_ID.match(link):
         sibling = named_by.parent / link.split("/")[-1]
         if sibling.is_dir():

@@ -1,0 +1,117 @@
+"""``ragkit export``: a merged folder transformers and sentence-transformers read, and LLM2Vec's layout."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_encoder import TEXTS, _encoder_with_adapter
+
+from ragkit import Encoder
+from ragkit.encoder.adapters import adapter_from_peft
+from ragkit.errors import InvalidInputError
+
+
+def _two_adapter_encoder(backbone: Path, out: Path) -> Path:
+    """An encoder of two stacked adapters on different modules, as a trained one has."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    first = Encoder.from_pretrained(str(_encoder_with_adapter(backbone, out.parent / "one", seed=5)))
+    torch.manual_seed(6)
+    config = LoraConfig(
+        r=2, lora_alpha=8, init_lora_weights=False, target_modules=["k_proj", "q_proj", "up_proj"]
+    )
+    second = adapter_from_peft(
+        "supervised", get_peft_model(AutoModelForCausalLM.from_pretrained(backbone), config)
+    )
+    return Encoder.from_model(
+        first.model,
+        first.tokenizer,
+        first.config,
+        backbone=first.backbone,
+        adapters=[*first.adapters, second],
+    ).save(out)
+
+
+def _first_token_moves(model, tokenizer) -> float:
+    ids = torch.tensor([tokenizer("alpha beta gamma delta")["input_ids"]])
+    changed = ids.clone()
+    changed[0, -1] = (int(ids[0, -1]) + 1) % len(tokenizer)
+    with torch.inference_mode():
+        a, b = (model(input_ids=x).last_hidden_state[0, 0] for x in (ids, changed))
+    return float((a - b).norm() / a.norm())
+
+
+def test_merged_export_reloads_bidirectional_in_transformers_and_sentence_transformers(
+    tiny_backbone_dir: Path, tmp_path: Path
+):
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoTokenizer
+
+    from ragkit.encoder.export import export_encoder
+
+    saved = _encoder_with_adapter(tiny_backbone_dir, tmp_path / "enc", seed=1)
+    ours = Encoder.from_pretrained(str(saved), instructions={"query": "find relevant document "})
+    out = export_encoder(ours, tmp_path / "merged", "merged")
+
+    model, tokenizer = AutoModel.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+    assert _first_token_moves(model, tokenizer) > 1e-3  # bidirectional from config.json alone
+    causal = AutoModel.from_pretrained(tiny_backbone_dir)
+    assert _first_token_moves(causal, tokenizer) < 1e-6  # the same check fails on a causal model
+
+    st = SentenceTransformer(str(out), device="cpu")
+    docs = st.encode(TEXTS, convert_to_numpy=True)
+    np.testing.assert_allclose(docs, ours.encode_documents(TEXTS), atol=1e-5)
+    queries = st.encode(TEXTS, prompt_name="query", convert_to_numpy=True)
+    cosine = (queries * ours.encode_queries(TEXTS)).sum(1)
+    assert cosine.min() > 0.999
+    assert np.abs(queries - docs).max() > 1e-4  # the prompt is attended to
+
+
+def test_llm2vec_export_reloads_in_ragkit_and_peft_with_the_same_vectors(
+    tiny_backbone_dir: Path, tmp_path: Path
+):
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    from ragkit.encoder.export import export_encoder
+
+    saved = _two_adapter_encoder(tiny_backbone_dir, tmp_path / "enc")
+    ours = Encoder.from_pretrained(str(saved))
+    out = export_encoder(ours, tmp_path / "llm2vec", "llm2vec")
+    assert (out / "adapter_config.json").is_file() and (out / "llm2vec_config.json").is_file()
+    assert json.loads((out / "mntp" / "config.json").read_text())["_name_or_path"] == str(
+        tiny_backbone_dir.resolve()
+    )
+
+    again = Encoder.from_pretrained(str(out))
+    np.testing.assert_allclose(again.encode(TEXTS), ours.encode(TEXTS), atol=1e-5)
+
+    model = PeftModel.from_pretrained(
+        AutoModel.from_pretrained(tiny_backbone_dir), out / "mntp"
+    ).merge_and_unload()
+    model = PeftModel.from_pretrained(model, out).merge_and_unload()
+    expected = ours.model.state_dict()
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, expected[name], atol=1e-5, rtol=1e-4)
+
+
+def test_export_refuses_a_non_empty_folder_and_unknown_formats(tiny_backbone_dir: Path, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from ragkit.cli.app import app
+    from ragkit.encoder.export import export_encoder
+
+    saved = _encoder_with_adapter(tiny_backbone_dir, tmp_path / "enc", seed=2)
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("mine")
+    result = CliRunner().invoke(app, ["export", str(saved), str(taken)])
+    assert result.exit_code == 1 and "not empty" in result.output
+    assert (taken / "keep.txt").read_text() == "mine"
+    result = CliRunner().invoke(app, ["export", str(saved), str(tmp_path / "new"), "--format", "onnx"])
+    assert result.exit_code == 1 and "unknown --format" in result.output
+    with pytest.raises(InvalidInputError, match="nothing to export"):
+        export_encoder(Encoder.from_pretrained(str(tiny_backbone_dir)), tmp_path / "bare", "llm2vec")
