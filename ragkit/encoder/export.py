@@ -23,6 +23,7 @@ from ragkit.atomic import atomic_folder
 from ragkit.encoder.adapters import Adapter
 from ragkit.encoder.attention import probe
 from ragkit.encoder.llm2vec import LLM2VEC_CONFIG
+from ragkit.encoder.quiet import quiet_transformers
 from ragkit.errors import EncoderFormatError, InvalidInputError
 
 FORMATS = ("merged", "llm2vec")
@@ -87,7 +88,8 @@ def _check_reloads_bidirectional(folder: Path, encoder) -> None:
     """Reload the folder as a stranger would and measure its attention."""
     from transformers import AutoModel
 
-    reloaded = AutoModel.from_pretrained(folder)
+    with quiet_transformers():
+        reloaded = AutoModel.from_pretrained(folder)
     result = probe(reloaded, vocab_size=len(encoder.tokenizer), pad_id=encoder._inputs.pad_id)
     if not result.is_bidirectional():
         raise EncoderFormatError(
