@@ -340,3 +340,19 @@ def test_mining_never_picks_another_answer_to_the_same_query(tmp_path):
     answers = {"cats eat fish and mice", "cats also eat dry food"}
     for pair in pair_set.pairs[:2]:
         assert pair.negatives and pair.negatives[0] not in answers
+
+
+def test_the_card_names_every_stage_under_a_run_on_a_trained_encoder(tiny_causal_dir, pairs_files, tmp_path):
+    """Two levels down the base's own stages.json lists only its stage; the card must not."""
+    backbone = tiny_causal_dir
+    for level in range(3):
+        out = tmp_path / f"enc{level}"
+        train(_options(backbone, out, pairs_files))
+        backbone = out
+    title = (out / "README.md").read_text().splitlines()[0]
+    assert title.endswith(" + SUPERVISED + SUPERVISED + SUPERVISED"), title
+    assert json.loads((out / "ragkit.json").read_text())["adapters"] == [
+        "00-supervised",
+        "01-supervised",
+        "02-supervised",
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ragkit.trainer.run_folder import RUN_FILE
@@ -71,7 +72,9 @@ def write_card(out: Path, *, command: str = "") -> Path:
     recipe = run.get("recipe", {})
     base = run.get("base") or {}
     base_stages = base.get("stages", {})
-    names = [*base_stages, *run.get("stages", [])]
+    # The base's adapter names carry every stage under the new one, in order ("00-mntp", ...).
+    below = [re.sub(r"^\d{2}-", "", a) for a in base.get("adapters", [])] or list(base_stages)
+    names = [*below, *run.get("stages", [])]
     seconds = sum(float(s.get("seconds", 0)) for s in [*stages.values(), *base_stages.values()])
     described = ", then ".join(_STAGE_WORDS.get(n, n) for n in names)
     lines = [
