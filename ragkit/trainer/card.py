@@ -65,6 +65,69 @@ def _mixture_words(mixture) -> str:
     return "weights " + ", ".join(f"{name} {weight:g}" for name, weight in mixture.items())
 
 
+def _stage_setting_lines(run: dict, names: list[str]) -> list[str]:
+    """The lines that only some runs have: masking, supervised settings, teacher, mixture."""
+    recipe = run.get("recipe", {})
+    lines: list[str] = []
+    if "mntp" in names or "simcse" in names:
+        lines.append(
+            f"- MNTP masking {recipe.get('mask_probability')} (80/10/10); SimCSE attention dropout "
+            f"{recipe.get('simcse_dropout')}, temperature {recipe.get('temperature')}"
+        )
+    if "supervised" in run.get("stages", []):
+        sup = recipe.get("supervised", {})
+        layers = recipe.get("lora_top_layers") or sup.get("lora_top_layers")
+        lines.append(
+            f"- Supervised: temperature {recipe.get('supervised_temperature')}, queries "
+            f"{sup.get('query_max_length')} tokens after the instruction "
+            f"`{recipe.get('query_instruction', '')}`, one hard negative per query, LoRA on "
+            + ("all layers" if layers is None else f"the top {layers} layers")
+        )
+    if run.get("teacher"):
+        uses = (
+            ["false negatives above 95 % of the positive's score dropped"]
+            if run.get("teacher_filter")
+            else []
+        )
+        if run.get("distill_weight"):
+            uses.append(f"its softmax distilled with weight {run['distill_weight']}")
+        lines.append(
+            f"- Teacher: `{run.get('teacher_source')}` (fingerprint `{str(run['teacher'])[:12]}`): "
+            + ("; ".join(uses) or "loaded, unused")
+        )
+    if run.get("mixture") and run.get("pairs"):
+        lines.append(f"- Dataset mixture: {_mixture_words(run['mixture'])}, one dataset per batch")
+    return lines
+
+
+def _results_lines(out: Path, run: dict, stages: dict, evaluation: dict) -> list[str]:
+    """The per-stage table, the loss curve and the evaluation sections."""
+    recipe, base = run.get("recipe", {}), run.get("base") or {}
+    base_stages = base.get("stages", {})
+    lines: list[str] = []
+    lines += [
+        "",
+        "| stage | steps | batch | max tokens | lr | final loss | tokens/s | minutes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, stats in base_stages.items():
+        lines.append(_stage_row(name, base.get("recipe", {}).get(name, {}), stats, " (base)"))
+    for name in run.get("stages", []):
+        lines.append(_stage_row(name, recipe.get(name, {}), stages.get(name, {})))
+    if (out / "loss.png").is_file():
+        lines += ["", "![training loss](loss.png)"]
+    if evaluation:
+        lines += ["", "## Evaluation", ""]
+        for name, result in evaluation.items():
+            lines += [
+                f"### {name}",
+                "",
+                result.get("markdown", "```json\n" + json.dumps(result, indent=2) + "\n```"),
+                "",
+            ]
+    return lines
+
+
 def write_card(out: Path, *, command: str = "") -> Path:
     run = _read(out / RUN_FILE)
     stages = _read(out / STAGES_FILE)
@@ -98,57 +161,11 @@ def write_card(out: Path, *, command: str = "") -> Path:
             else ""
         ),
     ]
-    if "mntp" in names or "simcse" in names:
-        lines.append(
-            f"- MNTP masking {recipe.get('mask_probability')} (80/10/10); SimCSE attention dropout "
-            f"{recipe.get('simcse_dropout')}, temperature {recipe.get('temperature')}"
-        )
-    if "supervised" in run.get("stages", []):
-        sup = recipe.get("supervised", {})
-        layers = recipe.get("lora_top_layers") or sup.get("lora_top_layers")
-        lines.append(
-            f"- Supervised: temperature {recipe.get('supervised_temperature')}, queries "
-            f"{sup.get('query_max_length')} tokens after the instruction "
-            f"`{recipe.get('query_instruction', '')}`, one hard negative per query, LoRA on "
-            + ("all layers" if layers is None else f"the top {layers} layers")
-        )
-    if run.get("teacher"):
-        uses = (
-            ["false negatives above 95 % of the positive's score dropped"]
-            if run.get("teacher_filter")
-            else []
-        )
-        if run.get("distill_weight"):
-            uses.append(f"its softmax distilled with weight {run['distill_weight']}")
-        lines.append(
-            f"- Teacher: `{run.get('teacher_source')}` (fingerprint `{str(run['teacher'])[:12]}`): "
-            + ("; ".join(uses) or "loaded, unused")
-        )
-    if run.get("mixture") and run.get("pairs"):
-        lines.append(f"- Dataset mixture: {_mixture_words(run['mixture'])}, one dataset per batch")
+    lines += _stage_setting_lines(run, names)
     lines.append(f"- Wall time: {seconds / 60:.1f} min of training on this run's machine")
     if command:
         lines += ["", "Reproduce with:", "", "```bash", command, "```"]
-    lines += [
-        "",
-        "| stage | steps | batch | max tokens | lr | final loss | tokens/s | minutes |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, stats in base_stages.items():
-        lines.append(_stage_row(name, base.get("recipe", {}).get(name, {}), stats, " (base)"))
-    for name in run.get("stages", []):
-        lines.append(_stage_row(name, recipe.get(name, {}), stages.get(name, {})))
-    if (out / "loss.png").is_file():
-        lines += ["", "![training loss](loss.png)"]
-    if evaluation:
-        lines += ["", "## Evaluation", ""]
-        for name, result in evaluation.items():
-            lines += [
-                f"### {name}",
-                "",
-                result.get("markdown", "```json\n" + json.dumps(result, indent=2) + "\n```"),
-                "",
-            ]
+    lines += _results_lines(out, run, stages, evaluation)
     path = out / "README.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path
