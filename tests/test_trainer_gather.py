@@ -30,6 +30,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         "grad": local.grad[0, 0].item(),
     }
     Path(out, f"{rank}.json").write_text(json.dumps(result))
+    dist.barrier()  # neither rank tears gloo down while the other still uses the connection
     dist.destroy_process_group()
 
 
