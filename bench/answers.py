@@ -25,7 +25,7 @@ from ragkit.answer.grounding import GroundingCheck, invented_terms
 from ragkit.answer.prompt import citation_numbers, strip_citations
 from ragkit.answer.words import content_words, overlap
 from ragkit.documents.sentences import split_sentences
-from ragkit.indexer.index import Index
+from ragkit.search.index import Index
 
 QUESTIONS = Path(__file__).resolve().parent.parent / "tests" / "data" / "answer-questions.jsonl"
 

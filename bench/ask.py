@@ -135,7 +135,7 @@ def main() -> None:
             cold.append(timed(ragkit_cmd))
             lc.append(timed(lc_cmd))
 
-        from ragkit.indexer.index import Index
+        from ragkit.search.index import Index
 
         index = Index.open(index_dir)
         index.search(QUERY, k=5)  # load the encoder

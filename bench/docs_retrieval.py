@@ -18,8 +18,8 @@ from pathlib import Path
 from bench_output import emit
 
 from ragkit.evaluation.metrics import mean_metrics, per_query
-from ragkit.indexer.index import Index
-from ragkit.indexer.lexical import lexical_ranking
+from ragkit.search.index import Index
+from ragkit.search.lexical import lexical_ranking
 
 QUESTIONS = Path(__file__).resolve().parent.parent / "tests" / "data" / "answer-questions.jsonl"
 

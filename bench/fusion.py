@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ragkit.encoder import Encoder
 from ragkit.evaluation.retrieval import evaluate_retrieval
-from ragkit.fusion import Fusion
+from ragkit.search.fusion import Fusion
 
 WEIGHTS = [round(w / 10, 1) for w in range(11)]
 

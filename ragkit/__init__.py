@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ragkit.answer import answer
     from ragkit.encoder import Encoder
     from ragkit.errors import RagkitError
-    from ragkit.indexer.index import Hit, Index
+    from ragkit.search.index import Hit, Index
 
 
 def __getattr__(name: str):
@@ -25,7 +25,7 @@ def __getattr__(name: str):
 
         return Encoder
     if name in ("Index", "Hit"):
-        from ragkit.indexer import index
+        from ragkit.search import index
 
         return getattr(index, name)
     if name == "answer":

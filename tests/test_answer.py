@@ -19,7 +19,7 @@ from ragkit.answer.grounding import GroundingCheck, invented_terms
 from ragkit.cli.app import app
 from ragkit.cli.ask_command import answer_flag_values
 from ragkit.errors import RagkitError
-from ragkit.indexer.index import Index
+from ragkit.search.index import Index
 
 DOCS = {
     "pets.md": "# Pets\n\nThe cat sat on the mat all day. The dog ran fast in the house.\n\n"
@@ -169,7 +169,7 @@ def test_ragkit_answer_is_callable_and_the_langchain_runnable_gives_the_same_obj
 
 def test_code_lines_and_table_rows_are_candidates_of_their_own():
     from ragkit.answer.extractive import passage_sentences
-    from ragkit.indexer.index import Hit
+    from ragkit.search.index import Hit
 
     table = "| option | default | meaning | |---|---|---| | `--include GLOB` | all | only matching files |"
     code = "ragkit index ./docs --rebuild   # start again\nragkit status   # what it holds"

@@ -13,7 +13,7 @@ from conftest import CATS_AND_DOGS, build_tiny_index
 from ragkit.answer.prompt import build_messages, keep_valid_citations
 from ragkit.cli.app import app
 from ragkit.indexer.builder import IndexOptions, build_index
-from ragkit.indexer.index import Index
+from ragkit.search.index import Index
 
 runner = CliRunner()
 HIT_FIELDS = {"rank", "score", "similarity", "text", "source", "start_line", "end_line", "heading"} | {

@@ -325,7 +325,7 @@ def test_unreadable_files_leave_the_index_and_unreadable_folders_keep_theirs(
 
 
 def _stored(index: Path) -> set[str]:
-    from ragkit.indexer.index import Index
+    from ragkit.search.index import Index
 
     with Index.open(index) as opened:
         return {row[0] for row in opened.db.execute("SELECT path FROM documents")}

@@ -175,7 +175,7 @@ def test_hybrid_system_is_what_index_search_returns(tmp_path: Path, tiny_backbon
     from ragkit.evaluation.beir import load_beir
     from ragkit.evaluation.retrieval import evaluate_retrieval, exact_search, hybrid_run
     from ragkit.indexer.builder import IndexOptions, build_index
-    from ragkit.indexer.index import Index
+    from ragkit.search.index import Index
 
     rng = random.Random(3)
     texts = {f"d{i}": " ".join(rng.choice(WORDS) for _ in range(8)) for i in range(30)}

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from ragkit.errors import InvalidInputError
-from ragkit.indexer import index as index_module
 from ragkit.indexer import store, vectors
-from ragkit.indexer.filters import parse_filter_args
-from ragkit.indexer.index import Index
+from ragkit.search import ann
+from ragkit.search.filters import parse_filter_args
+from ragkit.search.index import Index
 
 DIM = 32
 DOCS = 100
@@ -119,7 +119,7 @@ def _exact(points, query, allowed_docs, k):
 @pytest.mark.parametrize("exact_limit", [50_000, 100], ids=["exact", "widened"])
 def test_filtered_search_is_exact_and_full(built, corpus, kind, filter, docs, exact_limit, monkeypatch):
     points, queries = corpus
-    monkeypatch.setattr(index_module, "EXACT_FILTER_LIMIT", exact_limit)
+    monkeypatch.setattr(ann, "EXACT_FILTER_LIMIT", exact_limit)
     index = Index.open(built(kind), encoder=_Encoder(queries))
     allowed = {f"doc-{d:03d}.md" for d in docs}
     k = 10
@@ -133,6 +133,21 @@ def test_filtered_search_is_exact_and_full(built, corpus, kind, filter, docs, ex
             assert found == truth
         else:
             assert len(found & truth) >= 8  # approximate structure, widened: recall, not equality
+
+
+def test_exact_scoring_in_slices_equals_one_pass(corpus):
+    """A filter allowing more than one slice is scored slice by slice, same top as one pass."""
+    points, queries = corpus
+    ids = np.arange(len(points), dtype=np.int64)[::-1].copy()
+    stored = points[ids]
+    whole = ann.exact_top(queries, 25, [(ids, stored)])
+    sliced = ann.exact_top(
+        queries, 25, [(ids[s : s + 77], stored[s : s + 77]) for s in range(0, len(ids), 77)]
+    )
+    assert np.array_equal(whole[1], sliced[1])
+    assert np.allclose(whole[0], sliced[0])
+    truth = np.argsort(-(queries @ points.T), axis=1, kind="stable")[:, :25]
+    assert np.array_equal(np.sort(sliced[1], axis=1), np.sort(truth, axis=1))
 
 
 def test_repeated_cli_filters_all_hold():

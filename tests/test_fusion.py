@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ragkit.errors import InvalidInputError
-from ragkit.fusion import DEFAULT_FUSION, Fusion, convex_combination, reciprocal_rank_fusion
+from ragkit.search.fusion import DEFAULT_FUSION, Fusion, convex_combination, reciprocal_rank_fusion
 
 
 def test_weighted_rrf_and_convex_by_hand():
@@ -80,7 +80,7 @@ def test_the_default_fusion_survives_a_random_dense_ranking():
 def test_bm25_top_orders_ties_by_text_as_the_full_ordering_does(allowed):
     """The score-only top with ties settled by text equals ordering every match by (score,
     text), at every depth, including ties inside the top and across its cut."""
-    from ragkit.indexer.lexical import fts_query, lexical_ranking, text_table
+    from ragkit.search.lexical import fts_query, lexical_ranking, text_table
 
     words = ["alpha", "beta", "gamma", "delta", "omega"]
     rng = random.Random(3)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import build_tiny_index, slow_index_command
 from ragkit.indexer import store
-from ragkit.indexer.index import Index
+from ragkit.search.index import Index
 
 CATS = "# Cats\n\n" + "\n\n".join(f"the cat {i} sat on the mat" for i in range(12)) + "\n"
 DOGS = "# Dogs\n\n" + "\n\n".join(f"the dog {i} ran fast in the house" for i in range(40)) + "\n"

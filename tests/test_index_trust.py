@@ -13,7 +13,7 @@ from ragkit.errors import InvalidInputError
 from ragkit.indexer import store
 from ragkit.indexer.builder import IndexOptions, build_index
 from ragkit.indexer.folder import MARKER_NAME
-from ragkit.indexer.index import Index
+from ragkit.search.index import Index
 
 
 @pytest.fixture
@@ -174,7 +174,7 @@ def test_a_read_only_index_can_be_searched(docs, tmp_path, tiny_backbone_dir):
     _build(docs, index, tiny_backbone_dir, chunk_tokens=16, overlap=0)
     before = _tree(index)
     code = (
-        "from ragkit.indexer.index import Index; "
+        "from ragkit.search.index import Index; "
         f"index = Index.open({str(index)!r}, encoder={str(tiny_backbone_dir)!r}); "
         "print(len(index.search('cat mat', k=2)), len(index))"
     )
@@ -387,7 +387,7 @@ def test_a_damaged_vector_or_missing_settings_never_crash_a_search(docs, tmp_pat
         db.execute("UPDATE chunks SET vector = x'0102' WHERE id = ?", [bad])
     (index / "vectors.faiss").unlink()
     opened = Index.open(index)
-    assert opened.repaired and opened.faiss_index.ntotal == len(opened) - 1
+    assert opened.repaired and len(opened.vectors) == len(opened) - 1
     for hybrid in (True, False):
         hits = opened.search("dog ran house", k=5, hybrid=hybrid)
         assert hits and all(h.chunk_id != bad or h.similarity == 0.0 for h in hits)

@@ -13,8 +13,8 @@ from ragkit.encoder.encoder import Encoder
 from ragkit.errors import InvalidInputError
 from ragkit.indexer import store, vectors
 from ragkit.indexer.builder import IndexOptions, build_index
-from ragkit.indexer.index import Index
 from ragkit.indexer.locking import index_lock
+from ragkit.search.index import Index
 
 GUIDE_MD = """# Guide
 
@@ -79,7 +79,7 @@ def test_index_stores_chunks_with_sources_lines_headings_and_ids(docs, tmp_path,
     assert sorted(summary.added) == ["guide.md", "page.html", "plain.txt", "sub/notes.rst"]
     index = Index.open(index_dir)
     assert len(index) == summary.chunks_total > 4
-    assert np.array_equal(vectors.ids_of(index.faiss_index), store.chunk_ids(index.db))
+    assert np.array_equal(index.vectors.ids(), store.chunk_ids(index.db))
     rows = index.db.execute(
         "SELECT d.path, c.start_line, c.end_line, c.heading, c.text "
         "FROM chunks c JOIN documents d ON d.id = c.document_id"
@@ -188,7 +188,7 @@ def test_open_repairs_a_missing_damaged_or_stale_faiss_file(docs, tmp_path, tiny
         faiss_file.write_bytes(stale)  # as if killed after the SQLite commit, before the rename
     index = Index.open(index_dir)
     assert index.repaired
-    assert np.array_equal(vectors.ids_of(index.faiss_index), store.chunk_ids(index.db))
+    assert np.array_equal(index.vectors.ids(), store.chunk_ids(index.db))
     assert Index.open(index_dir).repaired is False  # the repair was written back
 
 

@@ -13,9 +13,9 @@ import numpy as np
 from test_indexer import _state
 
 from conftest import WORDS, slow_index_command
-from ragkit.indexer import store, vectors
+from ragkit.indexer import store
 from ragkit.indexer.builder import IndexOptions, build_index
-from ragkit.indexer.index import Index
+from ragkit.search.index import Index
 
 ROUNDS = 20
 
@@ -81,7 +81,7 @@ def test_kill_9_at_random_moments_leaves_a_consistent_index(tmp_path, tiny_backb
             duration = max(0.5, duration * 0.8)
 
         index = Index.open(index_dir)  # must open, repairing FAISS from SQLite if needed
-        assert np.array_equal(vectors.ids_of(index.faiss_index), store.chunk_ids(index.db))
+        assert np.array_equal(index.vectors.ids(), store.chunk_ids(index.db))
         now = _state(index_dir)  # also checks each document's recorded chunk count
         for path, texts in now.items():
             assert texts in (old.get(path), new.get(path)), f"round {round_}: {path} is half old, half new"

@@ -109,7 +109,7 @@ def test_index_search_loads_light_and_falls_back_on_a_fingerprint_mismatch(
     tiny_backbone_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     from conftest import CATS_AND_DOGS, build_tiny_index
-    from ragkit.indexer.index import Index
+    from ragkit.search.index import Index
 
     monkeypatch.setenv("RAGKIT_HOME", str(tmp_path / "home"))
     saved = _encoder_with_adapter(tiny_backbone_dir, tmp_path / "enc", seed=3)

@@ -13,7 +13,7 @@ from ragkit.cli.app import app
 from ragkit.cli.options import ray_flag_values
 from ragkit.indexer import distributed, store
 from ragkit.indexer.builder import IndexOptions, build_index
-from ragkit.indexer.index import Index
+from ragkit.search.index import Index
 
 ray = pytest.importorskip("ray")
 

@@ -10,10 +10,10 @@ import pytest
 
 from conftest import WORDS, slow_index_command
 from ragkit.errors import InvalidInputError
-from ragkit.fusion import reciprocal_rank_fusion
 from ragkit.indexer.builder import IndexOptions, build_index
-from ragkit.indexer.index import Index
-from ragkit.indexer.lexical import lexical_ranking
+from ragkit.search.fusion import reciprocal_rank_fusion
+from ragkit.search.index import Index
+from ragkit.search.lexical import lexical_ranking
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from ragkit.cli.app import app
 from ragkit.errors import InvalidInputError
 from ragkit.indexer import store
 from ragkit.indexer.builder import IndexOptions, build_index
-from ragkit.indexer.index import Index
 from ragkit.indexer.removal import remove_documents
+from ragkit.search.index import Index
 
 
 def _write(folder: Path, files: dict[str, str]) -> Path:

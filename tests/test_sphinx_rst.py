@@ -174,7 +174,7 @@ def test_no_system_message_reaches_a_block_whatever_the_input():
 @pytest.mark.parametrize("suffix", [".rst", ".rst.txt"])
 def test_indexed_sphinx_sources_keep_sections_as_headings(suffix, tiny_backbone_dir, tmp_path):
     from conftest import build_tiny_index
-    from ragkit.indexer.index import Index
+    from ragkit.search.index import Index
 
     files = {
         f"library-os{suffix}": (SPHINX / "library-os.rst.txt").read_text(),

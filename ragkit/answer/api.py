@@ -78,7 +78,7 @@ def answer(
     if not isinstance(query, str) or not query.strip():
         raise InvalidInputError("the query is empty; there is nothing to answer")
     if isinstance(index, str | os.PathLike):
-        from ragkit.indexer.index import Index
+        from ragkit.search.index import Index
 
         index = Index.open(index)
     if hits is None:

@@ -98,8 +98,8 @@ def ask_command(
     """
     from ragkit.answer import MODES
     from ragkit.errors import InvalidInputError
-    from ragkit.indexer.filters import parse_filter_args
-    from ragkit.indexer.index import Index
+    from ragkit.search.filters import parse_filter_args
+    from ragkit.search.index import Index
 
     require_utf8(query, "the query")
     for item in filter or []:

@@ -185,7 +185,7 @@ def index_command(
     import sys
 
     from ragkit.indexer.builder import IndexOptions, build_index
-    from ragkit.indexer.index import default_index_dir
+    from ragkit.search.index import default_index_dir
 
     if ray_workers is not None and not ray:
         fail("--ray-workers needs --ray")
@@ -290,7 +290,7 @@ def status_command(index_dir: IndexDirOption = None, as_json: JsonOption = False
     """Show an index: documents, chunks, dimension, index type, encoder, size, last update."""
     from rich.table import Table
 
-    from ragkit.indexer.index import Index
+    from ragkit.search.index import Index
 
     info = Index.open(index_dir).status()
     if as_json:
@@ -337,8 +337,8 @@ def remove_command(
 
     Example: `ragkit remove docs/old.md docs/drafts`
     """
-    from ragkit.indexer.index import default_index_dir
     from ragkit.indexer.removal import remove_documents
+    from ragkit.search.index import default_index_dir
 
     removed = remove_documents(index_dir or default_index_dir(), paths, wait_seconds=wait)
     if as_json:

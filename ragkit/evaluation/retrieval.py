@@ -26,8 +26,8 @@ from ragkit.evaluation.systems import (
     parse_systems,
     shared_groups,
 )
-from ragkit.fusion import DEFAULT_FUSION, Fusion, hybrid_depth
-from ragkit.indexer.lexical import lexical_ranking, text_table
+from ragkit.search.fusion import DEFAULT_FUSION, Fusion, hybrid_depth
+from ragkit.search.lexical import lexical_ranking, text_table
 
 TOP_K = 100
 
@@ -58,7 +58,7 @@ def hybrid_run(
 ) -> dict:
     """What ``Index.search(query, k)`` returns for each query, with the corpus as its chunks.
 
-    The lexical half is the index's own FTS5 table and query (:mod:`ragkit.indexer.lexical`),
+    The lexical half is the index's own FTS5 table and query (:mod:`ragkit.search.lexical`),
     at the same depth, fused by the same function: not a stand-in BM25.
     """
     doc_ids = list(dataset.corpus)

@@ -41,7 +41,7 @@ class RagkitRetriever(BaseRetriever):
         cls, index_dir: str | Path, k: int = 4, filter: str | dict | None = None, hybrid: bool = True
     ) -> RagkitRetriever:
         """Open the index now, so a missing or foreign index fails here, not at the first query."""
-        from ragkit.indexer.index import Index
+        from ragkit.search.index import Index
 
         retriever = cls(index_dir=str(index_dir), k=k, filter=filter, hybrid=hybrid)
         retriever._index = Index.open(index_dir)
@@ -50,7 +50,7 @@ class RagkitRetriever(BaseRetriever):
     @property
     def index(self):
         if self._index is None:
-            from ragkit.indexer.index import Index
+            from ragkit.search.index import Index
 
             self._index = Index.open(self.index_dir)
         return self._index
@@ -127,7 +127,7 @@ def answer_runnable(
     out (the same object the CLI shows), composable with LCEL, ``batch`` and ``ainvoke``."""
     from ragkit.answer import MODES, answer
     from ragkit.errors import InvalidInputError
-    from ragkit.indexer.index import Index
+    from ragkit.search.index import Index
 
     if mode not in MODES:
         raise InvalidInputError(f"unknown answer mode {mode!r}: use extract or generate")

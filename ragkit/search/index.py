@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from ragkit.errors import InvalidInputError
-from ragkit.fusion import DEFAULT_FUSION, hybrid_depth
 from ragkit.indexer import store, vectors
-from ragkit.indexer.lexical import lexical_ranking
 from ragkit.indexer.sources import recorded_sources
+from ragkit.search import ann
+from ragkit.search.ann import VectorSearch
+from ragkit.search.fusion import DEFAULT_FUSION, hybrid_depth
+from ragkit.search.lexical import lexical_ranking
 
 DEFAULT_INDEX_DIR = ".ragkit"
-EXACT_FILTER_LIMIT = 50_000
-"""Up to this many allowed chunks, a filtered search on HNSW or IVF-PQ scores them exactly."""
 INDEX_ENV = "RAGKIT_INDEX"
 
 
@@ -62,12 +62,13 @@ class Hit:
 class Index:
     """An opened index: ``len(index)`` chunks, ``search`` (the encoder loads on first use)."""
 
-    def __init__(self, folder: Path, db, meta: dict, faiss_index, repaired: bool):
+    def __init__(self, folder: Path, db, meta: dict, vector_search: VectorSearch, repaired: bool):
         self.folder, self.db, self.meta = folder, db, meta
-        self.faiss_index = faiss_index
+        self.vectors = vector_search
+        """The dense half (:class:`ragkit.search.ann.VectorSearch`), matching ``db``'s snapshot."""
         self.repaired = repaired
         self.fusion = DEFAULT_FUSION
-        """How hybrid search fuses dense and full-text rankings (:mod:`ragkit.fusion`)."""
+        """How hybrid search fuses dense and full-text rankings (:mod:`ragkit.search.fusion`)."""
         self._encoder = None
         from concurrent.futures import ThreadPoolExecutor
 
@@ -102,7 +103,7 @@ class Index:
                 "rebuild it with `ragkit index PATH --rebuild`"
             )
         index, repaired = cls._consistent_vectors(folder, db, meta, database)
-        opened = cls(folder, db, meta, vectors.to_gpu_if_available(index), repaired)
+        opened = cls(folder, db, meta, VectorSearch(vectors.to_gpu_if_available(index)), repaired)
         # Opened beside ``db`` on the same snapshot: the same file even if a rebuild swaps the folder.
         opened._lexical_db = lexical_db
         opened._version = (database, meta.get("generation", "0"))
@@ -148,7 +149,7 @@ class Index:
                 fresh.use_encoder(self._encoder)
             fresh.fusion = self.fusion
             old = (self.db, self._lexical_db, self._lexical_worker)
-            self.db, self.meta, self.faiss_index = fresh.db, fresh.meta, fresh.faiss_index
+            self.db, self.meta, self.vectors = fresh.db, fresh.meta, fresh.vectors
             self._lexical_db, self._lexical_worker = fresh._lexical_db, fresh._lexical_worker
             self.repaired, self._version = fresh.repaired, fresh._version
             old[2].shutdown(wait=True)
@@ -238,7 +239,7 @@ class Index:
         ``filter`` is a path glob (``"docs/*.md"``), a dict of a ``path`` glob and document
         metadata values, or a list of those that must all hold; ``k`` hits come back whenever
         ``k`` chunks match, on every index type. By default (``hybrid=True``) the dense ranking
-        is fused with SQLite FTS5 BM25 by ``self.fusion`` (:mod:`ragkit.fusion`), and a hit's
+        is fused with SQLite FTS5 BM25 by ``self.fusion`` (:mod:`ragkit.search.fusion`), and a hit's
         score is the fused score: on SciFact test it beats both halves (EVAL.md).
         ``hybrid=False`` ranks by the encoder alone; scores are then cosine similarities.
         """
@@ -247,7 +248,7 @@ class Index:
     def search_many(
         self, queries: list[str], k: int = 5, filter: str | dict | None = None, hybrid: bool = True
     ) -> list[list[Hit]]:
-        from ragkit.indexer.filters import matching_ids, search_parameters
+        from ragkit.search.filters import matching_ids
 
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
@@ -255,19 +256,13 @@ class Index:
             raise InvalidInputError("the query is empty; there is nothing to search for")
         self.refresh()
         allowed = matching_ids(self.db, filter)
-        if self.faiss_index.ntotal == 0 or (allowed is not None and len(allowed) == 0):
+        if len(self.vectors) == 0 or (allowed is not None and len(allowed) == 0):
             return [[] for _ in queries]
         depth = hybrid_depth(k) if hybrid else k
         encoder = self.encoder  # loaded before the full-text work starts beside it
         lexical = self._lexical_rankings(queries, depth, allowed) if hybrid else None
         matrix = np.ascontiguousarray(encoder.encode_queries(queries, show_progress=False), dtype=np.float32)
-        if allowed is None:
-            scores, ids = self.faiss_index.search(matrix, depth)
-        elif self._exact_under_filter(allowed):
-            params, _selector = search_parameters(self.faiss_index, allowed)
-            scores, ids = self.faiss_index.search(matrix, depth, params=params)
-        else:
-            scores, ids = self._filtered_search(matrix, depth, allowed)
+        scores, ids = self.vectors.search(matrix, depth, allowed, self._stored_vectors)
         lexical_rows = lexical.result() if lexical is not None else [None] * len(queries)
         results = []
         for lexical_row, query_vector, row_scores, row_ids in zip(
@@ -294,56 +289,21 @@ class Index:
 
         return self._lexical_worker.submit(rank)
 
-    def _exact_under_filter(self, allowed) -> bool:
-        """Flat search with an id selector is exact; graph and IVF-PQ search are not."""
-        import faiss
-
-        inner = self.faiss_index.index if hasattr(self.faiss_index, "index") else self.faiss_index
-        return isinstance(faiss.downcast_index(inner), faiss.IndexFlat)
-
-    def _filtered_search(self, matrix: np.ndarray, depth: int, allowed: np.ndarray):
-        """Top ``depth`` allowed chunks on an approximate structure, never fewer than exist.
-
-        A selector inside HNSW or IVF-PQ search prunes the walk and can return too few or
-        (through IVF-PQ's re-ranking) wrong ids. When the filter allows few chunks they are
-        scored exactly from their stored vectors; otherwise the search widens until every
-        query has ``depth`` allowed hits, and whatever is still short is scored exactly.
-        """
-        depth = min(depth, len(allowed))
-        if len(allowed) > EXACT_FILTER_LIMIT:
-            keep = set(allowed.tolist())
-            wide = depth * 4
-            while wide < self.faiss_index.ntotal:
-                scores, ids = self.faiss_index.search(matrix, wide)
-                rows = [
-                    [(s, i) for s, i in zip(sr, ir, strict=True) if i in keep][:depth]
-                    for sr, ir in zip(scores, ids, strict=True)
-                ]
-                if all(len(r) == depth for r in rows):
-                    return (
-                        np.array([[s for s, _ in r] for r in rows], dtype=np.float32),
-                        np.array([[i for _, i in r] for r in rows], dtype=np.int64),
-                    )
-                wide *= 4
-        return self._exact_scores(matrix, depth, allowed)
-
-    def _exact_scores(self, matrix: np.ndarray, depth: int, allowed: np.ndarray):
-        ids, stored = [], []
-        for start in range(0, len(allowed), 50_000):
-            part = json.dumps([int(i) for i in allowed[start : start + 50_000]])
+    def _stored_vectors(self, allowed: np.ndarray):
+        """The allowed chunks' stored (float16) vectors from this snapshot, a slice at a time."""
+        dimension = int(self.meta["dimension"])
+        size = ann.EXACT_FILTER_LIMIT
+        for start in range(0, len(allowed), size):
+            part = json.dumps([int(i) for i in allowed[start : start + size]])
+            ids, stored = [], []
             for chunk_id, blob in self.db.execute(
                 "SELECT id, vector FROM chunks WHERE id IN (SELECT value FROM json_each(?))", [part]
             ):
-                if len(blob) == 2 * matrix.shape[1]:  # a damaged vector cannot be scored
+                if len(blob) == 2 * dimension:  # a damaged vector cannot be scored
                     ids.append(chunk_id)
                     stored.append(np.frombuffer(blob, dtype=np.float16))
-        ids_array = np.array(ids, dtype=np.int64)
-        if not ids:
-            empty = np.zeros((len(matrix), 0))
-            return empty.astype(np.float32), empty.astype(np.int64)
-        scores = matrix @ np.vstack(stored).astype(np.float32).T
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
-        return np.take_along_axis(scores, top, axis=1), ids_array[top]
+            matrix = np.vstack(stored) if stored else np.zeros((0, dimension), dtype=np.float16)
+            yield np.array(ids, dtype=np.int64), matrix
 
     def _hits(self, ranked: list[tuple[int, float]], query_vector: np.ndarray) -> list[Hit]:
         wanted = [chunk_id for chunk_id, _ in ranked]

@@ -128,23 +128,3 @@ def matching_ids(db, filter: str | dict | None):
         f"SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id WHERE {where}", params
     )
     return np.fromiter((r[0] for r in rows), dtype=np.int64)
-
-
-def search_parameters(index, ids):
-    """FAISS search parameters restricting the search to ``ids`` (for any of our structures)."""
-    import faiss
-
-    selector = faiss.IDSelectorBatch(ids)
-    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
-    if isinstance(inner, faiss.IndexHNSW):
-        params = faiss.SearchParametersHNSW(sel=selector, efSearch=inner.hnsw.efSearch)
-    elif isinstance(inner, faiss.IndexRefine | faiss.IndexIVF):
-        base = faiss.downcast_index(inner.base_index) if isinstance(inner, faiss.IndexRefine) else inner
-        ivf = faiss.SearchParametersIVF(sel=selector, nprobe=base.nprobe)
-        if isinstance(inner, faiss.IndexRefine):
-            params = faiss.IndexRefineSearchParameters(sel=selector, base_index_params=ivf)
-        else:
-            params = ivf
-    else:
-        params = faiss.SearchParameters(sel=selector)
-    return params, selector  # the selector must outlive the search call
