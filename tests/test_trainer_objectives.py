@@ -185,7 +185,7 @@ def test_hidden_dropout_hooks_only_act_in_training_and_remove_cleanly(tiny_causa
     """SimCSE's views must differ in training; evaluation and the model after are untouched."""
     from transformers import AutoModelForCausalLM
 
-    from ragkit.trainer.loop import _add_hidden_dropout
+    from ragkit.trainer.lora import add_hidden_dropout as _add_hidden_dropout
 
     model = AutoModelForCausalLM.from_pretrained(tiny_causal_dir).get_decoder()
     ids = torch.randint(10, 100, (2, 9), generator=torch.Generator().manual_seed(0))

@@ -106,7 +106,8 @@ def test_a_batch_does_not_repeat_a_positive(tmp_path):
 
 
 def test_repeated_positive_in_a_batch_is_not_its_own_negative(tmp_path):
-    from ragkit.trainer.loop import TrainOptions, _PairSteps
+    from ragkit.trainer.batches import PairSteps as _PairSteps
+    from ragkit.trainer.options import TrainOptions
     from ragkit.trainer.recipe import RECIPES
 
     rows = [

@@ -1,0 +1,132 @@
+"""What a run starts from (a backbone, or a saved encoder whose adapters stay underneath), its
+data, read and checked before any model loads, and the settings that identify the run."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+from ragkit.encoder.adapters import Adapter
+from ragkit.encoder.backbone import backbone_layers
+from ragkit.encoder.pruning import check_layers
+from ragkit.encoder.resolve import resolve_encoder
+from ragkit.hashing import canonical_json_hash
+from ragkit.trainer.corpus import Corpus, corpus_pairs, load_corpus
+from ragkit.trainer.options import TrainOptions
+from ragkit.trainer.pairs import PairSet, mine_negatives, read_pairs
+from ragkit.trainer.precision import Precision
+
+log = logging.getLogger("ragkit")
+
+
+@dataclass
+class Start:
+    """What training starts from: a backbone, plus the adapters of an encoder trained before."""
+
+    backbone: object
+    adapters: list[Adapter]
+    instructions: dict[str, str]
+    encoder: str | None = None
+    """The saved encoder the adapters come from (None: a bare backbone)."""
+    history: dict = field(default_factory=dict)
+    """Its own training record (stages, recipe), for the model card."""
+    layers: int | None = None
+    """The saved encoder's own pruning (None: every layer of the backbone)."""
+
+
+def resolve_start(spec: str) -> Start:
+    """A backbone name, or a saved encoder (``default`` too) whose adapters stay underneath."""
+    resolved = resolve_encoder(spec)
+    saved, config = resolved.saved, resolved.config
+    if saved is None:
+        return Start(resolved.backbone, [], {})
+    history = {}
+    for name, key in (("stages.json", "stages"), ("training.json", "training")):
+        try:
+            history[key] = json.loads((saved / name).read_text())
+        except (OSError, ValueError):
+            history[key] = {}
+    return Start(
+        resolved.backbone, resolved.adapters, dict(config.instructions), spec, history, config.layers
+    )
+
+
+def trained_layers(options: TrainOptions, start: Start) -> int | None:
+    """The layer count of the trained encoder: pruning only ever removes layers."""
+    available = start.layers or backbone_layers(start.backbone)
+    check_layers(options.layers, available)
+    return options.layers if options.layers is not None else start.layers
+
+
+@dataclass
+class TrainingData:
+    """The passages of the unsupervised stages and the pairs of the supervised one."""
+
+    corpus: Corpus | None
+    pairs: PairSet | None
+    teacher: object = None
+
+    def pairs_hash(self) -> str:
+        return canonical_json_hash([list(map(str, vars(p).values())) for p in self.pairs.pairs])
+
+    def for_stage(self, stage: str):
+        return self.pairs if stage == "supervised" else self.corpus.passages
+
+
+def load_data(options: TrainOptions) -> TrainingData:
+    """Read and check all training data before any model loads, so bad input fails fast."""
+    unsupervised = any(s != "supervised" for s in options.stages)
+    needed = unsupervised or not options.pairs
+    corpus = load_corpus(options.corpus, leave_out_eval=not options.use_eval_sections) if needed else None
+    pairs = None
+    if "supervised" in options.stages:
+        pairs = read_pairs(options.pairs) if options.pairs else corpus_pairs(corpus)
+        if options.mine_negatives:
+            pairs = mine_negatives(pairs)
+        log.info("supervised stage on %s", pairs.describe())
+    data = TrainingData(corpus, pairs)
+    if options.teacher and pairs is not None:
+        from ragkit.trainer.teacher import open_teacher
+
+        data.teacher = open_teacher(options.teacher, data.pairs_hash(), device=options.device)
+    return data
+
+
+def run_settings(options: TrainOptions, start: Start, data: TrainingData, precision: Precision) -> dict:
+    settings = {
+        "backbone": start.backbone.name,
+        "backbone_identity": start.backbone.identity,
+        "base_adapters": [a.content_hash() for a in start.adapters],
+        "base": {
+            "encoder": start.encoder,
+            "adapters": [a.name for a in start.adapters],
+            "stages": start.history.get("stages", {}),
+            "recipe": start.history.get("training", {}).get("recipe", {}),
+        }
+        if start.adapters
+        else None,
+        "stages": list(options.stages),
+        "layers": trained_layers(options, start),
+        "recipe": options.recipe.to_dict(),
+        "seed": options.seed,
+        "precision": precision.name,
+    }
+    if data.corpus is not None:
+        settings |= {
+            "corpus": data.corpus.source,
+            "corpus_passages": len(data.corpus.passages),
+            "corpus_hash": canonical_json_hash(data.corpus.passages),
+        }
+    if data.pairs is not None:
+        settings |= {
+            "pairs": data.pairs.sources or ["(pairs from the corpus)"],
+            "pairs_rows": len(data.pairs.pairs),
+            "pairs_hash": data.pairs_hash(),
+            "mixture": options.mixture,
+            "teacher": data.teacher.identity if data.teacher is not None else None,
+            "teacher_source": options.teacher,
+            "teacher_filter": bool(data.teacher is not None and options.teacher_filter),
+            "distill_weight": options.distill_weight if data.teacher is not None else 0.0,
+        }
+    return settings
