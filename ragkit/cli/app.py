@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from ragkit.cli import ask_command, encoder_commands, eval_command, index_commands, train_command
+from ragkit.cli import (
+    ask_command,
+    encoder_commands,
+    eval_command,
+    index_commands,
+    serve_command,
+    train_command,
+)
 from ragkit.cli.console import err, quiet_dependencies, safe, setup_logging
 
 app = typer.Typer(
@@ -27,6 +34,7 @@ app.command("status", rich_help_panel="Index")(index_commands.status_command)
 app.command("remove", rich_help_panel="Index")(index_commands.remove_command)
 app.command("ask", rich_help_panel="Index")(ask_command.ask_command)
 app.command("eval", rich_help_panel="Evaluation")(eval_command.eval_command)
+app.command("serve", rich_help_panel="Index")(serve_command.serve_command)
 
 
 def _version(value: bool) -> None:

@@ -3,8 +3,12 @@
 - ``torch``: transformers on torch. Any device, dtype and attention implementation.
 - ``light``: ragkit's own torch modules (:mod:`ragkit.encoder.light`), no transformers import.
 - ``openvino``: the OpenVINO engine (:mod:`ragkit.encoder.openvino_engine`), fp32 or bf16.
-- ``auto``: the fastest of those that applies, in that order of preference: openvino, light,
-  torch.
+- ``auto``: the fastest for bulk encoding of those that applies, in that order of
+  preference: openvino, light, torch.
+- ``lean``: the least memory of those that applies: light, openvino, torch. For a process
+  that embeds a few queries (``ragkit ask``, a search), light is as fast as openvino, whose
+  CPU plugin holds its own repacked copy of the weights beside the mapped file (about
+  1.4 GB at peak for SmolLM2-135M, against 0.8 GB; BENCHMARKS.md).
 
 The fast engines apply to a saved encoder with adapters, bidirectional, on a CPU, with the
 default attention, and only once its merged weights are cached and verified against
@@ -25,8 +29,13 @@ from ragkit.errors import InvalidInputError
 
 log = logging.getLogger("ragkit")
 
-BACKENDS = ("auto", "torch", "light", "openvino")
-_PREFERENCE = {"auto": ("openvino", "light"), "openvino": ("openvino", "light"), "light": ("light",)}
+BACKENDS = ("auto", "lean", "torch", "light", "openvino")
+_PREFERENCE = {
+    "auto": ("openvino", "light"),
+    "lean": ("light", "openvino"),
+    "openvino": ("openvino", "light"),
+    "light": ("light",),
+}
 
 
 def check_backend(backend: str) -> None:

@@ -183,9 +183,10 @@ class Index:
             from ragkit.encoder import Encoder
 
             spec = encoder
-            # Searching needs only the query's forward pass: load without transformers when a
-            # verified light path exists; its fingerprint must still match, else load fully.
-            encoder = Encoder.from_pretrained(spec, backend="auto")
+            # Searching needs only the query's forward pass: the engine that needs the least
+            # memory, without transformers when a verified light path exists; its
+            # fingerprint must still match, else load fully.
+            encoder = Encoder.from_pretrained(spec, backend="lean")
             if encoder.fingerprint != self.fingerprint and _is_light(encoder):
                 encoder = Encoder.from_pretrained(spec)
         if encoder.fingerprint != self.fingerprint:

@@ -1,0 +1,1 @@
+"""ragkit serve: one warm index behind MCP tools and a JSON HTTP API."""
