@@ -91,7 +91,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ask-memory-"))
     index = args.index or work / "index"
     if args.index is None:
-        subprocess.run([str(BIN / "ragkit"), "index", str(HERE.parent / "docs"), "--index", str(index)], check=True)
+        docs = str(HERE.parent / "docs")
+        subprocess.run([str(BIN / "ragkit"), "index", docs, "--index", str(index)], check=True)
     store = work / "langchain"
     try:
         subprocess.run([str(BIN / "python"), "-c", LANGCHAIN_BUILD, str(index), str(store)], check=True)

@@ -39,7 +39,7 @@ def check_search(query, k=5, filter=None, hybrid=True) -> SearchRequest:
         raise InvalidInputError("query must be a non-empty string")
     if len(query) > MAX_QUERY_CHARS:
         raise InvalidInputError(
-            f"query is {len(query):,} characters; the most accepted is {MAX_QUERY_CHARS:,}"
+            f"query is {len(query):,} characters; at most {MAX_QUERY_CHARS:,} are accepted"
         )
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
         raise InvalidInputError(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
