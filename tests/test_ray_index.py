@@ -105,6 +105,42 @@ def test_a_local_cluster_indexes_and_updates_like_one_process(tmp_path, tiny_bac
     _assert_same_index(tmp_path / "ray", tmp_path / "one")
 
 
+@pytest.mark.parametrize("inflight_mb", [40 / 2**20, 2500 / 2**20], ids=["below-one-file", "files-per-slice"])
+def test_a_sliced_plan_gives_the_same_index_as_one_process(tmp_path, tiny_backbone_dir, inflight_mb):
+    """Bytes in flight bounded below one file's size (every file alone) or to a few files."""
+    docs = _docs(tmp_path / "docs", count=12)
+    sizes = [p.stat().st_size for p in docs.rglob("*") if p.is_file()]
+    assert min(s for s in sizes if s) > 40 and 3 * max(sizes) < 2500  # the two regimes hold
+    encoder = str(tiny_backbone_dir)
+    local = build_index(IndexOptions(source=docs, index_dir=tmp_path / "one", encoder=encoder))
+    options = IndexOptions(
+        source=docs,
+        index_dir=tmp_path / "ray",
+        encoder=encoder,
+        ray="local",
+        ray_workers=2,
+        ray_inflight_mb=inflight_mb,
+    )
+    spread = build_index(options)
+    assert _summary_lists(spread) == _summary_lists(local)
+    _assert_same_index(tmp_path / "ray", tmp_path / "one")
+
+
+def test_batches_are_planned_lazily_within_the_byte_budget():
+    drawn: list[int] = []
+
+    def items():
+        for i in range(10):
+            drawn.append(i)
+            yield (f"d{i}", Path(f"d{i}"), b"x" * (100 if i != 4 else 1000))
+
+    plan = distributed.plan_batches(items(), batch_documents=3, max_bytes=250)
+    first = next(plan)
+    assert [n for n, _, _ in first] == ["d0", "d1"] and drawn == [0, 1, 2]  # no more read than needed
+    rest = [[n for n, _, _ in batch] for batch in plan]
+    assert rest == [["d2", "d3"], ["d4"], ["d5", "d6"], ["d7", "d8"], ["d9"]]  # a big file alone
+
+
 def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost_or_doubled(tmp_path, tiny_backbone_dir):
     docs = _docs(tmp_path / "docs", count=16)
     encoder = str(tiny_backbone_dir)

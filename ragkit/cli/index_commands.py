@@ -168,6 +168,15 @@ def index_command(
     as_json: JsonOption = False,
     ray: RayOption = None,
     ray_workers: RayWorkersOption = None,
+    ray_inflight_mb: Annotated[
+        float,
+        typer.Option(
+            "--ray-inflight-mb",
+            min=0.001,
+            help="With --ray: most MB of file bytes the driver holds and ships at once "
+            "(its memory stays flat however many files changed).",
+        ),
+    ] = 64.0,
     group_chunks: Annotated[int, typer.Option(min=1, hidden=True)] = 256,
 ) -> None:
     """Embed folders of documents into a FAISS index with SQLite metadata.
@@ -207,6 +216,7 @@ def index_command(
         group_chunks=group_chunks,
         ray=ray,
         ray_workers=ray_workers,
+        ray_inflight_mb=ray_inflight_mb,
     )
     started = time.perf_counter()
     progress = _IndexProgress(enabled=not as_json, live=sys.stderr.isatty())

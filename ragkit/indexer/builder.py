@@ -69,6 +69,9 @@ class IndexOptions:
     :mod:`ragkit.indexer.distributed`); None embeds in this process."""
     ray_workers: int | None = None
     """Ray actors, one encoder each; None: one per GPU, else one."""
+    ray_inflight_mb: float = 64.0
+    """Most MB of file bytes the Ray driver holds and ships at once: its memory stays flat
+    however many files change (at least one file is always in flight)."""
     ray_on_batch: Callable[[list[str]], None] | None = None
     """Called inside a Ray worker with each batch's document names, before it is embedded."""
 
@@ -325,7 +328,7 @@ def _chunker(encoder, options: IndexOptions) -> Chunker:
 def _scan(db, files: dict[str, Path], stored: dict, options: IndexOptions, summary) -> list[tuple]:
     """Files to (re-)embed: size+mtime first, the content hash when those differ."""
     phase = time.perf_counter()
-    pending: list[tuple[str, Path, bytes, str, os.stat_result]] = []
+    pending: list[tuple[str, Path, str, os.stat_result]] = []
     for relative, path in files.items():
         try:
             stat = path.stat()
@@ -351,9 +354,24 @@ def _scan(db, files: dict[str, Path], stored: dict, options: IndexOptions, summa
                     store.touch_document(db, relative, stat.st_mtime)
             summary.unchanged += 1
             continue
-        pending.append((relative, path, raw, digest, stat))
+        pending.append((relative, path, digest, stat))  # bytes are read again when embedded
     summary.seconds["scanning"] = time.perf_counter() - phase
     return pending
+
+
+def _read_pending(entry: tuple, options: IndexOptions) -> tuple[bytes, str, os.stat_result]:
+    """A pending file's bytes, digest and stat as they are now (raises SkipFile).
+
+    The scan keeps only digests, so memory does not grow with what a run embeds; a file
+    that changed since it was scanned is embedded as it is now, under its new digest.
+    """
+    path = entry[1]
+    try:
+        stat = path.stat()
+    except OSError:
+        raise SkipFile("vanished while indexing") from None
+    raw = read_bytes(path, options.max_bytes)
+    return raw, _sha256(raw), stat
 
 
 def _embed(db, encoder, chunker, pending, stored, options: IndexOptions, summary, progress) -> None:
@@ -362,10 +380,12 @@ def _embed(db, encoder, chunker, pending, stored, options: IndexOptions, summary
         progress.start(len(pending))
     group: list[tuple] = []
     group_chunks = 0
-    for relative, path, raw, digest, stat in pending:
+    for entry in pending:
+        relative, path = entry[0], entry[1]
         phase = time.perf_counter()
         notes: list[str] = []
         try:
+            raw, digest, stat = _read_pending(entry, options)
             chunks = chunker.split(parse_document(path, raw, notes))
             summary.left_out.update(f"{note.split(' ', 1)[0]} not read" for note in notes)
             for note in notes:
@@ -524,17 +544,33 @@ def _embed_on_ray(db, encoder, chunker, pending, stored, options: IndexOptions, 
     settings = distributed.StageSettings(
         encoder_spec, options.device, options.dtype, options.chunk_tokens, options.overlap, threads=1
     )
-    sizes = [len(raw) for _, _, raw, _, _ in pending]
+    sizes = [stat.st_size for *_, stat in pending]
     batch = distributed.documents_per_batch(sizes, chunker.max_tokens, options.group_chunks)
-    found = {relative: (digest, stat) for relative, _, _, digest, stat in pending}
+    found: dict[str, tuple[str, os.stat_result]] = {}
+
+    def read_all():
+        """The pending files' bytes, read as the plan ships them (never all at once)."""
+        for entry in pending:
+            try:
+                raw, digest, stat = _read_pending(entry, options)
+            except SkipFile as skip:
+                _skip(summary, entry[0], skip.reason, entry[0] in stored)
+                if progress is not None:
+                    progress.advance_file()
+                continue
+            found[entry[0]] = (digest, stat)
+            yield entry[0], entry[1], raw
+
     results = distributed.embed(
-        [(relative, path, raw) for relative, path, raw, _, _ in pending],
+        read_all(),
         settings,
         workers=options.ray_workers,
         batch_documents=batch,
         dimension=encoder.dimension,
         fingerprint=encoder.fingerprint,
         on_batch=options.ray_on_batch,
+        max_bytes_in_flight=int(options.ray_inflight_mb * 1024 * 1024),
+        documents=len(pending),
     )
     group, vectors_, waited = [], [], time.perf_counter()
     for document in results:

@@ -2,23 +2,26 @@
 
 The driver keeps everything that decides what an index holds: discovery, hashing, the change
 plan and every write to SQLite and FAISS, in the same transactions as a local run. What costs
-the time, turning a changed file's bytes into chunks and vectors, runs as a Ray Data
-``map_batches`` stage on a pool of actors, one encoder each (one GPU each when the cluster
-has GPUs). The driver sends the bytes it hashed, so workers need no shared filesystem and
-embed exactly what was hashed; results stream back in input order and are written as they
-arrive, so a killed driver leaves what a killed local run leaves. Ray retries a batch whose
-actor died; each document is replaced whole, so a retried batch never duplicates chunks.
+the time, turning a changed file's bytes into chunks and vectors, runs on a pool of Ray
+actors, one encoder each (one GPU each when the cluster has GPUs). The driver reads and sends
+the bytes it hashes, so workers need no shared filesystem and embed exactly what is stored;
+it reads them batch by batch with a bound on the bytes in flight, so its memory stays flat
+however many files changed. Results come back in input order and are written as they
+arrive, so a killed driver leaves what a killed local run leaves. Ray restarts a lost actor
+and retries its batch; each document is replaced whole, so a retry never duplicates chunks.
+Evaluation's corpus encoding (:func:`encode_texts`) runs as a Ray Data ``map_batches`` stage.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib.util
 import json
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -174,12 +177,15 @@ def _check_worker(fingerprint: str, readers: str, expected: tuple[str, str]) -> 
         )
 
 
-def _run_errors(rows: Iterator[dict]) -> Iterator[dict]:
-    """Ray's failures (a worker that cannot start, a batch that failed every retry) as one line."""
+def _run_errors(rows: Iterator, fetch: bool = False) -> Iterator:
+    """Ray's failures (a worker that cannot start, a batch that failed every retry) as one line;
+    with ``fetch``, ``rows`` are object references, each read with ``ray.get``."""
+    import ray
     from ray.exceptions import RayError
 
     try:
-        yield from rows
+        for row in rows:
+            yield ray.get(row) if fetch else row
     except RayError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidInputError(f"a Ray worker failed: {first}") from None
@@ -221,6 +227,10 @@ class EmbedStage:
         self.chunker = token_chunker(self.encoder, settings.chunk_tokens, settings.overlap)
         self.on_batch = on_batch
         self.readers = reader_signature()
+
+    def embed_batch(self, batch: dict[str, list]) -> dict[str, list]:
+        """The actor method the driver calls: ``batch`` has relative, path and raw columns."""
+        return self(batch)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         from ragkit.documents.readers import SkipFile, parse_document
@@ -268,8 +278,25 @@ def documents_per_batch(sizes: list[int], chunk_tokens: int, group_chunks: int) 
     return max(1, min(256, (group_chunks * chunk_tokens) // tokens))
 
 
+def plan_batches(
+    items: Iterable[tuple[str, Path, bytes]], batch_documents: int, max_bytes: int
+) -> Iterator[list[tuple[str, Path, bytes]]]:
+    """Consecutive batches of at most ``batch_documents`` files and ``max_bytes`` bytes (a file
+    larger than that is a batch of its own), drawn from ``items`` only as they are needed."""
+    batch: list[tuple[str, Path, bytes]] = []
+    size = 0
+    for item in items:
+        if batch and (len(batch) >= batch_documents or size + len(item[2]) > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(item)
+        size += len(item[2])
+    if batch:
+        yield batch
+
+
 def embed(
-    pending: list[tuple[str, Path, bytes]],
+    pending: Iterable[tuple[str, Path, bytes]],
     settings: StageSettings,
     *,
     workers: int | None = None,
@@ -277,36 +304,55 @@ def embed(
     dimension: int,
     fingerprint: str,
     on_batch: Callable[[list[str]], None] | None = None,
+    max_bytes_in_flight: int = 64 * 1024 * 1024,
+    documents: int | None = None,
 ) -> Iterator[EmbeddedDocument]:
     """Chunks and vectors of ``pending`` (name, path, bytes), in input order, as they finish;
-    every worker must embed with ``fingerprint`` and read documents as the driver does."""
-    import ray.data
+    every worker must embed with ``fingerprint`` and read documents as the driver does.
 
-    from ragkit.indexer.chunking import Chunk
+    ``pending`` is read lazily and shipped in batches; batches are handed to the actors
+    round-robin while at most ``max_bytes_in_flight`` bytes (and two batches an actor) are
+    out, and collected oldest first, so the driver's memory is bounded by that budget, not
+    by how many files changed. A lost actor is restarted and its batch retried (``RETRIES``).
+    ``documents``, how many ``pending`` holds when known, keeps batches small enough that
+    every actor gets work.
+    """
+    import ray
 
-    if not pending:
-        return
     expected = (fingerprint, reader_signature())
     count, resources = _pool(workers, settings.device)
     if "num_gpus" not in resources:
         settings = StageSettings(**{**asdict(settings), "threads": resources["num_cpus"]})
-    items = [{"relative": name, "path": str(path), "raw": raw} for name, path, raw in pending]
-    batch_documents = max(1, min(batch_documents, -(-len(items) // count)))  # every actor gets work
-    dataset = ray.data.from_items(items, override_num_blocks=-(-len(items) // batch_documents))
-    embedded = _map_batches(
-        dataset,
-        EmbedStage,
-        fn_constructor_kwargs={"settings": settings, "on_batch": on_batch},
-        batch_size=batch_documents,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=count, max_tasks_in_flight_per_actor=1),
-        **resources,
-    )
-    for row in _run_errors(embedded.iter_rows()):
-        _check_worker(row["fingerprint"], row["readers"], expected)
-        chunks = [Chunk(**c) for c in json.loads(row["chunks"])]
-        vectors = np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(chunks), dimension)
-        yield EmbeddedDocument(row["relative"], chunks, vectors, row["skipped"])
+    if documents:
+        batch_documents = max(1, min(batch_documents, -(-documents // count)))
+    remote = ray.remote(**resources, **RETRIES)(EmbedStage)
+    actors: list = []
+    in_flight: collections.deque = collections.deque()
+    budget = max(1, max_bytes_in_flight)
+    for turn, batch in enumerate(plan_batches(pending, batch_documents, budget)):
+        size = sum(len(raw) for _, _, raw in batch)
+        while in_flight and (sum(s for _, s in in_flight) + size > budget or len(in_flight) >= 2 * count):
+            yield from _collect(in_flight.popleft()[0], dimension, expected)
+        if not actors:  # started with the first batch: a run with nothing to embed starts none
+            actors = [remote.remote(settings, on_batch) for _ in range(count)]
+        columns = {"relative": [n for n, _, _ in batch], "path": [str(p) for _, p, _ in batch]}
+        reference = actors[turn % count].embed_batch.remote({**columns, "raw": [r for *_, r in batch]})
+        in_flight.append((reference, size))
+        del batch, columns
+    while in_flight:
+        yield from _collect(in_flight.popleft()[0], dimension, expected)
+
+
+def _collect(reference, dimension: int, expected: tuple[str, str]) -> Iterator[EmbeddedDocument]:
+    """One finished batch as documents, after checking its worker embeds as this run does."""
+    from ragkit.indexer.chunking import Chunk
+
+    (result,) = list(_run_errors(iter([reference]), fetch=True))
+    for i, name in enumerate(result["relative"]):
+        _check_worker(result["fingerprint"][i], result["readers"][i], expected)
+        chunks = [Chunk(**c) for c in json.loads(result["chunks"][i])]
+        vectors = np.frombuffer(result["vectors"][i], dtype=np.float32).reshape(len(chunks), dimension)
+        yield EmbeddedDocument(name, chunks, vectors, result["skipped"][i])
 
 
 class EncodeStage:
