@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench_output import emit
 
-from ragkit.trainer.precision import cpu_bf16_features
+from ragkit.hardware import cpu_bf16_features
 
 PAIRS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "train" / "qed.jsonl.gz"
 STAGE_ARGS = {

@@ -10,8 +10,9 @@ from safetensors.torch import load_file
 from test_trainer_run import _options, run_cli
 
 from ragkit.errors import InvalidInputError
+from ragkit.hardware import cpu_bf16_features
 from ragkit.trainer.loop import train
-from ragkit.trainer.precision import cpu_bf16_features, resolve_precision
+from ragkit.trainer.precision import resolve_precision
 
 
 def test_cpu_features_come_from_the_flags_line(tmp_path):

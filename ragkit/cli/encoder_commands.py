@@ -46,8 +46,11 @@ def info(
     if name is not None and encoder != "default" and name != encoder:
         fail(f"two encoders given ({name!r} and --encoder {encoder!r}); give one")
     encoder = name or encoder
+    from ragkit.encoder.document_precision import expected_choice
+
     enc = load_encoder(encoder, device=device, causal=causal)
     details = enc.describe()
+    details["document_precision"] = expected_choice(enc).summary()
     if as_json:
         out.print_json(json.dumps(details))
         return
@@ -72,6 +75,7 @@ def info(
         ("query instruction", details["instructions"].get("query") or "(none)"),
         ("adapters", ", ".join(details["adapters"]) or "(none)"),
         ("device", f"{details['device']} · {details['dtype']}"),
+        ("documents", details["document_precision"]),
         ("fingerprint", details["fingerprint"]),
         ("weights", details["folder"]),
         ("load time", f"{details['load_seconds']:.1f} s"),

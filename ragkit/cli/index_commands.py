@@ -12,7 +12,7 @@ import typer
 from ragkit.cli.console import err, fail, out, safe
 from ragkit.cli.options import (
     DeviceOption,
-    DtypeOption,
+    DocumentDtypeOption,
     EncoderOption,
     JsonOption,
     RayOption,
@@ -164,7 +164,7 @@ def index_command(
     wait: WaitOption = 0.0,
     follow_symlinks: FollowSymlinksOption = False,
     device: DeviceOption = None,
-    dtype: DtypeOption = None,
+    dtype: DocumentDtypeOption = "auto",
     as_json: JsonOption = False,
     ray: RayOption = None,
     ray_workers: RayWorkersOption = None,
@@ -319,6 +319,7 @@ def status_command(index_dir: IndexDirOption = None, as_json: JsonOption = False
         "dimension": str(info["dimension"]),
         "index type": json.dumps(info["index_type"]),
         "encoder": f"{info['encoder']} ({info['encoder_fingerprint']})",
+        "precision": _precision_row(info),
         "chunking": f"{info['chunk_tokens']} tokens, {info['overlap']} overlap",
         "size on disk": f"{info['size_bytes'] / 1e6:.1f} MB",
         "last update": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["updated_at"])),
@@ -326,6 +327,20 @@ def status_command(index_dir: IndexDirOption = None, as_json: JsonOption = False
     for key, value in rows.items():
         table.add_row(safe(key), safe(value))
     out.print(table)
+
+
+def _precision_row(info: dict) -> str:
+    """Documents' precision (and the check behind it), and the queries'."""
+    recorded = info.get("document_precision")
+    if not recorded:
+        return f"documents: not recorded (an older index) · queries {info['query_precision']}"
+    last = recorded.get("last_run", {})
+    documents = ("mixed: " if recorded.get("mixed") else "") + ", ".join(recorded["dtypes"])
+    measured = ""
+    if "min_cosine" in last:
+        measured = f", probe min cosine {last['min_cosine']:.4f}, top-10 {last['top_agreement']:.3f}"
+    reason = f" (last run: {last.get('dtype', '?')}, {last.get('reason', '')}{measured})" if last else ""
+    return f"documents {documents or last.get('dtype', '?')}{reason} · queries {info['query_precision']}"
 
 
 def remove_command(

@@ -128,6 +128,8 @@ class Encoder:
             config, tokenizer_hash=self._tokenizer_hash, adapter_hashes=self._adapter_hashes
         )
         self.probe_result: ProbeResult | None = None
+        self.precision_choice = None
+        """Set where documents are embedded (:mod:`ragkit.encoder.document_precision`)."""
         self.last_truncated = 0
         self.load_seconds = 0.0
 
@@ -265,6 +267,7 @@ class Encoder:
             "dtype": getattr(self.model, "dtype_name", None)
             or str(next(self.model.parameters()).dtype).removeprefix("torch."),
             "padding_side": self.padding_side,
+            **({"precision_choice": self.precision_choice.to_dict()} if self.precision_choice else {}),
             "fingerprint": self.fingerprint,
             "folder": str(self.backbone.folder),
             "load_seconds": round(self.load_seconds, 2),

@@ -60,8 +60,10 @@ class IndexOptions:
     """Called after each committed group of chunks with the run's summary so far."""
     max_bytes: int = DEFAULT_MAX_BYTES
     device: str | None = None
-    dtype: str | None = None
-    """Compute precision (``Encoder.from_pretrained``'s ``dtype``): None is float32 on a CPU."""
+    dtype: str | None = "auto"
+    """Document precision: ``auto`` (bf16 where the CPU has it natively and it passes the
+    retrieval check of :mod:`ragkit.encoder.document_precision`, else fp32), or
+    ``Encoder.from_pretrained``'s ``dtype`` as asked (None: float32 on a CPU)."""
     wait_seconds: float = 0.0
     show_progress: bool | None = None
     ray: str | None = None
@@ -100,6 +102,8 @@ class IndexSummary:
     would_index: list[str] = field(default_factory=list)
     sources_added: list[str] = field(default_factory=list)
     """New sources this run, as 'label (path)'."""
+    document_dtypes: set[str] = field(default_factory=set)
+    """The precisions that embedded this run's documents (several workers may differ)."""
 
     @property
     def changed(self) -> bool:
@@ -247,13 +251,31 @@ def _rebuild(options: IndexOptions, plan: SourcePlan, target: Path, progress) ->
 
 
 def _load_encoder(options: IndexOptions):
-    from ragkit.encoder import Encoder
+    from ragkit.encoder.document_precision import load_document_encoder
 
-    # Light: the fastest verified way to run this encoder here (the OpenVINO engine where it
-    # applies); the vectors and fingerprint are those of the torch model.
-    return Encoder.from_pretrained(
-        options.encoder, device=options.device, dtype=options.dtype, backend="auto"
-    )
+    # The fastest verified way to run this encoder here (the OpenVINO engine where it
+    # applies, bf16 where it passes the retrieval check); the fingerprint is the torch model's.
+    return load_document_encoder(options.encoder, device=options.device, dtype=options.dtype)
+
+
+def document_dtype(encoder) -> str:
+    """What embeds documents with ``encoder``: its precision choice, or its weights' dtype."""
+    choice = encoder.precision_choice
+    return choice.dtype if choice is not None else str(encoder.describe()["dtype"])
+
+
+def _document_precision(meta: dict, encoder, summary: IndexSummary, fresh_root: bool) -> str:
+    """The index's record of what embedded its documents: every precision seen since the
+    last full build (more than one: the index mixes them), and this run's choice."""
+    import json
+
+    recorded = json.loads(meta.get("document_precision") or "{}")
+    dtypes = set(summary.document_dtypes)
+    if not fresh_root:
+        dtypes |= set(recorded.get("dtypes", []))
+    choice = encoder.precision_choice
+    choice = choice.to_dict() if choice is not None else {"dtype": document_dtype(encoder)}
+    return json.dumps({"dtypes": sorted(dtypes), "mixed": len(dtypes) > 1, "last_run": choice})
 
 
 def _update(
@@ -440,6 +462,7 @@ def _finish(db, target, options, meta, encoder, chunker, summary, fresh_root: bo
                 "overlap": str(chunker.overlap),
                 "updated_at": str(time.time()),
                 "generation": str(generation),
+                "document_precision": _document_precision(meta, encoder, summary, fresh_root),
             },
         )
     summary.seconds["storing"] += time.perf_counter() - phase
@@ -500,6 +523,8 @@ def _write_group(db, encoder, group, summary: IndexSummary, progress, on_group=N
         if progress is not None:
             progress.encoded(len(piece), sum(chunk.tokens for chunk in piece))
     vectors_ = np.concatenate(parts) if parts else np.zeros((0, encoder.dimension), dtype=np.float32)
+    if parts:
+        summary.document_dtypes.add(document_dtype(encoder))
     summary.seconds["encoding"] += time.perf_counter() - phase
     _store_group(db, group, vectors_, summary, progress, on_group)
 
@@ -583,6 +608,7 @@ def _embed_on_ray(db, encoder, chunker, pending, stored, options: IndexOptions, 
             digest, stat = found[document.relative]
             group.append((document.relative, digest, stat, document.chunks, document.relative in stored))
             vectors_.append(document.vectors)
+            summary.document_dtypes.add(document.dtype)
             if progress is not None:
                 progress.encoded(len(document.chunks), sum(c.tokens for c in document.chunks))
         if sum(len(v) for v in vectors_) >= options.group_chunks:

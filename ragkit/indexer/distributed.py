@@ -57,6 +57,8 @@ class EmbeddedDocument:
     chunks: list
     vectors: np.ndarray
     skipped: str
+    dtype: str = "float32"
+    """What embedded it on its worker (:func:`ragkit.indexer.builder.document_dtype`)."""
 
 
 def installed() -> bool:
@@ -216,14 +218,15 @@ class EmbedStage:
     def __init__(self, settings: StageSettings, on_batch: Callable[[list[str]], None] | None = None):
         import torch
 
-        from ragkit.encoder import Encoder, openvino_engine
+        from ragkit.encoder import openvino_engine
+        from ragkit.encoder.document_precision import load_document_encoder
         from ragkit.indexer.chunking import token_chunker
 
         torch.set_num_threads(settings.threads)
         openvino_engine.set_num_threads(settings.threads)
-        self.encoder = Encoder.from_pretrained(
-            settings.encoder, device=settings.device, dtype=settings.dtype, backend="auto"
-        )
+        self.encoder = load_document_encoder(settings.encoder, device=settings.device, dtype=settings.dtype)
+        choice = self.encoder.precision_choice
+        self.dtype = choice.dtype if choice is not None else "float32"
         self.chunker = token_chunker(self.encoder, settings.chunk_tokens, settings.overlap)
         self.on_batch = on_batch
         self.readers = reader_signature()
@@ -265,6 +268,7 @@ class EmbedStage:
             "skipped": skipped,
             "fingerprint": [self.encoder.fingerprint] * len(names),
             "readers": [self.readers] * len(names),
+            "dtype": [self.dtype] * len(names),
         }
 
 
@@ -352,7 +356,7 @@ def _collect(reference, dimension: int, expected: tuple[str, str]) -> Iterator[E
         _check_worker(result["fingerprint"][i], result["readers"][i], expected)
         chunks = [Chunk(**c) for c in json.loads(result["chunks"][i])]
         vectors = np.frombuffer(result["vectors"][i], dtype=np.float32).reshape(len(chunks), dimension)
-        yield EmbeddedDocument(name, chunks, vectors, result["skipped"][i])
+        yield EmbeddedDocument(name, chunks, vectors, result["skipped"][i], result["dtype"][i])
 
 
 class EncodeStage:

@@ -215,6 +215,8 @@ class Index:
             "index_type": json.loads(self.meta["index_spec"]),
             "encoder": self.meta.get("encoder"),
             "encoder_fingerprint": self.fingerprint,
+            "document_precision": json.loads(self.meta.get("document_precision") or "null"),
+            "query_precision": "float32",
             "chunk_tokens": int(self.meta.get("chunk_tokens", 0)),
             "overlap": int(self.meta.get("overlap", 0)),
             "size_bytes": size,

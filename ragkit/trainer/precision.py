@@ -11,38 +11,11 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 
 from ragkit.errors import InvalidInputError
+from ragkit.hardware import cpu_bf16_features
 
 PRECISIONS = ("auto", "fp32", "bf16")
-NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-
-
-def cpu_bf16_features(cpuinfo: Path = Path("/proc/cpuinfo"), *, ask_torch: bool = True) -> list[str]:
-    """The CPU's native bf16 instruction sets (AMX, AVX512-BF16): what torch's own CPU probe
-    reports (``ask_torch``), and the flags the kernel lists in ``cpuinfo``."""
-    found: set[str] = set()
-    try:
-        if not ask_torch:
-            raise ImportError
-        import torch
-
-        cpu = torch._C._cpu
-        if getattr(cpu, "_is_amx_tile_supported", lambda: False)():
-            found.add("amx_bf16")
-        if getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
-            found.add("avx512_bf16")
-    except (ImportError, AttributeError, RuntimeError):
-        pass
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                found |= set(line.split(":", 1)[1].split()) & set(NATIVE_BF16_FLAGS)
-                break
-    except OSError:
-        pass
-    return [flag for flag in NATIVE_BF16_FLAGS if flag in found]
 
 
 @dataclass(frozen=True)
