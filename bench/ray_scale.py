@@ -1,6 +1,6 @@
 """The Ray driver's peak memory on many small files: one ragkit checkout against another.
 
-    python bench/ray_scale.py --files 100000 [--bytes 1500] [--inflight-mb 64]
+    python bench/ray_scale.py --files 100000 [--bytes 1500] [--padding-bytes 0] [--inflight-mb 64]
         [--baseline-code DIR] [--single] [--out FILE]
 
 Writes N synthetic Markdown files of about ``--bytes`` bytes each, and a tiny seeded Llama
@@ -40,21 +40,25 @@ settings = json.loads(sys.argv[1])
 started = time.perf_counter()
 summary = build_index(IndexOptions(source=Path(settings.pop("source")), index_dir=Path(settings.pop("index")),
                                    **settings))
-print(json.dumps({"wall_s": round(time.perf_counter() - started, 1),
+import ragkit
+code = str(Path(ragkit.__file__).parent.parent)
+print(json.dumps({"code": code, "wall_s": round(time.perf_counter() - started, 1),
                   "driver_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                   "phases_s": {k: round(v, 1) for k, v in summary.seconds.items()}}))
 """
 
 
-def write_files(folder: Path, count: int, size: int) -> int:
-    """``count`` files of about ``size`` bytes, a hundred to a folder; returns the bytes written."""
+def write_files(folder: Path, count: int, size: int, padding: int = 0) -> int:
+    """``count`` files of about ``size`` bytes of text and ``padding`` bytes of blank lines
+    (bytes the driver reads and ships, no tokens to embed), a hundred to a folder; returns
+    the bytes written."""
     rng = random.Random(0)
     total = 0
     for i in range(count):
         lines = [f"# Note {i}", ""]
         while sum(len(line) + 1 for line in lines) < size:
             lines.append(" ".join(rng.choice(WORDS) for _ in range(12)))
-        text = "\n".join(lines) + "\n"
+        text = "\n".join(lines) + "\n" + (" " * 99 + "\n") * (padding // 100)
         path = folder / f"d{i // 100:04d}" / f"n{i}.md"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -72,9 +76,15 @@ def write_tiny_encoder(folder: Path) -> Path:
 
 
 def run(code: Path, settings: dict) -> dict:
+    """One index run in a fresh process on ``code``'s ragkit (run outside any checkout, since
+    ``python -c`` puts the working folder ahead of ``PYTHONPATH``), and what it measured."""
     env = {**os.environ, "PYTHONPATH": str(code)}
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(settings)], env=env, capture_output=True, text=True
+        [sys.executable, "-c", CHILD, json.dumps(settings)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(settings["index"]).parent,
     )
     if done.returncode:
         raise SystemExit(f"index run failed:\n{done.stderr[-3000:]}")
@@ -93,6 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--files", type=int, default=100_000)
     parser.add_argument("--bytes", type=int, default=1500, help="about this many bytes a file")
+    parser.add_argument("--padding-bytes", type=int, default=0, help="blank lines added to each file")
     parser.add_argument("--inflight-mb", type=float, default=64.0)
     parser.add_argument("--baseline-code", type=Path, help="a checkout folder holding ragkit/")
     parser.add_argument("--single", action="store_true", help="also index in one process and compare")
@@ -100,7 +111,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        total = write_files(work / "docs", args.files, args.bytes)
+        total = write_files(work / "docs", args.files, args.bytes, args.padding_bytes)
         common = {"source": str(work / "docs"), "encoder": str(write_tiny_encoder(work / "tiny"))}
         common |= {"chunk_tokens": 64, "overlap": 0}
         result: dict = {"files": args.files, "file_bytes_mb": round(total / 2**20, 1)}
