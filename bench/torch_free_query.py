@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from ask_memory import measure as fresh_process
 from bench_output import emit
 
 HERE = Path(__file__).resolve().parent
@@ -124,14 +123,8 @@ print(json.dumps({"hits": [h.chunk_id for h in hits], "torch": "torch" in sys.mo
 
 def measure(command: list[str]) -> tuple[float, float, dict]:
     """(seconds, peak RSS in MB, the child's JSON line) of one fresh process."""
-    started = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _pid, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-    output = child.stdout.read() if child.stdout else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{command[:3]} failed:\n{child.stderr.read() if child.stderr else ''}")
-    return seconds, usage.ru_maxrss / 1024, json.loads(output.strip().splitlines()[-1])
+    seconds, peak, output = fresh_process(command)
+    return seconds, peak, json.loads(output.splitlines()[-1])
 
 
 def numpy_settings() -> tuple[str, str, dict]:
