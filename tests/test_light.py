@@ -15,6 +15,7 @@ from ragkit.encoder.attention import set_bidirectional
 from ragkit.encoder.config import tokenizer_hash
 from ragkit.encoder.light import LightLlama, load_light_model, supports, verify_against
 from ragkit.encoder.light_tokenizer import LightTokenizer
+from ragkit.encoder.numpy_engine import NumpyLlama
 from ragkit.encoder.openvino_engine import OpenVinoBody
 
 
@@ -116,23 +117,26 @@ def test_index_search_loads_light_and_falls_back_on_a_fingerprint_mismatch(
     index_dir = build_tiny_index(tmp_path, saved, {"a.md": CATS_AND_DOGS})
     light = Index.open(index_dir)
     hits = light.search("the cat sat", k=3, hybrid=False)
-    assert isinstance(light.encoder.model, LightLlama | OpenVinoBody)  # never transformers
+    assert isinstance(light.encoder.model, LightLlama | OpenVinoBody | NumpyLlama)  # never transformers
     full = Index.open(index_dir, encoder=Encoder.from_pretrained(str(saved)))
     expected = full.search("the cat sat", k=3, hybrid=False)
     assert [h.chunk_id for h in hits] == [h.chunk_id for h in expected]
     np.testing.assert_allclose([h.score for h in hits], [h.score for h in expected], atol=1e-5)
 
     # Should the light tokenizer ever hash differently, the index reloads through transformers.
+    # (The NumPy engine uses the light tokenizer too: every engine without transformers falls.)
     import ragkit.encoder.encoder as encoder_module
+    import ragkit.encoder.numpy_encoder as numpy_module
 
     real_hash = encoder_module.tokenizer_hash
-    monkeypatch.setattr(
-        encoder_module,
-        "tokenizer_hash",
-        lambda t: "different" if isinstance(t, LightTokenizer) else real_hash(t),
-    )
+    for module in (encoder_module, numpy_module):
+        monkeypatch.setattr(
+            module,
+            "tokenizer_hash",
+            lambda t: "different" if isinstance(t, LightTokenizer) else real_hash(t),
+        )
     reopened = Index.open(index_dir)
     assert [h.chunk_id for h in reopened.search("the cat sat", k=3, hybrid=False)] == [
         h.chunk_id for h in expected
     ]
-    assert not isinstance(reopened.encoder.model, LightLlama)
+    assert not isinstance(reopened.encoder.model, LightLlama | NumpyLlama)

@@ -356,3 +356,27 @@ def test_the_card_names_every_stage_under_a_run_on_a_trained_encoder(tiny_causal
         "01-supervised",
         "02-supervised",
     ]
+
+
+def test_an_empty_instruction_means_none_and_a_missing_one_the_recipes(tmp_path: Path):
+    """Symmetric pairs (two sentences compared as they are) say "instruction": ""."""
+    from ragkit.trainer.batches import PairSteps
+
+    rows = [
+        {"query": "the cat sat", "positive": "a cat was sitting", "instruction": ""},
+        {"query": "a dog runs", "positive": "the dog is running", "instruction": "  "},
+        {"query": "birds fly", "positive": "the birds are flying"},
+        {"query": "fish swim", "positive": "the fish are swimming", "instruction": "find the twin"},
+    ]
+    pair_set = read_pairs([_write_pairs(tmp_path / "sym.jsonl", rows)])
+    assert [p.instruction for p in pair_set.pairs] == ["", "", None, "find the twin"]
+    tokenizer = make_tokenizer()
+    recipe = RECIPES["quick"].with_overrides(batch_size=4, max_length=24)
+    steps = PairSteps(tokenizer, pair_set, TrainOptions(out=tmp_path / "out", recipe=recipe))
+    built = {p.query: q for p, q in zip(pair_set.pairs, steps._encode_queries(pair_set.pairs), strict=True)}
+    plain = InputBuilder(tokenizer, 24)
+    assert built["the cat sat"].ids == plain.build(["the cat sat"])[0].ids
+    assert built["the cat sat"].pool_start == 0
+    expected = plain.build(["birds fly"], recipe.query_instruction)[0]
+    assert built["birds fly"].ids == expected.ids and built["birds fly"].pool_start > 0
+    assert built["fish swim"].ids == plain.build(["fish swim"], "find the twin")[0].ids

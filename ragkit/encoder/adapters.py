@@ -34,14 +34,8 @@ class Adapter:
 
     @functools.cached_property
     def _hash(self) -> str:
-        import hashlib
-
-        digest = hashlib.sha256(canonical_json_hash(self.config).encode())
-        for key in sorted(self.tensors):
-            tensor = self.tensors[key].detach().float().contiguous().cpu()
-            digest.update(key.encode())
-            digest.update(tensor.numpy().tobytes())
-        return digest.hexdigest()
+        arrays = {k: v.detach().float().contiguous().cpu().numpy() for k, v in self.tensors.items()}
+        return content_digest(self.config, arrays)
 
     def content_hash(self) -> str:
         """SHA-256 of config and tensors (computed once: adapters are never edited in place)."""
@@ -54,6 +48,31 @@ class Adapter:
         (folder / ADAPTER_CONFIG).write_text(json.dumps(self.config, indent=2, sort_keys=True))
         tensors = {_PEFT_PREFIX + k: v.detach().contiguous().cpu() for k, v in self.tensors.items()}
         save_file(tensors, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+
+
+def content_digest(config: dict, arrays: dict) -> str:
+    """SHA-256 of an adapter's config and its tensors widened to float32, keys sorted."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256(canonical_json_hash(config).encode())
+    for key in sorted(arrays):
+        digest.update(key.encode())
+        digest.update(np.ascontiguousarray(arrays[key], dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def adapter_file_hash(folder: Path) -> str:
+    """:meth:`Adapter.content_hash` of a saved adapter, computed without importing torch."""
+    from ragkit.encoder.numpy_weights import read_float_tensors
+
+    try:
+        config = json.loads((folder / ADAPTER_CONFIG).read_text())
+        tensors = read_float_tensors(folder / ADAPTER_WEIGHTS)
+    except (OSError, ValueError) as exc:
+        raise EncoderFormatError(f"cannot read adapter {folder}: {exc}") from None
+    return content_digest(config, {k.removeprefix(_PEFT_PREFIX): v for k, v in tensors.items()})
 
 
 def load_adapter(folder: Path) -> Adapter:

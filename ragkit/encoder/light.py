@@ -24,27 +24,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ragkit.encoder.llama_layout import rope_theta, supports
+
 VERIFY_TOLERANCE = 1e-4
 """Largest absolute difference from transformers' hidden states accepted at verification."""
-
-
-def supports(config: dict) -> bool:
-    """Whether the light forward computes exactly this model: plain Llama, nothing extra."""
-    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else None
-    return (
-        config.get("model_type") == "llama"
-        and not config.get("attention_bias", False)
-        and not config.get("mlp_bias", False)
-        and config.get("hidden_act", "silu") == "silu"
-        and int(config.get("pretraining_tp", 1) or 1) == 1
-        and rope_type == "default"
-    )
-
-
-def _rope_theta(config: dict) -> float:
-    rope = config.get("rope_parameters") or {}
-    return float(rope.get("rope_theta", config.get("rope_theta", 10000.0)))
 
 
 class _RMSNorm(nn.Module):
@@ -115,7 +98,7 @@ class LightLlama(nn.Module):
         self.norm = _RMSNorm(weights["norm.weight"], float(config.get("rms_norm_eps", 1e-6)))
         head_dim = self.layers[0].head_dim
         exponent = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
-        self.register_buffer("inv_freq", 1.0 / (_rope_theta(config) ** exponent), persistent=False)
+        self.register_buffer("inv_freq", 1.0 / (rope_theta(config) ** exponent), persistent=False)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_tokens

@@ -33,7 +33,8 @@ def merged_folder(backbone: Backbone, adapters: list[Adapter], layers: int | Non
 def _verify_light(model, out: Path) -> dict:
     """Compare the transformers-free forward with ``model`` while both are at hand."""
     from ragkit.encoder.attention import set_bidirectional
-    from ragkit.encoder.light import VERIFY_TOLERANCE, supports, verify_against
+    from ragkit.encoder.light import VERIFY_TOLERANCE, verify_against
+    from ragkit.encoder.llama_layout import supports
 
     if not supports(json.loads((out / "config.json").read_text())):
         return {"verified": False, "reason": "not a plain Llama model"}
@@ -52,12 +53,15 @@ def load_light_merged(backbone: Backbone, adapters: list[Adapter], layers: int |
     if manifest is None or not manifest.get("light", {}).get("verified"):
         return None
     from ragkit.encoder.light import load_light_model
+    from ragkit.encoder.numpy_engine import record_verdict
 
     try:
-        return load_light_model(folder)
+        model = load_light_model(folder)
     except (OSError, ValueError, KeyError) as exc:
         log.info("light loading of %s failed (%s); using transformers", folder, exc)
         return None
+    record_verdict(folder, model)  # lets later searches skip torch (numpy_engine.py)
+    return model
 
 
 def load_merged(

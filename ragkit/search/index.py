@@ -180,15 +180,7 @@ class Index:
     def use_encoder(self, encoder) -> None:
         """Bind a loaded encoder (or a spec); a different fingerprint is refused."""
         if isinstance(encoder, str):
-            from ragkit.encoder import Encoder
-
-            spec = encoder
-            # Searching needs only the query's forward pass: the engine that needs the least
-            # memory, without transformers when a verified light path exists; its
-            # fingerprint must still match, else load fully.
-            encoder = Encoder.from_pretrained(spec, backend="lean")
-            if encoder.fingerprint != self.fingerprint and _is_light(encoder):
-                encoder = Encoder.from_pretrained(spec)
+            encoder = self._load_query_encoder(encoder)
         if encoder.fingerprint != self.fingerprint:
             raise InvalidInputError(
                 f"the index at {self.folder} was built with encoder {self.meta.get('encoder')} "
@@ -196,6 +188,23 @@ class Index:
                 "meaningless to this encoder. Rebuild it with `ragkit index PATH --rebuild --encoder ...`"
             )
         self._encoder = encoder
+
+    def _load_query_encoder(self, spec: str):
+        """Searching needs only the query's forward pass: the engine that needs the least
+        memory and start-up. NumPy without torch when verified for this encoder, else the
+        light torch forward without transformers, else transformers; each must give the
+        index's fingerprint, else the next is tried."""
+        from ragkit.encoder.numpy_encoder import load_numpy_encoder
+
+        encoder = load_numpy_encoder(spec)
+        if encoder is not None and encoder.fingerprint == self.fingerprint:
+            return encoder
+        from ragkit.encoder import Encoder
+
+        encoder = Encoder.from_pretrained(spec, backend="lean")
+        if encoder.fingerprint != self.fingerprint and _is_light(encoder):
+            encoder = Encoder.from_pretrained(spec)
+        return encoder
 
     @property
     def encoder(self):

@@ -84,6 +84,15 @@ def _text(row: dict, key: str, where: str, *, required: bool) -> str | None:
     return value.strip()
 
 
+def _instruction(row: dict, where: str) -> str | None:
+    """The row's own query instruction: None uses the recipe's, "" means none (symmetric
+    pairs, such as two sentences compared as they are)."""
+    value = row.get("instruction")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None if value is None else ""
+    return _text(row, "instruction", where, required=False)
+
+
 def _negatives(row: dict, where: str) -> tuple[str, ...]:
     value = row.get("negative")
     if value is None:
@@ -114,7 +123,7 @@ def parse_pair(line: str, where: str, dataset: str) -> Pair | None:
         query=query,
         positive=positive,
         negatives=negatives,
-        instruction=_text(row, "instruction", where, required=False),
+        instruction=_instruction(row, where),
         group=None if group is None else str(group),
         dataset=dataset,
     )

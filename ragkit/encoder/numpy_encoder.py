@@ -1,0 +1,173 @@
+"""An encoder for search processes that never imports torch (:mod:`ragkit.encoder.numpy_engine`).
+
+It has the part of :class:`ragkit.encoder.Encoder` that searching and answering use
+(``fingerprint``, ``dimension``, ``config``, ``encode``, ``encode_queries``,
+``encode_documents``, ``describe``) with the same knobs, and gives the same vectors. Texts run
+one at a time without padding: right for a query or an answer's few sentences, not for bulk
+document embedding, which the indexer does with the full encoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from ragkit.encoder.config import EncoderConfig, fingerprint, tokenizer_hash
+from ragkit.encoder.inputs import InputBuilder, validate_texts
+from ragkit.encoder.numpy_engine import NumpyLlama, load_numpy_model, read_verdict
+from ragkit.encoder.pooling import validate_pooling
+
+log = logging.getLogger("ragkit")
+
+
+def _pool(hidden: np.ndarray, mode: str) -> np.ndarray:
+    """The pooled tokens of one unpadded sequence, as :func:`ragkit.encoder.pooling.pool`."""
+    if mode == "mean":
+        return hidden.mean(0)
+    if mode == "weighted_mean":
+        weights = np.arange(1, len(hidden) + 1, dtype=np.float32)
+        return (hidden * weights[:, None]).sum(0) / weights.sum()
+    return hidden[-1] if mode == "last_token" else hidden[0]
+
+
+class NumpyEncoder:
+    """A saved encoder's queries (and a few documents) embedded in NumPy."""
+
+    def __init__(
+        self, model: NumpyLlama, tokenizer, config: EncoderConfig, *, adapter_hashes: list[str], name: str
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.name = name
+        self.adapter_names = list(config.adapters)
+        self._inputs = InputBuilder(tokenizer, config.max_length)
+        self.fingerprint = fingerprint(
+            config, tokenizer_hash=tokenizer_hash(tokenizer), adapter_hashes=adapter_hashes
+        )
+        self.precision_choice = None
+        self.last_truncated = 0
+        self.load_seconds = 0.0
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.config["hidden_size"])
+
+    @property
+    def max_length(self) -> int:
+        return self.config.max_length
+
+    def encode(
+        self,
+        texts: Iterable[str] | str,
+        *,
+        normalize: bool = True,
+        instruction: str = "",
+        warn_truncated: bool = True,
+        max_length: int | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+        max_tokens_per_batch: int | None = None,
+    ) -> np.ndarray:
+        """Embed texts as :meth:`ragkit.encoder.Encoder.encode` does (batching knobs accepted
+        for the same call signature; each text runs on its own)."""
+        single = isinstance(texts, str)
+        items = validate_texts([texts] if single else texts)
+        mode = validate_pooling(self.config.pooling)
+        encoded = self._inputs.build(items, instruction or "", max_length)
+        self.last_truncated = sum(item.truncated for item in encoded)
+        if self.last_truncated and warn_truncated:
+            log.warning("%d of %d texts were truncated", self.last_truncated, len(items))
+        out = np.empty((len(items), self.dimension), dtype=np.float32)
+        for row, item in enumerate(encoded):
+            vector = _pool(self.model.forward(item.ids)[item.pool_start :], mode)
+            out[row] = vector / max(float(np.linalg.norm(vector)), 1e-12) if normalize else vector
+        return out[0] if single else out
+
+    def encode_queries(
+        self, texts: Iterable[str] | str, *, instruction: str | None = None, **kwargs
+    ) -> np.ndarray:
+        if instruction is None:
+            instruction = self.config.instructions.get("query", "")
+        return self.encode(texts, instruction=instruction, **kwargs)
+
+    def encode_documents(self, texts: Iterable[str] | str, **kwargs) -> np.ndarray:
+        kwargs.setdefault("max_length", self.config.document_max_length)
+        return self.encode(texts, instruction="", **kwargs)
+
+    def describe(self) -> dict:
+        return {
+            "backbone": self.config.backbone,
+            "architecture": self.model.config.get("model_type", "?"),
+            "parameters": self.model.parameter_count,
+            "backend": self.model.backend,
+            "dimension": self.dimension,
+            "layers": self.model.layers,
+            "pooling": self.config.pooling,
+            "max_length": self.config.max_length,
+            "document_max_length": self.config.document_max_length,
+            "bidirectional": self.config.bidirectional,
+            "instructions": self.config.instructions,
+            "adapters": self.adapter_names,
+            "device": "cpu",
+            "dtype": "float32",
+            "fingerprint": self.fingerprint,
+            "load_seconds": round(self.load_seconds, 2),
+        }
+
+
+def load_numpy_encoder(name_or_path: str) -> NumpyEncoder | None:
+    """The NumPy encoder for a saved encoder whose merged weights are cached and verified, or
+    None (any other encoder, no cache yet, a failed check): then load :class:`Encoder`."""
+    started = time.perf_counter()
+    try:
+        found = _verified_parts(name_or_path)
+        if found is None:
+            return None
+        config, hashes, folder, tokenizer = found
+        encoder = NumpyEncoder(
+            load_numpy_model(folder), tokenizer, config, adapter_hashes=hashes, name=name_or_path
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        log.info("the NumPy engine does not apply to %s (%s)", name_or_path, exc)
+        return None
+    encoder.load_seconds = time.perf_counter() - started
+    return encoder
+
+
+def _verified_parts(name_or_path: str) -> tuple[EncoderConfig, list[str], Path, object] | None:
+    """The saved encoder's config, adapter hashes, merged folder and tokenizer, if verified."""
+    from ragkit.encoder.adapters import adapter_file_hash
+    from ragkit.encoder.backbone import resolve_backbone
+    from ragkit.encoder.cache import merged_folder
+    from ragkit.encoder.converted import read_manifest
+    from ragkit.encoder.folder import adapter_folder, read_config, tokenizer_folder
+    from ragkit.encoder.light_tokenizer import light_tokenizer_if_possible
+    from ragkit.encoder.resolve import saved_encoder_folder
+    from ragkit.errors import RagkitError
+
+    try:
+        saved = saved_encoder_folder(name_or_path)
+        if saved is None:
+            return None
+        config = read_config(saved)
+        if not (config.bidirectional and config.adapters):
+            return None
+        backbone = resolve_backbone(config.backbone)
+        if backbone.identity != config.backbone_identity:
+            return None
+        hashes = [adapter_file_hash(adapter_folder(saved, name)) for name in config.adapters]
+    except RagkitError:
+        return None  # the full loader gives the clear error
+    folder = merged_folder(backbone.name, backbone.identity, hashes, config.layers)
+    manifest = read_manifest(folder)
+    if manifest is None or not manifest.get("light", {}).get("verified"):
+        return None
+    if not (read_verdict(folder) or {}).get("verified"):
+        return None
+    tokenizer = light_tokenizer_if_possible(tokenizer_folder(saved))
+    return None if tokenizer is None else (config, hashes, folder, tokenizer)
