@@ -40,8 +40,8 @@ PairsOption = Annotated[
     list[str] | None,
     typer.Option(
         help="Supervised stage data, repeatable: JSON lines (plain or .gz) with 'query', "
-        "'positive', optional 'negative' (string or list), 'instruction' ('' for none), 'group'. Each file is "
-        "one dataset; every batch comes from one dataset."
+        "'positive', optional 'negative' (string or list), 'instruction' ('' for none), "
+        "'group'. Each file is one dataset; every batch comes from one dataset."
     ),
 ]
 MineNegativesOption = Annotated[
