@@ -23,5 +23,6 @@ def supports(config: dict) -> bool:
 
 
 def rope_theta(config: dict) -> float:
+    """The rotary base, where transformers 5 (``rope_parameters``) or 4 (top level) keeps it."""
     rope = config.get("rope_parameters") or {}
     return float(rope.get("rope_theta", config.get("rope_theta", 10000.0)))

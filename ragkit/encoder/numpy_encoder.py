@@ -20,6 +20,7 @@ from ragkit.encoder.config import EncoderConfig, fingerprint, tokenizer_hash
 from ragkit.encoder.inputs import InputBuilder, validate_texts
 from ragkit.encoder.numpy_engine import NumpyLlama, load_numpy_model, read_verdict
 from ragkit.encoder.pooling import validate_pooling
+from ragkit.errors import InvalidInputError
 
 log = logging.getLogger("ragkit")
 
@@ -75,13 +76,20 @@ class NumpyEncoder:
     ) -> np.ndarray:
         """Embed texts as :meth:`ragkit.encoder.Encoder.encode` does (batching knobs accepted
         for the same call signature; each text runs on its own)."""
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         single = isinstance(texts, str)
         items = validate_texts([texts] if single else texts)
         mode = validate_pooling(self.config.pooling)
         encoded = self._inputs.build(items, instruction or "", max_length)
         self.last_truncated = sum(item.truncated for item in encoded)
         if self.last_truncated and warn_truncated:
-            log.warning("%d of %d texts were truncated", self.last_truncated, len(items))
+            log.warning(
+                "%d of %d texts were longer than max_length=%d tokens and were truncated",
+                self.last_truncated,
+                len(items),
+                min(self.config.max_length, max_length or self.config.max_length),
+            )
         out = np.empty((len(items), self.dimension), dtype=np.float32)
         for row, item in enumerate(encoded):
             vector = _pool(self.model.forward(item.ids)[item.pool_start :], mode)
@@ -132,21 +140,20 @@ def load_numpy_encoder(name_or_path: str) -> NumpyEncoder | None:
         encoder = NumpyEncoder(
             load_numpy_model(folder), tokenizer, config, adapter_hashes=hashes, name=name_or_path
         )
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         log.info("the NumPy engine does not apply to %s (%s)", name_or_path, exc)
         return None
     encoder.load_seconds = time.perf_counter() - started
     return encoder
 
 
-def _verified_parts(name_or_path: str) -> tuple[EncoderConfig, list[str], Path, object] | None:
-    """The saved encoder's config, adapter hashes, merged folder and tokenizer, if verified."""
+def _saved_parts(name_or_path: str) -> tuple[Path, EncoderConfig, object, list[str]] | None:
+    """A bidirectional saved encoder on a local backbone: its folder, config, backbone and
+    adapter hashes, all read without torch; None for anything else (the full loader explains)."""
     from ragkit.encoder.adapters import adapter_file_hash
     from ragkit.encoder.backbone import resolve_backbone
-    from ragkit.encoder.cache import merged_folder
-    from ragkit.encoder.converted import read_manifest
-    from ragkit.encoder.folder import adapter_folder, read_config, tokenizer_folder
-    from ragkit.encoder.light_tokenizer import light_tokenizer_if_possible
+    from ragkit.encoder.folder import adapter_folder, read_config
+    from ragkit.encoder.packaged import PACKAGED_MODELS
     from ragkit.encoder.resolve import saved_encoder_folder
     from ragkit.errors import RagkitError
 
@@ -155,14 +162,29 @@ def _verified_parts(name_or_path: str) -> tuple[EncoderConfig, list[str], Path, 
         if saved is None:
             return None
         config = read_config(saved)
-        if not (config.bidirectional and config.adapters):
-            return None
+        local = config.backbone in PACKAGED_MODELS or Path(config.backbone).expanduser().is_dir()
+        if not (config.bidirectional and config.adapters and local):
+            return None  # a Hub backbone would be resolved through transformers' download path
         backbone = resolve_backbone(config.backbone)
         if backbone.identity != config.backbone_identity:
             return None
         hashes = [adapter_file_hash(adapter_folder(saved, name)) for name in config.adapters]
     except RagkitError:
-        return None  # the full loader gives the clear error
+        return None
+    return saved, config, backbone, hashes
+
+
+def _verified_parts(name_or_path: str) -> tuple[EncoderConfig, list[str], Path, object] | None:
+    """The saved encoder's config, adapter hashes, merged folder and tokenizer, if verified."""
+    from ragkit.encoder.cache import merged_folder
+    from ragkit.encoder.converted import read_manifest
+    from ragkit.encoder.folder import tokenizer_folder
+    from ragkit.encoder.light_tokenizer import light_tokenizer_if_possible
+
+    parts = _saved_parts(name_or_path)
+    if parts is None:
+        return None
+    saved, config, backbone, hashes = parts
     folder = merged_folder(backbone.name, backbone.identity, hashes, config.layers)
     manifest = read_manifest(folder)
     if manifest is None or not manifest.get("light", {}).get("verified"):

@@ -17,25 +17,41 @@ import numpy as np
 _HEADER_LIMIT = 100 * 1024 * 1024
 
 
+_ITEM_SIZE = {"F32": 4, "F16": 2, "BF16": 2}
+
+
 def _header(path: Path) -> tuple[dict, int]:
     with open(path, "rb") as handle:
         size = int.from_bytes(handle.read(8), "little")
         if not 0 < size <= _HEADER_LIMIT:
             raise ValueError(f"{path} is not a safetensors file (header of {size} bytes)")
         header = json.loads(handle.read(size))
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: the safetensors header is not a JSON object")
     header.pop("__metadata__", None)
     return header, 8 + size
 
 
-def _tensor(path: Path, entry: dict, base: int) -> np.ndarray:
-    start, end = (int(x) for x in entry["data_offsets"])
-    shape = tuple(int(n) for n in entry["shape"])
-    kind = entry["dtype"]
-    if kind not in ("F32", "F16", "BF16"):
+def _span(path: Path, entry: object, base: int) -> tuple[str, tuple[int, ...], int, int]:
+    """The entry's type, shape and byte range, checked against each other and the file."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}: a tensor entry is not a JSON object")
+    kind = entry.get("dtype")
+    if kind not in _ITEM_SIZE:
         raise ValueError(f"{path}: tensors of type {kind} are not read without torch")
+    shape = tuple(int(n) for n in entry["shape"])
+    start, end = (int(x) for x in entry["data_offsets"])
+    expected = int(np.prod(shape, dtype=np.int64)) * _ITEM_SIZE[kind]
+    if not 0 <= start <= end or end - start != expected or base + end > path.stat().st_size:
+        raise ValueError(f"{path}: a tensor's offsets do not match its shape or the file")
+    return kind, shape, start, end
+
+
+def _tensor(path: Path, entry: object, base: int) -> np.ndarray:
+    kind, shape, start, end = _span(path, entry, base)
+    if end == start:
+        return np.zeros(shape, dtype=np.float32)
     if kind == "F32":
-        if end == start:
-            return np.zeros(shape, dtype=np.float32)
         return np.memmap(path, dtype="<f4", mode="r", offset=base + start, shape=shape)
     raw = np.fromfile(path, dtype="<u2", count=(end - start) // 2, offset=base + start).reshape(shape)
     if kind == "F16":
@@ -52,5 +68,5 @@ def read_float_tensors(path: Path) -> dict[str, np.ndarray]:
     header, base = _header(path)
     try:
         return {key: _tensor(path, entry, base) for key, entry in header.items()}
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path}: malformed safetensors header ({exc})") from None

@@ -88,8 +88,10 @@ def _instruction(row: dict, where: str) -> str | None:
     """The row's own query instruction: None uses the recipe's, "" means none (symmetric
     pairs, such as two sentences compared as they are)."""
     value = row.get("instruction")
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None if value is None else ""
+    if value is None:
+        return None
+    if isinstance(value, str) and not value.strip():
+        return ""
     return _text(row, "instruction", where, required=False)
 
 
