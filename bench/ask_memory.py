@@ -6,7 +6,8 @@ Indexes docs/ (unless --index names an index already built with the default enco
 runs each system as a fresh process, interleaved round by round, and reads its peak RSS
 from the kernel (``ru_maxrss`` of the finished child):
 
-- ``ragkit ask`` itself (the CLI, whose ``Index`` loads the query encoder ``lean``);
+- ``ragkit ask`` itself (the CLI, whose ``Index`` loads the NumPy query engine once it is
+  verified, else the ``lean`` one);
 - ``Index.open`` + ``search`` with the encoder loaded ``backend="light"``, ``"openvino"`` and
   ``"torch"``, so the engines' costs sit side by side, with the hits each returns;
 - LangChain's FAISS store with sentence-transformers all-MiniLM-L6-v2 over the same chunks
@@ -74,7 +75,16 @@ def measure(command: list[str]) -> tuple[float, float, str]:
 
 def systems(index: Path, store: Path | None) -> dict[str, list[str]]:
     python = str(BIN / "python")
-    found = {"ragkit ask (CLI, lean)": [str(BIN / "ragkit"), "ask", QUERY, "--index", str(index), "--json"]}
+    found = {
+        "ragkit ask (CLI; NumPy engine once verified)": [
+            str(BIN / "ragkit"),
+            "ask",
+            QUERY,
+            "--index",
+            str(index),
+            "--json",
+        ]
+    }
     for backend in ("light", "openvino", "torch"):
         found[f"Index.search, backend={backend}"] = [python, "-c", RAGKIT_BACKEND, str(index), backend, QUERY]
     if store is not None:
