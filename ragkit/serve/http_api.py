@@ -127,6 +127,7 @@ class Guard:
             return await _reply(send, 401, "missing or wrong bearer token", {"www-authenticate": "Bearer"})
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            await _drain(receive)
             return await _reply(send, 413, f"request body over {self.max_body:,} bytes")
         seen = 0
 
@@ -146,11 +147,29 @@ class Guard:
         try:
             await self.app(scope, bounded_receive, send)
         except _BodyTooLarge:
+            await _drain(receive)
             await _reply(send, 413, f"request body over {self.max_body:,} bytes")
 
 
 class _BodyTooLarge(Exception):
     pass
+
+
+DRAIN_LIMIT = 4 * 1024 * 1024
+"""Bytes of a refused body read and dropped before the 413 goes out. A server that answers
+while the client is still sending closes a socket with unread data, which the client sees as
+a connection reset instead of the answer; beyond this much, a reset is the honest reply."""
+
+
+async def _drain(receive) -> None:
+    read = 0
+    while read <= DRAIN_LIMIT:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        read += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _authorised(header: str, token: str) -> bool:
