@@ -22,6 +22,7 @@ from ragkit.encoder.inputs import InputBuilder, collate, plan_batches, validate_
 from ragkit.encoder.pooling import pool, validate_pooling
 from ragkit.encoder.pruning import check_layers, layer_count
 from ragkit.encoder.resolve import resolve_encoder
+from ragkit.encoder.roles import QueryDocumentRoles
 from ragkit.errors import InvalidInputError
 
 log = logging.getLogger("ragkit")
@@ -95,7 +96,7 @@ def _layers_of(model) -> int | None:
         return None
 
 
-class Encoder:
+class Encoder(QueryDocumentRoles):
     """Embeds texts with a (by default bidirectional) decoder-only LLM.
 
     Build one with :meth:`from_pretrained`. ``encode`` has the same knobs as
@@ -374,19 +375,6 @@ class Encoder:
             view.config, tokenizer_hash=self._tokenizer_hash, adapter_hashes=self._adapter_hashes
         )
         return view
-
-    def encode_queries(
-        self, texts: Iterable[str] | str, *, instruction: str | None = None, **kwargs
-    ) -> np.ndarray:
-        """Embed queries with the encoder's query instruction (or the one given)."""
-        if instruction is None:
-            instruction = self.config.instructions.get("query", "")
-        return self.encode(texts, instruction=instruction, **kwargs)
-
-    def encode_documents(self, texts: Iterable[str] | str, **kwargs) -> np.ndarray:
-        """Embed documents: no instruction, as in the paper, cut at ``document_max_length``."""
-        kwargs.setdefault("max_length", self.config.document_max_length)
-        return self.encode(texts, instruction="", **kwargs)
 
     # ------------------------------------------------------------------ saving
     def save(self, path: str | os.PathLike) -> Path:

@@ -20,6 +20,7 @@ from ragkit.encoder.config import EncoderConfig, fingerprint, tokenizer_hash
 from ragkit.encoder.inputs import InputBuilder, validate_texts
 from ragkit.encoder.numpy_engine import NumpyLlama, load_numpy_model, read_verdict
 from ragkit.encoder.pooling import validate_pooling
+from ragkit.encoder.roles import QueryDocumentRoles
 from ragkit.errors import InvalidInputError
 
 log = logging.getLogger("ragkit")
@@ -35,7 +36,7 @@ def _pool(hidden: np.ndarray, mode: str) -> np.ndarray:
     return hidden[-1] if mode == "last_token" else hidden[0]
 
 
-class NumpyEncoder:
+class NumpyEncoder(QueryDocumentRoles):
     """A saved encoder's queries (and a few documents) embedded in NumPy."""
 
     def __init__(
@@ -95,17 +96,6 @@ class NumpyEncoder:
             vector = _pool(self.model.forward(item.ids)[item.pool_start :], mode)
             out[row] = vector / max(float(np.linalg.norm(vector)), 1e-12) if normalize else vector
         return out[0] if single else out
-
-    def encode_queries(
-        self, texts: Iterable[str] | str, *, instruction: str | None = None, **kwargs
-    ) -> np.ndarray:
-        if instruction is None:
-            instruction = self.config.instructions.get("query", "")
-        return self.encode(texts, instruction=instruction, **kwargs)
-
-    def encode_documents(self, texts: Iterable[str] | str, **kwargs) -> np.ndarray:
-        kwargs.setdefault("max_length", self.config.document_max_length)
-        return self.encode(texts, instruction="", **kwargs)
 
     def describe(self) -> dict:
         return {
