@@ -18,7 +18,7 @@ from ragkit.encoder.backbone import Backbone, backbone_layers
 from ragkit.encoder.backends import check_backend, load_backend
 from ragkit.encoder.config import EncoderConfig, fingerprint, tokenizer_hash
 from ragkit.encoder.folder import save_encoder
-from ragkit.encoder.inputs import InputBuilder, collate, plan_batches, validate_texts
+from ragkit.encoder.inputs import InputBuilder, collate, count_truncated, plan_batches, validate_texts
 from ragkit.encoder.pooling import pool, validate_pooling
 from ragkit.encoder.pruning import check_layers, layer_count
 from ragkit.encoder.resolve import resolve_encoder
@@ -334,14 +334,8 @@ class Encoder(QueryDocumentRoles):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         encoded = self._inputs.build(items, instruction or "", max_length)
-        self.last_truncated = sum(item.truncated for item in encoded)
-        if self.last_truncated and warn_truncated:
-            log.warning(
-                "%d of %d texts were longer than max_length=%d tokens and were truncated",
-                self.last_truncated,
-                len(items),
-                min(self.config.max_length, max_length or self.config.max_length),
-            )
+        limit = min(self.config.max_length, max_length or self.config.max_length)
+        self.last_truncated = count_truncated(encoded, limit, warn=warn_truncated)
         device = self.device
         if max_tokens_per_batch is None:
             cpu = device.type == "cpu"

@@ -7,6 +7,7 @@ the tokenizer would have merged across the seam, and whichever side the batch is
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -85,6 +86,20 @@ class InputBuilder:
                 raise InvalidInputError("a text produced no tokens; there is nothing to embed")
             out.append(EncodedText(head + ids[:room] + self.suffix, pool_start, len(ids) > room))
         return out
+
+
+def count_truncated(encoded: list[EncodedText], limit: int, *, warn: bool) -> int:
+    """How many texts were cut at ``limit`` tokens, said once per call when ``warn``: a user
+    should know that the end of a long text did not count."""
+    truncated = sum(item.truncated for item in encoded)
+    if truncated and warn:
+        logging.getLogger("ragkit").warning(
+            "%d of %d texts were longer than max_length=%d tokens and were truncated",
+            truncated,
+            len(encoded),
+            limit,
+        )
+    return truncated
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> list[list[int]]:

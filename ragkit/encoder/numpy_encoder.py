@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ragkit.encoder.config import EncoderConfig, fingerprint, tokenizer_hash
-from ragkit.encoder.inputs import InputBuilder, validate_texts
+from ragkit.encoder.inputs import InputBuilder, count_truncated, validate_texts
 from ragkit.encoder.numpy_engine import NumpyLlama, load_numpy_model, read_verdict
 from ragkit.encoder.pooling import validate_pooling
 from ragkit.encoder.roles import QueryDocumentRoles
@@ -83,14 +83,8 @@ class NumpyEncoder(QueryDocumentRoles):
         items = validate_texts([texts] if single else texts)
         mode = validate_pooling(self.config.pooling)
         encoded = self._inputs.build(items, instruction or "", max_length)
-        self.last_truncated = sum(item.truncated for item in encoded)
-        if self.last_truncated and warn_truncated:
-            log.warning(
-                "%d of %d texts were longer than max_length=%d tokens and were truncated",
-                self.last_truncated,
-                len(items),
-                min(self.config.max_length, max_length or self.config.max_length),
-            )
+        limit = min(self.config.max_length, max_length or self.config.max_length)
+        self.last_truncated = count_truncated(encoded, limit, warn=warn_truncated)
         out = np.empty((len(items), self.dimension), dtype=np.float32)
         for row, item in enumerate(encoded):
             vector = _pool(self.model.forward(item.ids)[item.pool_start :], mode)
