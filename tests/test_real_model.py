@@ -61,6 +61,24 @@ def test_default_is_the_shipped_trained_encoder(default: Encoder, bidirectional:
     assert sum((shipped / f).stat().st_size for f in files) < 32 * 1024 * 1024
 
 
+def test_sentence_transformers_reads_the_default_export_with_ragkit_vectors(
+    default: Encoder, tmp_path
+) -> None:
+    """SmolLM2's byte-level BPE merges across the prompt's seam; the export's tokenizer does not."""
+    from sentence_transformers import SentenceTransformer
+
+    from ragkit.encoder.export import export_encoder
+
+    queries = ["How do I resume an interrupted training run?", "what pooling does the default use", "x"]
+    passages = ["Training checkpoints every few steps; --resume continues from the last one."]
+    out = export_encoder(default, tmp_path / "merged", "merged")
+    st = SentenceTransformer(str(out), device="cpu")
+    cosine = (st.encode(queries, prompt_name="query") * default.encode_queries(queries)).sum(1)
+    assert cosine.min() > 0.9999
+    cosine = (st.encode(passages) * default.encode_documents(passages)).sum(1)
+    assert cosine.min() > 0.9999
+
+
 def test_the_default_loads_light_for_queries_with_the_same_vectors(default: Encoder) -> None:
     """`ragkit ask` loads the default without transformers: same fingerprint, same vectors."""
     import subprocess

@@ -3,7 +3,10 @@
 ``merged``: a plain transformers model folder (merged weights, tokenizer) whose
 ``config.json`` carries ``is_causal: false``, plus a sentence-transformers configuration
 (modules.json, the pooling without the prompt, normalisation, the query prompt), so
-``SentenceTransformer(folder)`` embeds as ragkit does. The export is reloaded with
+``SentenceTransformer(folder)`` embeds as ragkit does. sentence-transformers tokenizes prompt
+and text as one string, where ragkit tokenizes them apart; the exported tokenizer therefore
+cuts at each instruction before its own pre-tokenizer runs, and the export checks that the
+joined string gives ragkit's ids. The export is reloaded with
 ``AutoModel.from_pretrained`` and probed before it is kept: a folder that would silently run
 causal is refused.
 
@@ -17,6 +20,7 @@ model's ``config.json`` naming it.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from ragkit.atomic import atomic_folder
@@ -25,6 +29,8 @@ from ragkit.encoder.attention import probe
 from ragkit.encoder.llm2vec import LLM2VEC_CONFIG
 from ragkit.encoder.quiet import quiet_transformers
 from ragkit.errors import EncoderFormatError, InvalidInputError
+
+logger = logging.getLogger(__name__)
 
 FORMATS = ("merged", "llm2vec")
 _ST_POOLING = {
@@ -58,6 +64,12 @@ def _write_merged(encoder, folder: Path) -> None:
     encoder.model.save_pretrained(folder, safe_serialization=True)
     encoder.tokenizer.save_pretrained(folder)
     _write_sentence_transformers(encoder, folder)
+    instructions = [text for text in encoder.config.instructions.values() if text]
+    if instructions and not cut_at_instructions(folder, instructions, encoder):
+        logger.warning(
+            "sentence-transformers will not tokenize prompt and text of this export as ragkit "
+            "does; its query vectors will differ slightly from ragkit's (documents are exact)"
+        )
     if encoder.config.bidirectional:
         _check_reloads_bidirectional(folder, encoder)
 
@@ -82,6 +94,65 @@ def _write_sentence_transformers(encoder, folder: Path) -> None:
         folder / "config_sentence_transformers.json",
         {"prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"},
     )
+
+
+def cut_at_instructions(folder: Path, instructions: list[str], encoder) -> bool:
+    """Make ``folder``'s tokenizer split at each instruction; True if ids then match ragkit's.
+
+    A byte-level BPE merges the instruction's trailing space into the text's first word when
+    the two are tokenized as one string. A literal ``Split`` pre-tokenizer placed ahead of the
+    tokenizer's own isolates the instruction, so the joined string tokenizes as its two parts
+    did apart; a text that does not contain an instruction tokenizes exactly as before.
+    """
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        return _same_ids_as_ragkit(folder, instructions, encoder)
+    original = path.read_text(encoding="utf-8")
+    body = json.loads(original)
+    normalize = _normalizer(body)
+    splits = [
+        {"type": "Split", "pattern": {"String": normalize(text)}, "behavior": "Isolated", "invert": False}
+        for text in instructions
+    ]
+    own = [body["pre_tokenizer"]] if body.get("pre_tokenizer") else []
+    body["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [*splits, *own]}
+    path.write_text(json.dumps(body, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    if _same_ids_as_ragkit(folder, instructions, encoder):
+        return True
+    path.write_text(original, encoding="utf-8")
+    return False
+
+
+def _normalizer(body: dict):
+    """The tokenizer's normalizer as a function: the Split pattern must match normalized text."""
+    if not body.get("normalizer"):
+        return lambda text: text
+    from tokenizers import Tokenizer
+
+    normalizer = Tokenizer.from_str(json.dumps(body)).normalizer
+    return normalizer.normalize_str
+
+
+def _same_ids_as_ragkit(folder: Path, instructions: list[str], encoder) -> bool:
+    """Tokenize as sentence-transformers does (prompt + text, pooled after the prompt's length)."""
+    from transformers import AutoTokenizer
+
+    from ragkit.encoder.document_precision import probe_texts
+
+    passages, queries = probe_texts()
+    texts = [*queries, *(p.split(". ")[0] for p in passages)]
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    specials = set(tokenizer.all_special_ids)
+    for instruction in instructions:
+        prompt = tokenizer(instruction)["input_ids"]
+        prompt_length = len(prompt) - (1 if prompt and prompt[-1] in specials else 0)
+        joined = tokenizer([instruction + text for text in texts])["input_ids"]
+        ours = encoder._inputs.build(texts, instruction)
+        for ids, item in zip(joined, ours, strict=True):
+            if ids != item.ids or prompt_length != item.pool_start:
+                return False
+    return True
 
 
 def _check_reloads_bidirectional(folder: Path, encoder) -> None:
