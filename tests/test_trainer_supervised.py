@@ -380,3 +380,84 @@ def test_an_empty_instruction_means_none_and_a_missing_one_the_recipes(tmp_path:
     expected = plain.build(["birds fly"], recipe.query_instruction)[0]
     assert built["birds fly"].ids == expected.ids and built["birds fly"].pool_start > 0
     assert built["fish swim"].ids == plain.build(["fish swim"], "find the twin")[0].ids
+
+
+def _chunk_case(dropout: float):
+    """A LoRA-wrapped tiny model in training mode and a batch of 7 queries and 12 passages."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        lora_dropout=dropout,
+        target_modules=["q_proj", "down_proj"],
+        init_lora_weights=False,
+    )
+    model = get_peft_model(make_model(), config).base_model.model.train()
+    builder = InputBuilder(make_tokenizer(), 32)
+    rng = random.Random(0)
+    salad = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 14))) for _ in range(19)]
+    queries = collate(builder.build(salad[:7], "find the relevant document"), builder.pad_id, "right")
+    passages = collate(builder.build(salad[7:]), builder.pad_id, "right")
+    keys = ("input_ids", "attention_mask", "position_ids", "pool_mask")
+    return model, {k: queries[k] for k in keys}, {k: passages[k] for k in keys}
+
+
+def _loss_and_gradients(model, queries, passages, chunk_size, saved: list | None = None):
+    objective = SupervisedObjective(model, chunk_size=chunk_size)
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(1)
+
+    def pack(tensor):
+        if saved is not None:
+            saved.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = objective(queries, passages)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return float(loss), grads
+
+
+def test_chunked_embedding_gives_the_unchunked_loss_and_gradients_and_keeps_less():
+    model, queries, passages = _chunk_case(dropout=0.0)
+    kept_whole, kept_chunked = [], []
+    loss, grads = _loss_and_gradients(model, queries, passages, None, kept_whole)
+    chunked_loss, chunked_grads = _loss_and_gradients(model, queries, passages, 3, kept_chunked)
+    assert chunked_loss == pytest.approx(loss, rel=1e-6)
+    assert grads and grads.keys() == chunked_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(chunked_grads[name], grad, atol=1e-6, rtol=1e-5)
+    assert sum(kept_chunked) < 0.2 * sum(kept_whole)  # the forward keeps vectors, not activations
+
+
+def test_chunked_embedding_replays_each_chunks_dropout_in_the_recomputation(monkeypatch):
+    """With dropout, the recomputed chunk must draw the masks its first pass drew."""
+    import torch.utils.checkpoint
+
+    model, queries, passages = _chunk_case(dropout=0.3)
+    loss, grads = _loss_and_gradients(model, queries, passages, 3)
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda fn, *args, use_reentrant: fn(*args))
+    kept_loss, kept_grads = _loss_and_gradients(model, queries, passages, 3)  # same chunks, no recompute
+    assert loss == pytest.approx(kept_loss, rel=1e-6)
+    for name, grad in kept_grads.items():
+        torch.testing.assert_close(grads[name], grad, atol=1e-6, rtol=1e-5)
+    other_loss, _ = _loss_and_gradients(model, queries, passages, None)
+    assert other_loss != pytest.approx(loss, rel=1e-4)  # dropout is on: whole-batch draws differ
+
+
+def test_training_with_chunk_size_reaches_the_weights_of_training_without(
+    tiny_causal_dir, pairs_files, tmp_path
+):
+    from dataclasses import replace
+
+    options = _options(tiny_causal_dir, tmp_path / "whole", pairs_files)
+    options = replace(options, recipe=replace(options.recipe, lora_dropout=0.0))
+    train(options)
+    train(replace(options, out=tmp_path / "chunked", chunk_size=3))
+    whole, chunked = _adapter_tensors(tmp_path / "whole"), _adapter_tensors(tmp_path / "chunked")
+    assert whole.keys() == chunked.keys()
+    for name, tensor in whole.items():
+        torch.testing.assert_close(chunked[name].float(), tensor.float(), atol=1e-3, rtol=0)  # fp16 files

@@ -88,6 +88,15 @@ GradientCheckpointingOption = Annotated[
     bool,
     typer.Option("--gradient-checkpointing", help="Trade compute for memory (long sequences on GPUs)."),
 ]
+ChunkSizeOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Supervised stage: embed N texts at a time without keeping their activations and "
+        "recompute them when the loss's gradient arrives (GradCache-style), so memory follows N "
+        "rather than --batch-size. Same gradients as without; costs a second forward pass.",
+    ),
+]
 PrecisionOption = Annotated[
     str,
     typer.Option(
@@ -150,6 +159,7 @@ def train_command(
     out: OutOption = Path("ragkit-encoder"),
     resume: ResumeOption = False,
     gradient_checkpointing: GradientCheckpointingOption = False,
+    chunk_size: ChunkSizeOption = None,
     adapter_dtype: AdapterDtypeOption = "float16",
     device: DeviceOption = None,
     precision: PrecisionOption = "auto",
@@ -205,6 +215,7 @@ def train_command(
         resume=resume,
         device=device,
         gradient_checkpointing=gradient_checkpointing,
+        chunk_size=chunk_size,
         adapter_dtype=adapter_dtype,
         precision=precision,
         mixture=parse_mixture(mixture),

@@ -137,6 +137,7 @@ def attach_lora(stage: str, causal_lm, options: TrainOptions, precision: Precisi
             autocast=autocast,
             distill_weight=options.distill_weight,
             gather=gather_rows,
+            chunk_size=options.chunk_size,
         )
     objective.train()
     named = [(n, p) for n, p in peft_decoder.named_parameters() if p.requires_grad]

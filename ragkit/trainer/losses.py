@@ -131,6 +131,11 @@ class SupervisedObjective(nn.Module):
     (global) batch. Pooling runs over each row's pool mask, so a query's instruction is
     attended to but never pooled, whichever side the batch is padded on. ``gather`` joins the
     passages of every process (identity on one), so each query meets all of them.
+
+    ``chunk_size`` bounds memory by texts rather than by the batch (GradCache's idea): each
+    chunk is embedded without keeping its activations and recomputed, with the same dropout
+    draws, when the loss's gradient reaches its vectors. The loss still sees the whole batch,
+    so the gradient is the unchunked one; the price is a second forward pass.
     """
 
     def __init__(
@@ -142,16 +147,42 @@ class SupervisedObjective(nn.Module):
         autocast: Callable = contextlib.nullcontext,
         distill_weight: float = 0.0,
         gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        chunk_size: int | None = None,
     ):
         super().__init__()
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         self.encoder_model = encoder_model
         self.pooling = pooling
         self.temperature = temperature
         self.autocast = autocast
         self.distill_weight = distill_weight
         self.gather = gather
+        self.chunk_size = chunk_size
 
     def embed(self, input_ids, attention_mask, pool_mask, position_ids=None) -> torch.Tensor:
+        size = self.chunk_size
+        if size is None or len(input_ids) <= size or not torch.is_grad_enabled():
+            return self._embed(input_ids, attention_mask, pool_mask, position_ids)
+        from torch.utils.checkpoint import checkpoint
+
+        parts = []
+        for start in range(0, len(input_ids), size):
+            rows = slice(start, start + size)
+            positions = None if position_ids is None else position_ids[rows]
+            parts.append(
+                checkpoint(
+                    self._embed,
+                    input_ids[rows],
+                    attention_mask[rows],
+                    pool_mask[rows],
+                    positions,
+                    use_reentrant=False,
+                )
+            )
+        return torch.cat(parts)
+
+    def _embed(self, input_ids, attention_mask, pool_mask, position_ids=None) -> torch.Tensor:
         with self.autocast():
             hidden = self.encoder_model(
                 input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False

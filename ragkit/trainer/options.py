@@ -29,6 +29,8 @@ class TrainOptions:
     resume: bool = False
     device: str | None = None
     gradient_checkpointing: bool = False
+    chunk_size: int | None = None
+    """Supervised stage: texts embedded at a time, recomputed in the backward pass (None: all)."""
     adapter_dtype: str = "float16"
     show_progress: bool | None = None
     command: str = ""
