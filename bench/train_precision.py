@@ -1,11 +1,20 @@
-"""Training throughput and loss in fp32 against bf16 autocast, in one run, on the real model.
+"""Training throughput, loss and peak memory of training variants, in one run, on the real model.
 
-Runs ``ragkit train`` once per (stage, precision) from the same start with the same seed and
-data, alternating precisions so both see the same machine load, and reports tokens/s per
-stage, the bf16/fp32 ratio, and the two loss curves step by step.
+Runs ``ragkit train`` once per (stage, variant) from the same start with the same seed and
+data, and reports tokens/s per stage, each variant's ratio to the first, the loss curves
+step by step and each run's peak resident memory. Variants:
 
-    python bench/train_precision.py --steps 100 --stages supervised --out eval-results/train-precision.json
-    python bench/train_precision.py --steps 8 --out eval-results/train-precision-stages.json
+- ``fp32``: no autocast;
+- ``bf16``: bf16 autocast, the frozen linear layers held in bf16 (what ``--precision bf16`` does);
+- ``bf16-recast``: bf16 autocast with the frozen layers left fp32, so autocast casts them
+  again on every call (the peer that measures holding them in bf16).
+
+``--chunk-size`` is passed to every run (``--chunk-sizes`` compares several in one run).
+
+    python bench/train_precision.py --stages supervised --steps 60 --batch-size 4 \\
+        --out eval-results/train-precision-curves.json
+    python bench/train_precision.py --stages supervised --steps 3 --batch-size 64 \\
+        --variants bf16 --chunk-sizes 0,16 --out eval-results/train-chunked-memory.json
 """
 
 from __future__ import annotations
@@ -27,16 +36,29 @@ STAGE_ARGS = {
     "simcse": ["--backbone", "smollm2-135m", "--stages", "simcse"],
     "supervised": ["--backbone", "default", "--stages", "supervised", "--pairs", str(PAIRS)],
 }
+VARIANTS = {"fp32": "fp32", "bf16": "bf16", "bf16-recast": "bf16"}
+# The peer for holding frozen layers in bf16: the same run with that step undone.
+RECAST = (
+    "import contextlib, sys; import ragkit.trainer.precision as p; "
+    "p.Precision.frozen_weights = lambda self, model: contextlib.nullcontext(); "
+    "from ragkit.cli.app import main; sys.argv[0] = 'ragkit'; main()"
+)
 
 
-def run(stage: str, precision: str, steps: int, batch_size: int | None, folder: Path) -> list[dict]:
-    out = folder / f"{stage}-{precision}"
-    command = [sys.executable, "-m", "ragkit", "train", *STAGE_ARGS[stage], "--steps", str(steps)]
-    command += ["--precision", precision, "--out", str(out), "--checkpoint-every", str(steps)]
+def run(stage: str, variant: str, steps: int, batch_size: int | None, chunk: int, folder: Path) -> dict:
+    out = folder / f"{stage}-{variant}-{chunk}"
+    entry = ["-c", RECAST] if variant == "bf16-recast" else ["-m", "ragkit"]
+    command = ["/usr/bin/time", "-f", "%M", sys.executable, *entry, "train", *STAGE_ARGS[stage]]
+    command += ["--steps", str(steps), "--precision", VARIANTS[variant]]
+    command += ["--out", str(out), "--checkpoint-every", str(steps)]
     if batch_size:
         command += ["--batch-size", str(batch_size)]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    if chunk:
+        command += ["--chunk-size", str(chunk)]
+    done = subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak_kb = int(done.stderr.strip().splitlines()[-1])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {"rows": rows, "peak_gb": round(peak_kb / 1024**2, 2)}
 
 
 def main() -> None:
@@ -46,19 +68,29 @@ def main() -> None:
     parser.add_argument("--stages", default="mntp,simcse,supervised")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=None, help="default: each stage's quick recipe")
+    parser.add_argument("--variants", default="fp32,bf16,bf16-recast")
+    parser.add_argument("--chunk-sizes", default="0", help="comma list; 0 = no chunking")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    variants = args.variants.split(",")
+    chunks = [int(c) for c in args.chunk_sizes.split(",")]
     result: dict = {"cpu_bf16_features": cpu_bf16_features(), "steps": args.steps, "stages": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for stage in args.stages.split(","):
-            rows = {p: run(stage, p, args.steps, args.batch_size, Path(tmp)) for p in ("fp32", "bf16")}
-            # The first steps include start-up effects; the rate over the second half is the steady one.
-            rates = {p: rows[p][-1]["tokens_per_s"] for p in rows}
+            runs = {
+                f"{v}" + (f"-chunk{c}" if c else ""): run(stage, v, args.steps, args.batch_size, c, Path(tmp))
+                for c in chunks
+                for v in variants
+            }
+            # tokens_per_s in metrics.jsonl is the rate over the stage so far: the last row's is the run's.
+            rates = {name: r["rows"][-1]["tokens_per_s"] for name, r in runs.items()}
+            first = next(iter(rates))
             result["stages"][stage] = {
                 "tokens_per_s": rates,
-                "bf16_over_fp32": round(rates["bf16"] / rates["fp32"], 2),
-                "loss": {p: [r["loss"] for r in rows[p]] for p in rows},
-                "final_loss": {p: rows[p][-1]["loss"] for p in rows},
+                f"over_{first}": {name: round(rate / rates[first], 2) for name, rate in rates.items()},
+                "peak_gb": {name: r["peak_gb"] for name, r in runs.items()},
+                "loss": {name: [row["loss"] for row in r["rows"]] for name, r in runs.items()},
+                "final_loss": {name: r["rows"][-1]["loss"] for name, r in runs.items()},
             }
     emit(result, args.out)
 

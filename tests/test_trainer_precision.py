@@ -115,3 +115,48 @@ def test_resume_with_another_precision_is_refused(tiny_causal_dir, tiny_corpus, 
     assert "trained in bf16" in err and "--precision bf16" in err
     code, err = run_cli([*args, *small, "--precision", "fp16"], capsys)
     assert code == 1 and "--precision must be one of" in err
+
+
+def test_frozen_linear_weights_are_held_in_bf16_and_restored_exactly():
+    from peft import LoraConfig, get_peft_model
+
+    from conftest import make_model
+
+    model = get_peft_model(make_model(), LoraConfig(r=2, target_modules=["q_proj"])).base_model.model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    bf16 = resolve_precision("bf16", "cpu")
+    with bf16.frozen_weights(model):
+        dtypes = {n: p.dtype for n, p in model.named_parameters()}
+        assert dtypes["layers.0.mlp.down_proj.weight"] == torch.bfloat16
+        assert dtypes["layers.0.self_attn.q_proj.base_layer.weight"] == torch.bfloat16
+        trained = [n for n, p in model.named_parameters() if p.requires_grad]
+        assert trained and all(dtypes[n] == torch.float32 for n in trained)  # the LoRA
+        assert dtypes["embed_tokens.weight"] == dtypes["norm.weight"] == torch.float32
+        held = model.get_parameter("layers.0.mlp.down_proj.weight")
+        assert torch.equal(held.float(), before["layers.0.mlp.down_proj.weight"].to(torch.bfloat16).float())
+    for name, param in model.named_parameters():
+        assert param.dtype == torch.float32 and torch.equal(param, before[name]), name
+    with resolve_precision("fp32", "cpu").frozen_weights(model):
+        assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_bf16_training_with_frozen_weights_in_bf16_reaches_the_same_weights(
+    tiny_causal_dir, tiny_corpus, tmp_path, monkeypatch
+):
+    """Autocast would have cast the frozen weights to the same bf16 values on every call."""
+    import contextlib
+
+    from ragkit.trainer.precision import Precision
+
+    held = tmp_path / "held"
+    train(_options(tiny_causal_dir, tiny_corpus, held, precision="bf16", adapter_dtype="float32"))
+    monkeypatch.setattr(Precision, "frozen_weights", lambda self, model: contextlib.nullcontext())
+    cast = tmp_path / "cast"
+    train(_options(tiny_causal_dir, tiny_corpus, cast, precision="bf16", adapter_dtype="float32"))
+    assert _losses(held) == _losses(cast)
+    for folder in (held / "adapters").iterdir():
+        a = load_file(folder / "adapter_model.safetensors")
+        b = load_file(cast / "adapters" / folder.name / "adapter_model.safetensors")
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
