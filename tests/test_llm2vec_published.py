@@ -34,12 +34,12 @@ def _save_adapter(model, out: Path, base_link: str, seed: int) -> None:
     (out / "adapter_config.json").write_text(json.dumps(config))
 
 
-def _published(root: Path, *, hub_style_links: bool = True) -> dict:
+def _published(root: Path, *, hub_style_links: bool = True, family: str = "llama") -> dict:
     """base/, org--tiny-mntp/ (MNTP adapter + config.json) and the supervised adapter."""
     from transformers import AutoModel
 
     base = root / "tiny-base"
-    make_model("llama").save_pretrained(base, safe_serialization=True)
+    make_model(family).save_pretrained(base, safe_serialization=True)
     make_tokenizer().save_pretrained(base)
     mntp = root / "tiny-mntp"
     _save_adapter(AutoModel.from_pretrained(base), mntp, str(base), seed=1)
@@ -74,9 +74,12 @@ def _reference(paths: dict, *, with_supervised: bool) -> Encoder:
     )
 
 
+@pytest.mark.parametrize("family", ["llama", "mistral"])
 @pytest.mark.parametrize("hub_style_links", [True, False], ids=["sibling-hub-ids", "paths"])
-def test_the_published_chain_loads_and_matches_peft_s_merge(tmp_path: Path, hub_style_links: bool):
-    paths = _published(tmp_path, hub_style_links=hub_style_links)
+def test_the_published_chain_loads_and_matches_peft_s_merge(
+    tmp_path: Path, hub_style_links: bool, family: str
+):
+    paths = _published(tmp_path, hub_style_links=hub_style_links, family=family)
     encoder = Encoder.from_pretrained(str(paths["supervised"]))
     assert encoder.config.bidirectional and encoder.probe_result is not None
     assert [a.name for a in encoder.adapters] == ["tiny-mntp", "tiny-mntp-supervised"]
