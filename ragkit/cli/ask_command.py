@@ -43,6 +43,20 @@ def answer_flag_values(args: list[str]) -> list[str]:
     return fixed
 
 
+def _check_inputs(query: str, filters: list[str], answer: str | None) -> None:
+    """Refuse a query, filter or answer mode that cannot work, before the index opens."""
+    from ragkit.answer import MODES
+    from ragkit.errors import InvalidInputError
+
+    require_utf8(query, "the query")
+    for item in filters:
+        require_utf8(item, f"--filter {item!r}")
+    if not query.strip():
+        raise InvalidInputError("the query is empty; there is nothing to search for")
+    if answer is not None and answer not in MODES:
+        raise InvalidInputError(f"--answer takes extract or generate, not {answer!r}")
+
+
 def ask_command(
     query: Annotated[str, typer.Argument(help="What to look for, in plain words.", show_default=False)],
     index_dir: IndexDirOption = None,
@@ -96,18 +110,11 @@ def ask_command(
 
     Example: `ragkit ask "how do I resume training?" -k 3 --filter "docs/*.md"`
     """
-    from ragkit.answer import MODES
     from ragkit.errors import InvalidInputError
     from ragkit.search.filters import parse_filter_args
     from ragkit.search.index import Index
 
-    require_utf8(query, "the query")
-    for item in filter or []:
-        require_utf8(item, f"--filter {item!r}")
-    if not query.strip():
-        raise InvalidInputError("the query is empty; there is nothing to search for")
-    if answer is not None and answer not in MODES:
-        raise InvalidInputError(f"--answer takes extract or generate, not {answer!r}")
+    _check_inputs(query, filter or [], answer)
     index = Index.open(index_dir)
     if encoder is not None:
         index.use_encoder(encoder)

@@ -67,6 +67,17 @@ OutDirOption = Annotated[
 ]
 
 
+def _write_results(result: dict, out_dir: Path, command: str | None, *, sts: bool) -> list[Path]:
+    """sts.json for STS; results.json, report.md and the plot for retrieval."""
+    if sts:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "sts.json").write_text(json.dumps(result, indent=2) + "\n")
+        return [out_dir / "sts.json"]
+    from ragkit.evaluation.report import write_outputs
+
+    return write_outputs(result, out_dir, command)
+
+
 def eval_command(
     dataset: DatasetOption = None,
     split: SplitOption = "test",
@@ -129,14 +140,7 @@ def eval_command(
                 **common,
             )
     if out_dir is not None:
-        if sts is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "sts.json").write_text(json.dumps(result, indent=2) + "\n")
-            written = [out_dir / "sts.json"]
-        else:
-            from ragkit.evaluation.report import write_outputs
-
-            written = write_outputs(result, out_dir, command)
+        written = _write_results(result, out_dir, command, sts=sts is not None)
         if not as_json:
             err.print("wrote " + ", ".join(safe(p) for p in written))
     if as_json:

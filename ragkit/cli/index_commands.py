@@ -150,6 +150,17 @@ FollowSymlinksOption = Annotated[
 ]
 
 
+RayInflightOption = Annotated[
+    float,
+    typer.Option(
+        "--ray-inflight-mb",
+        min=0.001,
+        help="With --ray: most MB of file bytes the driver holds and ships at once "
+        "(its memory stays flat however many files changed).",
+    ),
+]
+
+
 def index_command(
     paths: PathsOption = None,
     index_dir: IndexDirOption = None,
@@ -168,15 +179,7 @@ def index_command(
     as_json: JsonOption = False,
     ray: RayOption = None,
     ray_workers: RayWorkersOption = None,
-    ray_inflight_mb: Annotated[
-        float,
-        typer.Option(
-            "--ray-inflight-mb",
-            min=0.001,
-            help="With --ray: most MB of file bytes the driver holds and ships at once "
-            "(its memory stays flat however many files changed).",
-        ),
-    ] = 64.0,
+    ray_inflight_mb: RayInflightOption = 64.0,
     group_chunks: Annotated[int, typer.Option(min=1, hidden=True)] = 256,
 ) -> None:
     """Embed folders of documents into a FAISS index with SQLite metadata.

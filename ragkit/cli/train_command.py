@@ -180,19 +180,11 @@ def train_command(
     Examples: `ragkit train --recipe quick --out my-encoder`;
     `ragkit train --backbone default --stages supervised --pairs pairs.jsonl.gz --out tuned`
     """
-    from ragkit.errors import InvalidInputError
     from ragkit.trainer.loop import TrainOptions, train
     from ragkit.trainer.pairs import parse_mixture
-    from ragkit.trainer.precision import PRECISIONS
     from ragkit.trainer.recipe import get_recipe, parse_stages
 
-    if precision not in PRECISIONS:
-        raise InvalidInputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if distill_weight and not teacher:
-        raise InvalidInputError("--distill-weight needs a --teacher")
-
-    if adapter_dtype not in ("float16", "bfloat16", "float32"):
-        raise InvalidInputError("--adapter-dtype must be float16, bfloat16 or float32")
+    _check_flags(precision, adapter_dtype, teacher, distill_weight)
     chosen = get_recipe(recipe).with_overrides(
         steps=steps,
         batch_size=batch_size,
@@ -226,6 +218,19 @@ def train_command(
     )
     result = train(options)
     _summary(result)
+
+
+def _check_flags(precision: str, adapter_dtype: str, teacher: str | None, distill_weight: float) -> None:
+    """Refuse flag values and combinations before anything loads."""
+    from ragkit.errors import InvalidInputError
+    from ragkit.trainer.precision import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise InvalidInputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if distill_weight and not teacher:
+        raise InvalidInputError("--distill-weight needs a --teacher")
+    if adapter_dtype not in ("float16", "bfloat16", "float32"):
+        raise InvalidInputError("--adapter-dtype must be float16, bfloat16 or float32")
 
 
 def _summary(result) -> None:
