@@ -149,7 +149,18 @@ def test_bf16_training_with_frozen_weights_in_bf16_reaches_the_same_weights(
     from ragkit.trainer.precision import Precision
 
     held = tmp_path / "held"
+    seen = []
+    original = Precision.frozen_weights
+
+    @contextlib.contextmanager
+    def watched(self, model):
+        with original(self, model):
+            seen.append(model.get_parameter("layers.0.mlp.down_proj.weight").dtype)
+            yield
+
+    monkeypatch.setattr(Precision, "frozen_weights", watched)
     train(_options(tiny_causal_dir, tiny_corpus, held, precision="bf16", adapter_dtype="float32"))
+    assert seen == [torch.bfloat16, torch.bfloat16]  # held in bf16 through each stage's steps
     monkeypatch.setattr(Precision, "frozen_weights", lambda self, model: contextlib.nullcontext())
     cast = tmp_path / "cast"
     train(_options(tiny_causal_dir, tiny_corpus, cast, precision="bf16", adapter_dtype="float32"))

@@ -449,15 +449,41 @@ def test_chunked_embedding_replays_each_chunks_dropout_in_the_recomputation(monk
 
 
 def test_training_with_chunk_size_reaches_the_weights_of_training_without(
-    tiny_causal_dir, pairs_files, tmp_path
+    tiny_causal_dir, pairs_files, tmp_path, monkeypatch
 ):
     from dataclasses import replace
+
+    import torch.utils.checkpoint
 
     options = _options(tiny_causal_dir, tmp_path / "whole", pairs_files)
     options = replace(options, recipe=replace(options.recipe, lora_dropout=0.0))
     train(options)
+    calls = []
+    original = torch.utils.checkpoint.checkpoint
+
+    def counted(*args, **kwargs):
+        calls.append(len(args[1]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counted)
     train(replace(options, out=tmp_path / "chunked", chunk_size=3))
+    assert calls and max(calls) == 3  # the run really embedded in chunks of 3
+    assert json.loads((tmp_path / "chunked" / "training.json").read_text())["chunk_size"] == 3
     whole, chunked = _adapter_tensors(tmp_path / "whole"), _adapter_tensors(tmp_path / "chunked")
     assert whole.keys() == chunked.keys()
     for name, tensor in whole.items():
         torch.testing.assert_close(chunked[name].float(), tensor.float(), atol=1e-3, rtol=0)  # fp16 files
+
+
+def test_chunk_size_on_the_command_line_is_kept_by_resume(tiny_causal_dir, pairs_files, tmp_path, capsys):
+    out = tmp_path / "enc"
+    args = ["train", "--backbone", str(tiny_causal_dir), "--stages", "supervised", "--out", str(out), *SMALL]
+    for path in pairs_files:
+        args += ["--pairs", str(path)]
+    code, err = run_cli([*args, "--chunk-size", "0"], capsys)
+    assert code != 0 and "--chunk-size" in err and not out.exists()
+    code, err = run_cli([*args, "--chunk-size", "2"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "training.json").read_text())["chunk_size"] == 2
+    code, err = run_cli([*args, "--chunk-size", "3", "--resume"], capsys)
+    assert code == 1 and "--chunk-size 2" in err and "asks for 3" in err

@@ -94,7 +94,7 @@ ChunkSizeOption = Annotated[
         min=1,
         help="Supervised stage: embed N texts at a time without keeping their activations and "
         "recompute them when the loss's gradient arrives (GradCache-style), so memory follows N "
-        "rather than --batch-size. Same gradients as without; costs a second forward pass.",
+        "rather than --batch-size. The loss still sees the whole batch; costs one more forward pass.",
     ),
 ]
 PrecisionOption = Annotated[

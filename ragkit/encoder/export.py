@@ -64,11 +64,11 @@ def _write_merged(encoder, folder: Path) -> None:
     encoder.model.save_pretrained(folder, safe_serialization=True)
     encoder.tokenizer.save_pretrained(folder)
     _write_sentence_transformers(encoder, folder)
-    instructions = [text for text in encoder.config.instructions.values() if text]
-    if instructions and not cut_at_instructions(folder, instructions, encoder):
+    query = encoder.config.instructions.get("query", "")
+    if query and not cut_at_instructions(folder, [query], encoder):
         logger.warning(
             "sentence-transformers will not tokenize prompt and text of this export as ragkit "
-            "does; its query vectors will differ slightly from ragkit's (documents are exact)"
+            "does; its query vectors will differ slightly from ragkit's"
         )
     if encoder.config.bidirectional:
         _check_reloads_bidirectional(folder, encoder)
@@ -106,7 +106,7 @@ def cut_at_instructions(folder: Path, instructions: list[str], encoder) -> bool:
     """
     path = folder / "tokenizer.json"
     if not path.is_file():
-        return _same_ids_as_ragkit(folder, instructions, encoder)
+        return _checked(folder, instructions, encoder)
     original = path.read_text(encoding="utf-8")
     body = json.loads(original)
     normalize = _normalizer(body)
@@ -117,10 +117,19 @@ def cut_at_instructions(folder: Path, instructions: list[str], encoder) -> bool:
     own = [body["pre_tokenizer"]] if body.get("pre_tokenizer") else []
     body["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [*splits, *own]}
     path.write_text(json.dumps(body, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    if _same_ids_as_ragkit(folder, instructions, encoder):
+    if _checked(folder, instructions, encoder):
         return True
     path.write_text(original, encoding="utf-8")
     return False
+
+
+def _checked(folder: Path, instructions: list[str], encoder) -> bool:
+    """:func:`_same_ids_as_ragkit`, with a tokenizer that fails to load or build counted as no."""
+    try:
+        return _same_ids_as_ragkit(folder, instructions, encoder)
+    except Exception as exc:
+        logger.debug("the exported tokenizer could not be checked: %s", exc)
+        return False
 
 
 def _normalizer(body: dict):

@@ -135,7 +135,8 @@ class SupervisedObjective(nn.Module):
     ``chunk_size`` bounds memory by texts rather than by the batch (GradCache's idea): each
     chunk is embedded without keeping its activations and recomputed, with the same dropout
     draws, when the loss's gradient reaches its vectors. The loss still sees the whole batch,
-    so the gradient is the unchunked one; the price is a second forward pass.
+    so the gradient is its exact gradient (without dropout, the unchunked step's); the price is
+    a second forward pass.
     """
 
     def __init__(

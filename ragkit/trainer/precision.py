@@ -55,19 +55,20 @@ class Precision:
         embeddings = (m for m in model.modules() if isinstance(m, nn.Embedding))
         embedded = {p.data_ptr() for m in embeddings for p in m.parameters()}
         kept = []
-        for module in model.modules():
-            if not isinstance(module, nn.Linear):
-                continue
-            for tensor in (module.weight, module.bias):
-                frozen = tensor is not None and not tensor.requires_grad and tensor.dtype == torch.float32
-                if frozen and tensor.data_ptr() not in embedded:
-                    kept.append((tensor, tensor.data))
-                    tensor.data = tensor.data.to(torch.bfloat16)
         try:
+            for module in model.modules():
+                if not isinstance(module, nn.Linear):
+                    continue
+                for tensor in (module.weight, module.bias):
+                    frozen = tensor is not None and not tensor.requires_grad and tensor.dtype == torch.float32
+                    if frozen and tensor.data_ptr() not in embedded:
+                        # On an accelerator the fp32 originals wait in host memory.
+                        kept.append((tensor, tensor.data.cpu() if tensor.is_cuda else tensor.data))
+                        tensor.data = tensor.data.to(torch.bfloat16)
             yield
         finally:
             for tensor, data in kept:
-                tensor.data = data
+                tensor.data = data.to(tensor.device)
 
 
 def resolve_precision(requested: str, device_type: str, features: list[str] | None = None) -> Precision:

@@ -21,6 +21,7 @@ _COMPARED = (
     "seed",
     "corpus_hash",
     "precision",
+    "chunk_size",
     "mixture",
     "teacher",
     "teacher_filter",
@@ -44,16 +45,7 @@ def prepare_output(out: Path, settings: dict, *, resume: bool) -> bool:
             raise InvalidInputError(f"cannot read {run_file}: {exc}") from None
         for key in _COMPARED:
             if previous.get(key) != settings.get(key):
-                if key == "precision":
-                    raise InvalidInputError(
-                        f"cannot resume: {out} was trained in {previous.get(key) or 'fp32'}, and this "
-                        f"run would train in {settings.get(key)}; pass --precision "
-                        f"{previous.get(key) or 'fp32'} or choose another --out"
-                    )
-                raise InvalidInputError(
-                    f"cannot resume: {out} was started with a different {key.replace('_', ' ')}; "
-                    "use the original settings or another --out"
-                )
+                raise InvalidInputError(_resume_refusal(key, out, previous.get(key), settings.get(key)))
         return True
     if resume:
         raise InvalidInputError(f"nothing to resume: {out} holds no training run; drop --resume to start one")
@@ -65,6 +57,24 @@ def prepare_output(out: Path, settings: dict, *, resume: bool) -> bool:
     out.mkdir(parents=True, exist_ok=True)
     run_file.write_text(json.dumps({"format": RUN_FORMAT, **settings}, indent=2) + "\n")
     return False
+
+
+def _resume_refusal(key: str, out: Path, before, now) -> str:
+    """Why a run cannot be resumed with a changed setting, and what to pass instead."""
+    if key == "precision":
+        return (
+            f"cannot resume: {out} was trained in {before or 'fp32'}, and this run would train in "
+            f"{now}; pass --precision {before or 'fp32'} or choose another --out"
+        )
+    if key == "chunk_size":
+        return (
+            f"cannot resume: {out} was started with --chunk-size {before or 'off'} and this run asks "
+            f"for {now or 'off'} (each chunk draws its own dropout); pass the original or another --out"
+        )
+    return (
+        f"cannot resume: {out} was started with a different {key.replace('_', ' ')}; "
+        "use the original settings or another --out"
+    )
 
 
 def read_metrics(out: Path) -> list[dict]:

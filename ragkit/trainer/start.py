@@ -11,6 +11,7 @@ from ragkit.encoder.adapters import Adapter
 from ragkit.encoder.backbone import backbone_layers
 from ragkit.encoder.pruning import check_layers
 from ragkit.encoder.resolve import resolve_encoder
+from ragkit.errors import InvalidInputError
 from ragkit.hashing import canonical_json_hash
 from ragkit.trainer.corpus import Corpus, corpus_pairs, load_corpus
 from ragkit.trainer.options import TrainOptions
@@ -76,6 +77,8 @@ class TrainingData:
 
 def load_data(options: TrainOptions) -> TrainingData:
     """Read and check all training data before any model loads, so bad input fails fast."""
+    if options.chunk_size is not None and options.chunk_size < 1:
+        raise InvalidInputError(f"--chunk-size must be at least 1, got {options.chunk_size}")
     unsupervised = any(s != "supervised" for s in options.stages)
     needed = unsupervised or not options.pairs
     corpus = load_corpus(options.corpus, leave_out_eval=not options.use_eval_sections) if needed else None
@@ -111,6 +114,7 @@ def run_settings(options: TrainOptions, start: Start, data: TrainingData, precis
         "recipe": options.recipe.to_dict(),
         "seed": options.seed,
         "precision": precision.name,
+        "chunk_size": options.chunk_size,
     }
     if data.corpus is not None:
         settings |= {
