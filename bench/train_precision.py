@@ -55,7 +55,9 @@ def run(stage: str, variant: str, steps: int, batch_size: int | None, chunk: int
         command += ["--batch-size", str(batch_size)]
     if chunk:
         command += ["--chunk-size", str(chunk)]
-    done = subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command[3:])} failed:\n{done.stderr[-2000:]}")
     peak_kb = int(done.stderr.strip().splitlines()[-1])
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {"rows": rows, "peak_gb": round(peak_kb / 1024**2, 2)}
