@@ -5,9 +5,7 @@ data, and reports tokens/s per stage, each variant's ratio to the first, the los
 step by step and each run's peak resident memory. Variants:
 
 - ``fp32``: no autocast;
-- ``bf16``: bf16 autocast, the frozen linear layers held in bf16 (what ``--precision bf16`` does);
-- ``bf16-recast``: bf16 autocast with the frozen layers left fp32, so autocast casts them
-  again on every call (the peer that measures holding them in bf16).
+- ``bf16``: bf16 autocast (what ``--precision bf16`` does).
 
 ``--chunk-size`` is passed to every run (``--chunk-sizes`` compares several in one run).
 
@@ -36,20 +34,13 @@ STAGE_ARGS = {
     "simcse": ["--backbone", "smollm2-135m", "--stages", "simcse"],
     "supervised": ["--backbone", "default", "--stages", "supervised", "--pairs", str(PAIRS)],
 }
-VARIANTS = {"fp32": "fp32", "bf16": "bf16", "bf16-recast": "bf16"}
-# The peer for holding frozen layers in bf16: the same run with that step undone.
-RECAST = (
-    "import contextlib, sys; import ragkit.trainer.precision as p; "
-    "p.Precision.frozen_weights = lambda self, model: contextlib.nullcontext(); "
-    "from ragkit.cli.app import main; sys.argv[0] = 'ragkit'; main()"
-)
+VARIANTS = ("fp32", "bf16")
 
 
 def run(stage: str, variant: str, steps: int, batch_size: int | None, chunk: int, folder: Path) -> dict:
     out = folder / f"{stage}-{variant}-{chunk}"
-    entry = ["-c", RECAST] if variant == "bf16-recast" else ["-m", "ragkit"]
-    command = ["/usr/bin/time", "-f", "%M", sys.executable, *entry, "train", *STAGE_ARGS[stage]]
-    command += ["--steps", str(steps), "--precision", VARIANTS[variant]]
+    command = ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "ragkit", "train", *STAGE_ARGS[stage]]
+    command += ["--steps", str(steps), "--precision", variant]
     command += ["--out", str(out), "--checkpoint-every", str(steps)]
     if batch_size:
         command += ["--batch-size", str(batch_size)]
@@ -70,7 +61,7 @@ def main() -> None:
     parser.add_argument("--stages", default="mntp,simcse,supervised")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=None, help="default: each stage's quick recipe")
-    parser.add_argument("--variants", default="fp32,bf16,bf16-recast")
+    parser.add_argument("--variants", default="fp32,bf16", help="comma list of fp32, bf16")
     parser.add_argument("--chunk-sizes", default="0", help="comma list; 0 = no chunking")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()

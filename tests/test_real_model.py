@@ -47,17 +47,14 @@ def default() -> Encoder:
 def test_default_is_the_shipped_trained_encoder(default: Encoder, bidirectional: Encoder) -> None:
     assert default.config.backbone == "smollm2-135m"
     assert default.config.backbone_identity == bidirectional.config.backbone_identity
-    assert [a.name for a in default.adapters] == ["00-mntp", "01-simcse", "02-supervised", "03-supervised", "04-supervised"]
+    names = ["00-mntp", "01-simcse", "02-supervised", "03-supervised", "04-supervised"]
+    assert [a.name for a in default.adapters] == names
     assert default.config.instructions["query"].startswith("Given a question")
     assert default.probe_result.is_bidirectional()
     assert default.fingerprint != bidirectional.fingerprint
     shipped = DEFAULT_ENCODER_DIR / "adapters"
     files = sorted(p.relative_to(shipped).as_posix() for p in shipped.rglob("*") if p.is_file())
-    assert files == [
-        f"{n}/{f}"
-        for n in ("00-mntp", "01-simcse", "02-supervised", "03-supervised", "04-supervised")
-        for f in ("adapter_config.json", "adapter_model.safetensors")
-    ]
+    assert files == [f"{n}/{f}" for n in names for f in ("adapter_config.json", "adapter_model.safetensors")]
     assert sum((shipped / f).stat().st_size for f in files) < 32 * 1024 * 1024
 
 

@@ -184,28 +184,27 @@ def _train_stage(stage, causal_lm, tokenizer, data, options, accelerator, displa
 
     display.start_stage(stage, settings.steps, start_step)
     stage_started, tokens = time.perf_counter(), 0
-    with precision.frozen_weights(decoder_of(causal_lm)):
-        for step in range(start_step, settings.steps):
-            torch.manual_seed(step_seed(options.seed, stage, step, rank))
-            loss, step_tokens = steps.loss(objective, step, rank, world, device)
-            accelerator.backward(loss)
-            grad_norm = float(accelerator.clip_grad_norm_(run.params, recipe.max_grad_norm))
-            loss_value = float(accelerator.reduce(loss.detach(), reduction="mean"))
-            if not math.isfinite(loss_value) or not math.isfinite(grad_norm) or loss_value > EXPLODED_LOSS:
-                raise _diverged(stage, loss_value, grad_norm, step, out)
-            lr = _optimizer_step(optimizer, settings, step)
-            tokens += step_tokens * world
-            rate = tokens / max(time.perf_counter() - stage_started, 1e-9)
-            done = step + 1
-            display.update(done, loss_value, lr, rate)
-            if main:
-                row = _metrics_row(stage, done, loss_value, lr, grad_norm, rate, precision.name)
-                append_metrics(out, row)
-            if done % recipe.checkpoint_every == 0 or done == settings.steps:
-                elapsed = elapsed_before + time.perf_counter() - stage_started
-                _checkpoint(accelerator, out, stage, done, run, optimizer, elapsed, loss_value)
-            if options.on_step is not None:
-                options.on_step(stage, done, loss_value)
+    for step in range(start_step, settings.steps):
+        torch.manual_seed(step_seed(options.seed, stage, step, rank))
+        loss, step_tokens = steps.loss(objective, step, rank, world, device)
+        accelerator.backward(loss)
+        grad_norm = float(accelerator.clip_grad_norm_(run.params, recipe.max_grad_norm))
+        loss_value = float(accelerator.reduce(loss.detach(), reduction="mean"))
+        if not math.isfinite(loss_value) or not math.isfinite(grad_norm) or loss_value > EXPLODED_LOSS:
+            raise _diverged(stage, loss_value, grad_norm, step, out)
+        lr = _optimizer_step(optimizer, settings, step)
+        tokens += step_tokens * world
+        rate = tokens / max(time.perf_counter() - stage_started, 1e-9)
+        done = step + 1
+        display.update(done, loss_value, lr, rate)
+        if main:
+            row = _metrics_row(stage, done, loss_value, lr, grad_norm, rate, precision.name)
+            append_metrics(out, row)
+        if done % recipe.checkpoint_every == 0 or done == settings.steps:
+            elapsed = elapsed_before + time.perf_counter() - stage_started
+            _checkpoint(accelerator, out, stage, done, run, optimizer, elapsed, loss_value)
+        if options.on_step is not None:
+            options.on_step(stage, done, loss_value)
 
     adapter = detach_lora(run, stage, causal_lm)
     accelerator.free_memory()

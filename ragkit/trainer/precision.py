@@ -35,41 +35,6 @@ class Precision:
 
         return torch.autocast(self.device_type, dtype=torch.bfloat16)
 
-    @contextlib.contextmanager
-    def frozen_weights(self, model):
-        """Hold ``model``'s frozen linear layers in bf16 while it trains under bf16 autocast.
-
-        Autocast casts a weight that does not require grad again on every call, so a frozen
-        fp32 base is converted in every forward pass and every recomputation. Stored in bf16
-        it is read as it is, with the values autocast would have produced (both round to
-        nearest even), so the training is unchanged. Trained weights, embeddings and anything
-        tied to them stay as they are; the fp32 tensors come back on exit, before anything is
-        merged into them.
-        """
-        if self.name != "bf16":
-            yield
-            return
-        import torch
-        from torch import nn
-
-        embeddings = (m for m in model.modules() if isinstance(m, nn.Embedding))
-        embedded = {p.data_ptr() for m in embeddings for p in m.parameters()}
-        kept = []
-        try:
-            for module in model.modules():
-                if not isinstance(module, nn.Linear):
-                    continue
-                for tensor in (module.weight, module.bias):
-                    frozen = tensor is not None and not tensor.requires_grad and tensor.dtype == torch.float32
-                    if frozen and tensor.data_ptr() not in embedded:
-                        # On an accelerator the fp32 originals wait in host memory.
-                        kept.append((tensor, tensor.data.cpu() if tensor.is_cuda else tensor.data))
-                        tensor.data = tensor.data.to(torch.bfloat16)
-            yield
-        finally:
-            for tensor, data in kept:
-                tensor.data = data.to(tensor.device)
-
 
 def resolve_precision(requested: str, device_type: str, features: list[str] | None = None) -> Precision:
     """``auto`` → bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere; explicit choices stand."""
