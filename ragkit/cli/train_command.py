@@ -101,7 +101,7 @@ PrecisionOption = Annotated[
     str,
     typer.Option(
         help="auto, fp32 or bf16. bf16 runs forward passes under autocast (weights, optimizer "
-        "and losses stay fp32): 2-3x faster on CPUs with AMX or AVX512-BF16 and on GPUs. auto: "
+        "and losses stay fp32): 1.4-2.9x faster on CPUs with AMX or AVX512-BF16, and on GPUs. auto: "
         "bf16 where the hardware has native bf16, fp32 elsewhere. A --resume keeps the precision.",
     ),
 ]
