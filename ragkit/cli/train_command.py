@@ -135,6 +135,22 @@ DistillWeightOption = Annotated[
         "softmax over each query's candidates, added to InfoNCE (0: no distillation).",
     ),
 ]
+CompileOption = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="Compile the transformer's forward with torch.compile: fused kernels, about 1.5x "
+        "faster steps in bf16 on a 2-core CPU with AMX. Each stage's first step spends minutes "
+        "compiling (on the CPU it needs g++ or $CXX), so it pays on runs of more than a few dozen steps.",
+    ),
+]
+LoraDropoutOption = Annotated[
+    float | None,
+    typer.Option(
+        help="Dropout on each LoRA's input (the recipe's 0.05 by default). 0 skips the dropout "
+        "masks and the copy of every adapted layer's input: about 1.3x faster CPU steps.",
+    ),
+]
 AdapterDtypeOption = Annotated[
     str, typer.Option(help="How LoRA weights are stored: float16, bfloat16 or float32.")
 ]
@@ -152,6 +168,7 @@ def train_command(
     max_length: MaxLengthOption = None,
     lr: LrOption = None,
     lora_layers: LoraLayersOption = None,
+    lora_dropout: LoraDropoutOption = None,
     layers: LayersOption = None,
     use_eval_sections: UseEvalSectionsOption = False,
     checkpoint_every: CheckpointEveryOption = None,
@@ -160,6 +177,7 @@ def train_command(
     resume: ResumeOption = False,
     gradient_checkpointing: GradientCheckpointingOption = False,
     chunk_size: ChunkSizeOption = None,
+    compile_: CompileOption = False,
     adapter_dtype: AdapterDtypeOption = "float16",
     device: DeviceOption = None,
     precision: PrecisionOption = "auto",
@@ -192,6 +210,7 @@ def train_command(
         lr=lr,
         checkpoint_every=checkpoint_every,
         lora_top_layers=lora_layers,
+        lora_dropout=lora_dropout,
     )
     options = TrainOptions(
         out=out,
@@ -208,6 +227,7 @@ def train_command(
         device=device,
         gradient_checkpointing=gradient_checkpointing,
         chunk_size=chunk_size,
+        compile=compile_,
         adapter_dtype=adapter_dtype,
         precision=precision,
         mixture=parse_mixture(mixture),

@@ -159,7 +159,8 @@ def write_card(out: Path, *, command: str = "") -> Path:
             " (bf16 autocast forward passes, fp32 weights and losses)"
             if run.get("precision") == "bf16"
             else ""
-        ),
+        )
+        + ("; forward compiled with torch.compile" if run.get("compile") else ""),
     ]
     lines += _stage_setting_lines(run, names)
     lines.append(f"- Wall time: {seconds / 60:.1f} min of training on this run's machine")

@@ -33,6 +33,7 @@ from ragkit.errors import RagkitError
 from ragkit.trainer.batches import PairSteps, UnlabelledSteps, step_seed
 from ragkit.trainer.card import record_stage, write_card
 from ragkit.trainer.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from ragkit.trainer.compiled import check_can_compile
 from ragkit.trainer.display import TrainDisplay
 from ragkit.trainer.lora import StageRun, attach_lora, decoder_of, detach_lora, replace_decoder
 from ragkit.trainer.options import TrainOptions, TrainResult
@@ -56,9 +57,11 @@ def train(options: TrainOptions) -> TrainResult:
 
     started = time.perf_counter()
     out = Path(options.out).expanduser()
+    cpu = options.device == "cpu" or (options.device is None and not torch.cuda.is_available())
+    if options.compile:
+        check_can_compile("cpu" if cpu else "cuda")
     data = load_data(options)
     start = resolve_start(options.backbone)
-    cpu = options.device == "cpu" or (options.device is None and not torch.cuda.is_available())
     precision = resolve_precision(options.precision, "cpu" if cpu else "cuda")
     log.info("training in %s (%s)", precision.name, precision.reason)
     settings = run_settings(options, start, data, precision)
@@ -198,7 +201,8 @@ def _train_stage(stage, causal_lm, tokenizer, data, options, accelerator, displa
         done = step + 1
         display.update(done, loss_value, lr, rate)
         if main:
-            row = _metrics_row(stage, done, loss_value, lr, grad_norm, rate, precision.name)
+            seconds = time.perf_counter() - stage_started
+            row = _metrics_row(stage, done, loss_value, lr, grad_norm, rate, precision.name, seconds)
             append_metrics(out, row)
         if done % recipe.checkpoint_every == 0 or done == settings.steps:
             elapsed = elapsed_before + time.perf_counter() - stage_started
@@ -232,8 +236,16 @@ def _optimizer_step(optimizer, settings, step: int) -> float:
 
 
 def _metrics_row(
-    stage: str, step: int, loss: float, lr: float, grad_norm: float, rate: float, precision: str
+    stage: str,
+    step: int,
+    loss: float,
+    lr: float,
+    grad_norm: float,
+    rate: float,
+    precision: str,
+    seconds: float,
 ) -> dict:
+    """``tokens_per_s`` is the rate since the stage started (or resumed), ``seconds`` ago."""
     return {
         "precision": precision,
         "stage": stage,
@@ -242,6 +254,7 @@ def _metrics_row(
         "lr": lr,
         "grad_norm": round(grad_norm, 4),
         "tokens_per_s": round(rate, 1),
+        "seconds": round(seconds, 2),
     }
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ragkit.encoder.adapters import Adapter, adapter_from_peft
 from ragkit.errors import RagkitError
 from ragkit.trainer.batches import step_seed
+from ragkit.trainer.compiled import compiled, forget_compiled
 from ragkit.trainer.losses import MNTPObjective, SimCSEObjective, SupervisedObjective, gather_rows
 from ragkit.trainer.options import TrainOptions
 from ragkit.trainer.precision import Precision
@@ -105,6 +106,7 @@ class StageRun:
     named: list
     old_dropout: dict
     hooks: list
+    compiled: bool = False
 
 
 def attach_lora(stage: str, causal_lm, options: TrainOptions, precision: Precision) -> StageRun:
@@ -126,8 +128,10 @@ def attach_lora(stage: str, causal_lm, options: TrainOptions, precision: Precisi
             gradient_checkpointing_kwargs={"use_reentrant": False}
         )
     model, autocast = peft_decoder.base_model.model, precision.autocast
+    if options.compile:
+        model = compiled(model)
     if stage == "mntp":
-        objective = MNTPObjective(causal_lm, autocast=autocast)
+        objective = MNTPObjective(causal_lm, autocast=autocast, decoder=model if options.compile else None)
     elif stage == "simcse":
         objective = SimCSEObjective(model, temperature=recipe.temperature, autocast=autocast)
     else:
@@ -144,12 +148,15 @@ def attach_lora(stage: str, causal_lm, options: TrainOptions, precision: Precisi
     optimizer = torch.optim.AdamW(
         [p for _, p in named], lr=recipe.stage(stage).lr, weight_decay=recipe.weight_decay, foreach=False
     )
-    return StageRun(peft_decoder, objective, optimizer, [p for _, p in named], named, old_dropout, hooks)
+    params = [p for _, p in named]
+    return StageRun(peft_decoder, objective, optimizer, params, named, old_dropout, hooks, options.compile)
 
 
 def detach_lora(run: StageRun, stage: str, causal_lm) -> Adapter:
     """Read the trained LoRA out, remove hooks and dropout, leave the plain decoder in place."""
     adapter = adapter_from_peft(stage, run.peft_decoder)
+    if run.compiled:
+        forget_compiled()
     for handle in run.hooks:
         handle.remove()
     merged = run.peft_decoder.unload()  # drop the LoRA layers; the caller merges the saved adapter

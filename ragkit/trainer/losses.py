@@ -34,17 +34,27 @@ class MNTPObjective(nn.Module):
     for every position would cost more than the whole transformer.
     """
 
-    def __init__(self, causal_lm: nn.Module, *, autocast: Callable = contextlib.nullcontext):
+    def __init__(
+        self,
+        causal_lm: nn.Module,
+        *,
+        autocast: Callable = contextlib.nullcontext,
+        decoder: nn.Module | None = None,
+    ):
+        """``decoder``: what runs the transformer (the causal LM's own decoder, or a compiled
+        wrapper of it); the LM head always comes from ``causal_lm``."""
         super().__init__()
         self.causal_lm = causal_lm
         self.autocast = autocast
+        self.decoder = decoder
 
     def forward(self, input_ids, attention_mask, labels) -> torch.Tensor:
         base = (
             self.causal_lm.get_base_model() if hasattr(self.causal_lm, "get_base_model") else self.causal_lm
         )
+        decoder = self.decoder if self.decoder is not None else base.get_decoder()
         with self.autocast():
-            hidden = base.get_decoder()(
+            hidden = decoder(
                 input_ids=input_ids, attention_mask=attention_mask, use_cache=False
             ).last_hidden_state
             source, target = shifted_targets(hidden, labels)

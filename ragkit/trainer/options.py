@@ -31,6 +31,8 @@ class TrainOptions:
     gradient_checkpointing: bool = False
     chunk_size: int | None = None
     """Supervised stage: texts embedded at a time, recomputed in the backward pass (None: all)."""
+    compile: bool = False
+    """Compile the transformer's forward (fused kernels; minutes of compiling in the first step)."""
     adapter_dtype: str = "float16"
     show_progress: bool | None = None
     command: str = ""

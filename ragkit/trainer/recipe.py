@@ -82,6 +82,7 @@ class Recipe:
         lr: float | None = None,
         checkpoint_every: int | None = None,
         lora_top_layers: int | None = None,
+        lora_dropout: float | None = None,
     ) -> Recipe:
         """Apply command-line values to every stage; checks them so typos fail before loading."""
         for flag, value in (("steps", steps), ("batch-size", batch_size), ("max-length", max_length)):
@@ -95,6 +96,8 @@ class Recipe:
             raise InvalidInputError("--checkpoint-every must be a positive integer")
         if lora_top_layers is not None and lora_top_layers < 1:
             raise InvalidInputError("--lora-layers must be a positive integer")
+        if lora_dropout is not None and not (0 <= lora_dropout < 1):
+            raise InvalidInputError(f"--lora-dropout must be at least 0 and below 1, got {lora_dropout!r}")
         changes = {
             k: v
             for k, v in {"steps": steps, "batch_size": batch_size, "max_length": max_length, "lr": lr}.items()
@@ -105,6 +108,8 @@ class Recipe:
             recipe = replace(recipe, checkpoint_every=checkpoint_every)
         if lora_top_layers is not None:
             recipe = replace(recipe, lora_top_layers=lora_top_layers)
+        if lora_dropout is not None:
+            recipe = replace(recipe, lora_dropout=lora_dropout)
         return recipe
 
 

@@ -71,6 +71,13 @@ def _resume_refusal(key: str, out: Path, before, now) -> str:
             f"cannot resume: {out} was started with --chunk-size {before or 'off'} and this run asks "
             f"for {now or 'off'} (each chunk draws its own dropout); pass the original or another --out"
         )
+    if key == "recipe" and isinstance(before, dict) and isinstance(now, dict):
+        changed = [k for k in sorted(before.keys() | now.keys()) if before.get(k) != now.get(k)]
+        return (
+            f"cannot resume: {out} was started with a different recipe ("
+            + "; ".join(f"{k} {before.get(k)!r} there, {now.get(k)!r} now" for k in changed)
+            + "); pass the original settings (e.g. --lora-dropout, --steps, --lr) or another --out"
+        )
     return (
         f"cannot resume: {out} was started with a different {key.replace('_', ' ')}; "
         "use the original settings or another --out"

@@ -115,6 +115,7 @@ def run_settings(options: TrainOptions, start: Start, data: TrainingData, precis
         "seed": options.seed,
         "precision": precision.name,
         "chunk_size": options.chunk_size,
+        "compile": options.compile,
     }
     if data.corpus is not None:
         settings |= {
