@@ -203,15 +203,9 @@ def train_command(
     from ragkit.trainer.recipe import get_recipe, parse_stages
 
     _check_flags(precision, adapter_dtype, teacher, distill_weight)
-    chosen = get_recipe(recipe).with_overrides(
-        steps=steps,
-        batch_size=batch_size,
-        max_length=max_length,
-        lr=lr,
-        checkpoint_every=checkpoint_every,
-        lora_top_layers=lora_layers,
-        lora_dropout=lora_dropout,
-    )
+    sizes = {"steps": steps, "batch_size": batch_size, "max_length": max_length, "lr": lr}
+    lora = {"lora_top_layers": lora_layers, "lora_dropout": lora_dropout}
+    chosen = get_recipe(recipe).with_overrides(**sizes, **lora, checkpoint_every=checkpoint_every)
     options = TrainOptions(
         out=out,
         backbone=backbone,
