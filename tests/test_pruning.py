@@ -85,6 +85,7 @@ def test_training_pruned_puts_lora_on_kept_layers_and_records_the_count(
     assert keys and all(k.startswith("base_model.model.layers.0.") for k in keys)
     assert json.loads((out / "ragkit.json").read_text())["layers"] == 1
     assert "pruned to its bottom 1 layers" in (out / "README.md").read_text()
+    assert json.loads((out / "training.json").read_text())["model_layers"] == 1
     encoder = Encoder.from_pretrained(str(out))
     assert encoder.describe()["layers"] == 1
     # A stage on top keeps the pruning; asking for more layers than the start has is refused.
@@ -94,3 +95,4 @@ def test_training_pruned_puts_lora_on_kept_layers_and_records_the_count(
     assert code != 0 and "from 1 to 1" in err and not more.exists()
     train(_options(out, tiny_corpus, more, stages=["simcse"]))
     assert Encoder.from_pretrained(str(more)).describe()["layers"] == 1
+    assert json.loads((more / "training.json").read_text())["model_layers"] == 1

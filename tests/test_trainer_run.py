@@ -79,6 +79,7 @@ def test_train_writes_a_loadable_encoder_with_card_curve_and_metrics(
     card = (out / "README.md").read_text()
     assert "ragkit train --backbone" in card and "| mntp | 6 | 4 | 24 |" in card
     assert not (out / "checkpoints").exists()
+    assert json.loads((out / "training.json").read_text())["model_layers"] == 2  # the whole tiny model
     encoder = Encoder.from_pretrained(str(out))
     assert encoder.describe()["adapters"] == ["00-mntp", "01-simcse"]
     base = Encoder.from_pretrained(str(tiny_causal_dir))

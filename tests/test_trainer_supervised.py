@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from conftest import WORDS, make_model, make_tokenizer, slow_train_command
 from ragkit.encoder.inputs import InputBuilder, collate
 from ragkit.errors import InvalidInputError
+from ragkit.trainer.card import write_card
 from ragkit.trainer.corpus import corpus_pairs, load_corpus
 from ragkit.trainer.loop import TrainOptions, train
 from ragkit.trainer.losses import SupervisedObjective
@@ -487,3 +488,24 @@ def test_chunk_size_on_the_command_line_is_kept_by_resume(tiny_causal_dir, pairs
     assert json.loads((out / "training.json").read_text())["chunk_size"] == 2
     code, err = run_cli([*args, "--chunk-size", "3", "--resume"], capsys)
     assert code == 1 and "--chunk-size 2" in err and "asks for 3" in err
+
+
+@pytest.mark.parametrize(
+    ("top", "total", "words"),
+    [
+        (30, 30, "LoRA on all 30 layers"),
+        (10, 30, "LoRA on the top 10 layers"),
+        (None, 12, "LoRA on all 12 layers"),
+    ],
+)
+def test_the_card_says_all_layers_when_the_top_n_reach_the_bottom(tmp_path, top, total, words):
+    """A top-N setting as large as the model is every layer, and the card says so."""
+    run = {
+        "backbone": "tiny",
+        "stages": ["supervised"],
+        "recipe": {"name": "quick", "supervised": {"lora_top_layers": top}},
+        "model_layers": total,
+    }
+    (tmp_path / "training.json").write_text(json.dumps(run))
+    card = write_card(tmp_path).read_text()
+    assert words in card

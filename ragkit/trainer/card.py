@@ -65,6 +65,13 @@ def _mixture_words(mixture) -> str:
     return "weights " + ", ".join(f"{name} {weight:g}" for name, weight in mixture.items())
 
 
+def _lora_layer_words(top: int | None, total: int | None) -> str:
+    """Say "all 30 layers" when a top-N setting reaches the bottom of the model."""
+    if top is None or (total is not None and top >= total):
+        return f"all {total} layers" if total else "all layers"
+    return f"the top {top} layers"
+
+
 def _stage_setting_lines(run: dict, names: list[str]) -> list[str]:
     """The lines that only some runs have: masking, supervised settings, teacher, mixture."""
     recipe = run.get("recipe", {})
@@ -81,7 +88,7 @@ def _stage_setting_lines(run: dict, names: list[str]) -> list[str]:
             f"- Supervised: temperature {recipe.get('supervised_temperature')}, queries "
             f"{sup.get('query_max_length')} tokens after the instruction "
             f"`{recipe.get('query_instruction', '')}`, one hard negative per query, LoRA on "
-            + ("all layers" if layers is None else f"the top {layers} layers")
+            + _lora_layer_words(layers, run.get("model_layers"))
         )
     if run.get("teacher"):
         uses = (

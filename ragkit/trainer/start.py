@@ -97,6 +97,7 @@ def load_data(options: TrainOptions) -> TrainingData:
 
 
 def run_settings(options: TrainOptions, start: Start, data: TrainingData, precision: Precision) -> dict:
+    layers = trained_layers(options, start)
     settings = {
         "backbone": start.backbone.name,
         "backbone_identity": start.backbone.identity,
@@ -110,7 +111,8 @@ def run_settings(options: TrainOptions, start: Start, data: TrainingData, precis
         if start.adapters
         else None,
         "stages": list(options.stages),
-        "layers": trained_layers(options, start),
+        "layers": layers,
+        "model_layers": layers if layers is not None else backbone_layers(start.backbone),
         "recipe": options.recipe.to_dict(),
         "seed": options.seed,
         "precision": precision.name,
