@@ -509,3 +509,21 @@ def test_the_card_says_all_layers_when_the_top_n_reach_the_bottom(tmp_path, top,
     (tmp_path / "training.json").write_text(json.dumps(run))
     card = write_card(tmp_path).read_text()
     assert words in card
+
+
+def test_resume_refuses_other_pairs_and_another_layer_count(tiny_causal_dir, tmp_path, capsys):
+    """Continuing a run on other data or another depth would mix two runs under one card."""
+    first = _write_pairs(tmp_path / "first.jsonl", _salad_pairs(24, 0))
+    other = _write_pairs(tmp_path / "other.jsonl", _salad_pairs(24, 1))
+    out = tmp_path / "enc"
+    args = ["train", "--backbone", str(tiny_causal_dir), "--stages", "supervised", "--out", str(out), *SMALL]
+    code, err = run_cli([*args, "--pairs", str(first)], capsys)
+    assert code == 0, err
+    stored = {p.name: p.stat().st_mtime_ns for p in (out / "adapters").rglob("*")}
+    code, err = run_cli([*args, "--pairs", str(other), "--resume"], capsys)
+    assert code == 1 and "different pair set" in err
+    code, err = run_cli([*args, "--pairs", str(first), "--layers", "1", "--resume"], capsys)
+    assert code == 1 and "different layer count" in err
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "adapters").rglob("*")} == stored
+    code, err = run_cli([*args, "--pairs", str(first), "--resume"], capsys)
+    assert code == 0, err

@@ -16,10 +16,13 @@ METRICS_FILE = "metrics.jsonl"
 RUN_FORMAT = "ragkit-training"
 _COMPARED = (
     "backbone_identity",
+    "base_adapters",
+    "layers",
     "stages",
     "recipe",
     "seed",
     "corpus_hash",
+    "pairs_hash",
     "precision",
     "chunk_size",
     "mixture",
@@ -78,10 +81,20 @@ def _resume_refusal(key: str, out: Path, before, now) -> str:
             + "; ".join(f"{k} {before.get(k)!r} there, {now.get(k)!r} now" for k in changed)
             + "); pass the original settings (e.g. --lora-dropout, --steps, --lr) or another --out"
         )
+    what = _SETTING_WORDS.get(key, key.replace("_", " "))
     return (
-        f"cannot resume: {out} was started with a different {key.replace('_', ' ')}; "
-        "use the original settings or another --out"
+        f"cannot resume: {out} was started with a different {what}; "
+        "pass the original settings or another --out"
     )
+
+
+_SETTING_WORDS = {
+    "backbone_identity": "backbone",
+    "base_adapters": "starting encoder (its adapters differ)",
+    "layers": "layer count (--layers)",
+    "corpus_hash": "corpus (its passages differ)",
+    "pairs_hash": "pair set (the --pairs files' rows differ)",
+}
 
 
 def read_metrics(out: Path) -> list[dict]:
