@@ -56,7 +56,7 @@ def corpus():
 def _make_index(folder: Path, kind: str, points: np.ndarray) -> None:
     db = store.connect(folder)
     store.create_schema(db)
-    with db.conn:
+    with db.atomic():
         for d in range(DOCS):
             rows = points[d * PER_DOC : (d + 1) * PER_DOC]
             store.replace_document(

@@ -310,7 +310,7 @@ def test_settings_are_one_record_never_a_silent_mix(docs, tmp_path, tiny_backbon
     assert meta["parser_version"] == str(PARSER_VERSION)
     # Chunks made by other document readers are not mixed with this version's.
     db = store.connect(index)
-    with db.conn:
+    with db.atomic():
         store.set_meta(db, {"parser_version": "1"})
     db.conn.close()
     with pytest.raises(InvalidInputError, match=r"readers version 1.*--rebuild"):

@@ -133,6 +133,37 @@ def test_rerun_encodes_only_changes_and_removes_deleted_files(docs, tmp_path, ti
     assert Index.open(index_dir).repaired is False
 
 
+
+def test_a_failure_inside_a_group_commits_none_of_it(docs, tmp_path, tiny_backbone_dir, monkeypatch):
+    """The failure lands after a document's chunks were deleted, its count updated and its new
+    chunks inserted: every one of those writes, and the group's earlier documents, roll back."""
+    from ragkit.indexer import builder
+
+    index_dir = tmp_path / "index"
+    _build(docs, index_dir, str(tiny_backbone_dir), chunk_tokens=16, overlap=0)
+    before = _state(index_dir)
+    (docs / "guide.md").write_text("# Guide\n\nthe river city changed\n\n## More\n\nthe green tree\n")
+    (docs / "plain.txt").write_text("the answer changed\n\nto the river city by the blue house\n")
+    original = store.replace_document
+    written: list[str] = []
+
+    def fail_after_writing(db, **kw):
+        ids = original(db, **kw)
+        written.append(kw["path"])
+        if len(written) == 2:
+            raise RuntimeError("stopped mid-group")
+        return ids
+
+    monkeypatch.setattr(builder.store, "replace_document", fail_after_writing)
+    with pytest.raises(RuntimeError, match="mid-group"):
+        _build(docs, index_dir, str(tiny_backbone_dir), chunk_tokens=16, overlap=0, group_chunks=1000)
+    assert written == ["guide.md", "plain.txt"]
+    assert _state(index_dir) == before  # a fresh connection sees the old index, counts included
+    monkeypatch.setattr(builder.store, "replace_document", original)
+    again = _build(docs, index_dir, str(tiny_backbone_dir), chunk_tokens=16, overlap=0)
+    assert sorted(again.updated) == ["guide.md", "plain.txt"]
+    assert _state(index_dir)["plain.txt"] != before["plain.txt"]
+
 def test_dry_run_changes_nothing(docs, tmp_path, tiny_backbone_dir):
     index_dir = tmp_path / "index"
     _build(docs, index_dir, str(tiny_backbone_dir))

@@ -206,7 +206,7 @@ def test_an_index_from_before_sources_asks_for_its_folder_once(two_folders, tmp_
     index = tmp_path / "index"
     _build(docs, index, tiny_backbone_dir)
     db = store.connect(index)
-    with db.conn:
+    with db.atomic():
         db.execute("DELETE FROM meta WHERE key IN ('sources', 'labelled')")
         store.set_meta(db, {"root": str(docs)})
     db.conn.close()

@@ -322,7 +322,7 @@ def _update(
     embed(db, encoder, chunker, pending, stored, options, summary, progress)
     removed += [r for r in summary.removed_reasons if r not in removed]
     if removed:
-        with db.conn:
+        with db.atomic():
             for relative in removed:
                 store.remove_document(db, relative)
         summary.removed = sorted(removed)
@@ -337,7 +337,7 @@ def _record_sources(db, plan: SourcePlan, dry_run: bool) -> dict:
     stored = store.documents(db)
     names = relabelled(list(stored), plan.relabel) if plan.relabel is not None else {}
     if not dry_run:
-        with db.conn:
+        with db.atomic():
             store.rename_documents(db, names)
             store.set_meta(db, plan.sources.to_meta())
     return {names.get(name, name): document for name, document in stored.items()}
@@ -372,7 +372,7 @@ def _scan(db, files: dict[str, Path], stored: dict, options: IndexOptions, summa
         digest = _sha256(raw)
         if old is not None and old.hash == digest:
             if not options.dry_run:
-                with db.conn:
+                with db.atomic():
                     store.touch_document(db, relative, stat.st_mtime)
             summary.unchanged += 1
             continue
@@ -447,7 +447,7 @@ def _finish(db, target, options, meta, encoder, chunker, summary, fresh_root: bo
         generation += 1
     else:
         recorded_spec = json.loads(recorded)
-    with db.conn:
+    with db.atomic():
         store.set_meta(
             db,
             {
@@ -535,7 +535,7 @@ def _store_group(db, group, vectors_: np.ndarray, summary: IndexSummary, progres
     chunks_ = [chunk for *_, chunks, _ in group for chunk in chunks]
     summary.tokens += sum(chunk.tokens for chunk in chunks_)
     offset = 0
-    with db.conn:
+    with db.atomic():
         for relative, digest, stat, chunks, existed in group:
             store.replace_document(
                 db,

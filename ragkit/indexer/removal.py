@@ -87,7 +87,7 @@ def remove_documents(index_dir: Path, paths: list[str], *, wait_seconds: float =
             raise InvalidInputError(
                 "that would remove every source; delete the index folder or use --rebuild"
             )
-        with db.conn:
+        with db.atomic():
             for relative in chosen:
                 store.remove_document(db, relative)
             if dropped:
@@ -103,7 +103,7 @@ def _rebuild_vectors(db, meta: dict, index_dir: Path) -> None:
     requested = meta.get("index_type_requested") or vectors.IndexSpec.from_dict(meta["index_spec"]).kind
     index_spec = vectors.choose(requested, count, dimension)
     vectors.write_atomic(vectors.from_store(db, index_spec, dimension), index_dir)
-    with db.conn:
+    with db.atomic():
         generation = int(store.get_meta(db).get("generation", 0) or 0) + 1
         store.set_meta(
             db,

@@ -95,6 +95,12 @@ def _checked(conn, path: Path):
 
 
 def create_schema(db) -> None:
+    """Create what is missing, in one transaction: a table without its triggers never commits."""
+    with db.atomic():
+        _create_missing_tables(db)
+
+
+def _create_missing_tables(db) -> None:
     if "meta" not in db.table_names():
         db["meta"].create({"key": str, "value": str}, pk="key")
     if "documents" not in db.table_names():
@@ -166,6 +172,7 @@ def get_meta(db) -> dict[str, str]:
 
 
 def set_meta(db, values: dict) -> None:
+    """Upsert settings; inside ``db.atomic()`` they commit with the rest of its writes."""
     db["meta"].upsert_all(
         [{"key": k, "value": v if isinstance(v, str) else json.dumps(v)} for k, v in values.items()], pk="key"
     )
@@ -181,10 +188,12 @@ def documents(db) -> dict[str, StoredDocument]:
 def replace_document(
     db, *, path: str, hash: str, mtime: float, size: int, metadata: dict, chunks: list, vectors
 ) -> list[int]:
-    """Swap a document's chunks in one transaction; returns the new chunk ids.
+    """Swap a document's chunks; returns the new chunk ids.
 
-    Called inside ``with db.conn:`` by the builder so that several documents can share a
-    transaction; either way a reader sees each document entirely old or entirely new.
+    Callers wrap it in ``db.atomic()`` (the builder puts a group of documents in one), so a
+    reader, or the next run after a kill, sees each document entirely old or entirely new.
+    Outside a transaction sqlite-utils commits every statement on its own, and a kill
+    between them would leave a document with only some of its chunks.
     """
     row = db.execute("SELECT id FROM documents WHERE path = ?", [path]).fetchone()
     if row is not None:

@@ -84,7 +84,7 @@ def text_table(texts: list[str]):
 
     db = sqlite_utils.Database(sqlite3.connect(":memory:"))
     store.create_schema(db)
-    with db.conn:
+    with db.atomic():
         db.execute(
             "INSERT INTO documents (id, path, hash, mtime, size, metadata, chunks, indexed_at) "
             "VALUES (1, 'corpus', '', 0, 0, '{}', ?, 0)",
