@@ -133,7 +133,6 @@ def test_rerun_encodes_only_changes_and_removes_deleted_files(docs, tmp_path, ti
     assert Index.open(index_dir).repaired is False
 
 
-
 def test_a_failure_inside_a_group_commits_none_of_it(docs, tmp_path, tiny_backbone_dir, monkeypatch):
     """The failure lands after a document's chunks were deleted, its count updated and its new
     chunks inserted: every one of those writes, and the group's earlier documents, roll back."""
@@ -163,6 +162,7 @@ def test_a_failure_inside_a_group_commits_none_of_it(docs, tmp_path, tiny_backbo
     again = _build(docs, index_dir, str(tiny_backbone_dir), chunk_tokens=16, overlap=0)
     assert sorted(again.updated) == ["guide.md", "plain.txt"]
     assert _state(index_dir)["plain.txt"] != before["plain.txt"]
+
 
 def test_dry_run_changes_nothing(docs, tmp_path, tiny_backbone_dir):
     index_dir = tmp_path / "index"
