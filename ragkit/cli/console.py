@@ -45,12 +45,10 @@ def setup_logging(verbose: bool = False) -> None:
 
 def quiet_dependencies() -> None:
     """What the terminal program silences once at start: notices users cannot act on."""
-    import os
     import warnings
 
     # peft asks transformers for a deprecated attribute during training.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray core's C++ notices on stderr
 
 
 def fail(message: str, code: int = 1) -> None:
