@@ -344,14 +344,21 @@ def test_mining_never_picks_another_answer_to_the_same_query(tmp_path):
 
 
 def test_the_card_names_every_stage_under_a_run_on_a_trained_encoder(tiny_causal_dir, pairs_files, tmp_path):
-    """Two levels down the base's own stages.json lists only its stage; the card must not."""
+    """Two levels down the base's own stages.json lists only its stage; the card's title,
+    stage table and wall time still count every stage."""
     backbone = tiny_causal_dir
     for level in range(3):
         out = tmp_path / f"enc{level}"
         train(_options(backbone, out, pairs_files))
         backbone = out
-    title = (out / "README.md").read_text().splitlines()[0]
+    card = (out / "README.md").read_text()
+    title = card.splitlines()[0]
     assert title.endswith(" + SUPERVISED + SUPERVISED + SUPERVISED"), title
+    rows = [line for line in card.splitlines() if line.startswith("| supervised")]
+    assert len(rows) == 3 and ["(base)" in row for row in rows] == [True, True, False], rows
+    runs = [json.loads((tmp_path / f"enc{level}" / "stages.json").read_text()) for level in range(3)]
+    seconds = sum(run["supervised"]["seconds"] for run in runs)
+    assert f"Wall time: {seconds / 60:.1f} min" in card
     assert json.loads((out / "ragkit.json").read_text())["adapters"] == [
         "00-supervised",
         "01-supervised",

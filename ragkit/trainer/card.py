@@ -26,6 +26,26 @@ def record_stage(out: Path, stage: str, stats: dict) -> None:
     (out / STAGES_FILE).write_text(json.dumps(stages, indent=2) + "\n")
 
 
+def _stage_rows(stages: dict, recipe: dict) -> list[dict]:
+    return [{"stage": name, "settings": recipe.get(name, {}), "stats": s} for name, s in stages.items()]
+
+
+def stage_history(stages: dict, training: dict) -> list[dict]:
+    """Every stage a saved encoder went through, oldest first: its base's, then its own.
+
+    Each run records this for the encoder it starts from, so a stack of runs keeps one row
+    per stage however deep it goes. A record written before ``history`` existed gives what
+    it kept: the stages of its base's last run.
+    """
+    return [*_base_history(training), *_stage_rows(stages, training.get("recipe", {}))]
+
+
+def _base_history(run: dict) -> list[dict]:
+    """The stages under a run, from its training record."""
+    base = run.get("base") or {}
+    return base.get("history") or _stage_rows(base.get("stages", {}), base.get("recipe", {}))
+
+
 _STAGE_WORDS = {
     "mntp": "masked next-token prediction (MNTP)",
     "simcse": "unsupervised SimCSE",
@@ -109,16 +129,15 @@ def _stage_setting_lines(run: dict, names: list[str]) -> list[str]:
 
 def _results_lines(out: Path, run: dict, stages: dict, evaluation: dict) -> list[str]:
     """The per-stage table, the loss curve and the evaluation sections."""
-    recipe, base = run.get("recipe", {}), run.get("base") or {}
-    base_stages = base.get("stages", {})
+    recipe = run.get("recipe", {})
     lines: list[str] = []
     lines += [
         "",
         "| stage | steps | batch | max tokens | lr | final loss | tokens/s | minutes |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, stats in base_stages.items():
-        lines.append(_stage_row(name, base.get("recipe", {}).get(name, {}), stats, " (base)"))
+    for row in _base_history(run):
+        lines.append(_stage_row(row["stage"], row["settings"], row["stats"], " (base)"))
     for name in run.get("stages", []):
         lines.append(_stage_row(name, recipe.get(name, {}), stages.get(name, {})))
     if (out / "loss.png").is_file():
@@ -141,11 +160,11 @@ def write_card(out: Path, *, command: str = "") -> Path:
     evaluation = _read(out / EVALUATION_FILE)
     recipe = run.get("recipe", {})
     base = run.get("base") or {}
-    base_stages = base.get("stages", {})
+    history = _base_history(run)
     # The base's adapter names carry every stage under the new one, in order ("00-mntp", ...).
-    below = [re.sub(r"^\d{2}-", "", a) for a in base.get("adapters", [])] or list(base_stages)
+    below = [re.sub(r"^\d{2}-", "", a) for a in base.get("adapters", [])] or [r["stage"] for r in history]
     names = [*below, *run.get("stages", [])]
-    seconds = sum(float(s.get("seconds", 0)) for s in [*stages.values(), *base_stages.values()])
+    seconds = sum(float(s.get("seconds", 0)) for s in [*stages.values(), *(r["stats"] for r in history)])
     described = ", then ".join(_STAGE_WORDS.get(n, n) for n in names)
     lines = [
         f"# ragkit encoder: {run.get('backbone', '?')} + {' + '.join(n.upper() for n in names)}",

@@ -13,6 +13,7 @@ from ragkit.encoder.pruning import check_layers
 from ragkit.encoder.resolve import resolve_encoder
 from ragkit.errors import InvalidInputError
 from ragkit.hashing import canonical_json_hash
+from ragkit.trainer.card import stage_history
 from ragkit.trainer.corpus import Corpus, corpus_pairs, load_corpus
 from ragkit.trainer.options import TrainOptions
 from ragkit.trainer.pairs import PairSet, mine_negatives, read_pairs
@@ -105,8 +106,7 @@ def run_settings(options: TrainOptions, start: Start, data: TrainingData, precis
         "base": {
             "encoder": start.encoder,
             "adapters": [a.name for a in start.adapters],
-            "stages": start.history.get("stages", {}),
-            "recipe": start.history.get("training", {}).get("recipe", {}),
+            "history": stage_history(start.history.get("stages", {}), start.history.get("training", {})),
         }
         if start.adapters
         else None,
