@@ -4,7 +4,8 @@ The questions of ``tests/data/answer-questions.jsonl`` that have a fact become q
 chunk is relevant when its text contains the fact (whitespace-squashed, case-insensitive).
 Each system ranks the index's chunks as ``Index.search`` does: ``hybrid`` (the default),
 ``dense`` (``hybrid=False``) and ``bm25`` (the index's own FTS5 ranking alone). Reported per
-split: nDCG@10, recall@5 and MRR@10 from pytrec_eval.
+split: nDCG@10, recall@10 and MRR@10 from pytrec_eval. ``--dense-weights`` adds hybrid rows
+for other convex fusion weights over the same index (a sweep to choose on the dev split).
 
     python bench/docs_retrieval.py --index .ragkit --out eval-results/docs-retrieval.json
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from bench_output import emit
 
 from ragkit.evaluation.metrics import mean_metrics, per_query
+from ragkit.search.fusion import DEFAULT_FUSION, Fusion
 from ragkit.search.index import Index
 from ragkit.search.lexical import lexical_ranking
 
@@ -28,33 +30,55 @@ def _squash(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
+def _systems(weights: list[float]) -> list[tuple[str, Fusion | None]]:
+    """(name, fusion) per ranked system: the index's own hybrid, dense alone, then each swept weight."""
+    systems: list[tuple[str, Fusion | None]] = [("hybrid", DEFAULT_FUSION), ("dense", None)]
+    return systems + [(f"hybrid w={w}", Fusion("convex", w)) for w in weights]
+
+
+def _rank_split(index: Index, chunks: dict, asked: list[dict], weights: list[float]) -> dict:
+    """Per-system metrics over one split's questions (a question no chunk answers is left out)."""
+    systems = _systems(weights)
+    qrels: dict = {}
+    runs: dict = {name: {} for name, _ in systems} | {"bm25": {}}
+    for n, row in enumerate(asked):
+        query = f"q{n}"
+        relevant = {cid: 1 for cid, text in chunks.items() if row["fact"] in text}
+        if not relevant:
+            continue
+        qrels[query] = relevant
+        for name, fusion in systems:
+            index.fusion = fusion or DEFAULT_FUSION
+            hits = index.search(row["question"], k=10, hybrid=fusion is not None)
+            runs[name][query] = {str(h.chunk_id): float(10 - rank) for rank, h in enumerate(hits)}
+        ranking = lexical_ranking(index.db, row["question"], 10)
+        runs["bm25"][query] = {str(cid): float(10 - rank) for rank, (cid, _) in enumerate(ranking)}
+    index.fusion = DEFAULT_FUSION
+    result: dict = {"queries": len(qrels)}
+    for name, run in runs.items():
+        mean = mean_metrics(per_query(qrels, run))
+        result[name] = {m: round(mean[m], 3) for m in ("ndcg@10", "mrr@10", "recall@10")}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", default=".ragkit")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--dense-weights",
+        default="",
+        help="comma-separated convex dense weights to report beside the index's own fusion, e.g. 0.3,0.5",
+    )
     args = parser.parse_args()
+    weights = [float(w) for w in args.dense_weights.split(",") if w.strip()]
     index = Index.open(args.index)
     chunks = {str(i): _squash(t) for i, t in index.db.execute("SELECT id, text FROM chunks")}
     rows = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
     result = {}
     for split in ("dev", "test"):
         asked = [r for r in rows if r["split"] == split and r["fact"]]
-        qrels, runs = {}, {"hybrid": {}, "dense": {}, "bm25": {}}
-        for n, row in enumerate(asked):
-            query = f"q{n}"
-            relevant = {cid: 1 for cid, text in chunks.items() if row["fact"] in text}
-            if not relevant:
-                continue
-            qrels[query] = relevant
-            for name, hybrid in (("hybrid", True), ("dense", False)):
-                hits = index.search(row["question"], k=10, hybrid=hybrid)
-                runs[name][query] = {str(h.chunk_id): float(10 - rank) for rank, h in enumerate(hits)}
-            ranking = lexical_ranking(index.db, row["question"], 10)
-            runs["bm25"][query] = {str(cid): float(10 - rank) for rank, (cid, _) in enumerate(ranking)}
-        result[split] = {"queries": len(qrels)}
-        for name, run in runs.items():
-            mean = mean_metrics(per_query(qrels, run))
-            result[split][name] = {m: round(mean[m], 3) for m in ("ndcg@10", "mrr@10", "recall@10")}
+        result[split] = _rank_split(index, chunks, asked, weights)
     emit(result, args.out)
 
 
