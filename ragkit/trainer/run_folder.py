@@ -49,6 +49,7 @@ def prepare_output(out: Path, settings: dict, *, resume: bool) -> bool:
         for key in _COMPARED:
             if previous.get(key) != settings.get(key):
                 raise InvalidInputError(_resume_refusal(key, out, previous.get(key), settings.get(key)))
+        _record_resumed_settings(run_file, previous, settings)
         return True
     if resume:
         raise InvalidInputError(f"nothing to resume: {out} holds no training run; drop --resume to start one")
@@ -60,6 +61,25 @@ def prepare_output(out: Path, settings: dict, *, resume: bool) -> bool:
     out.mkdir(parents=True, exist_ok=True)
     run_file.write_text(json.dumps({"format": RUN_FORMAT, **settings}, indent=2) + "\n")
     return False
+
+
+def _record_resumed_settings(run_file: Path, previous: dict, settings: dict) -> None:
+    """Record the settings a resume may change (``compile``, the teacher's path) as this start ran.
+
+    Those settings do not change what is trained, so a resume may differ in them; the record
+    then says what the latest start used and keeps each earlier start's values under
+    ``earlier_starts``, so nothing it once said is lost.
+    """
+    changed = {
+        key: previous.get(key)
+        for key, value in settings.items()
+        if key not in _COMPARED and previous.get(key) != value
+    }
+    if not changed:
+        return
+    record = {**previous, **settings}
+    record["earlier_starts"] = [*previous.get("earlier_starts", []), changed]
+    run_file.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def _resume_refusal(key: str, out: Path, before, now) -> str:
