@@ -9,7 +9,13 @@ import pytest
 from ragkit.errors import InvalidInputError
 from ragkit.trainer.run_folder import RUN_FILE, prepare_output
 
-SETTINGS = {"seed": 3, "precision": "bf16", "pairs_hash": "abc", "compile": False, "teacher_source": "/a/minilm"}
+SETTINGS = {
+    "seed": 3,
+    "precision": "bf16",
+    "pairs_hash": "abc",
+    "compile": False,
+    "teacher_source": "/a/minilm",
+}
 
 
 def test_a_resume_records_what_it_ran_with_and_keeps_the_earlier_start(tmp_path):
