@@ -67,13 +67,16 @@ def _random_ranking_loss(fusion: Fusion, rng: random.Random, queries: int = 200)
 
 
 def test_the_default_fusion_survives_a_random_dense_ranking():
-    """Fused with a random dense ranking, the default loses at most 0.1 nDCG@10 of the good
-    lexical one (equal-weight RRF loses over half of it). Only the dense side is guarded: the
-    default weights it 0.3 because, for this encoder, it is the weaker half (EVAL.md); no
-    fixed fusion survives noise on the side it trusts more."""
+    """Fused with a random dense ranking, the default keeps most of the good lexical one:
+    it loses at most 0.3 nDCG@10 of it, where equal-weight RRF and an even convex mix lose
+    over half. Only the dense side is guarded: the default weights it 0.4 because, for this
+    encoder, it is the weaker half (EVAL.md); no fixed fusion survives noise on the side it
+    trusts more."""
     assert DEFAULT_FUSION.method == "convex" and DEFAULT_FUSION.dense_weight < 0.5
-    assert _random_ranking_loss(DEFAULT_FUSION, random.Random(0)) <= 0.1
-    assert _random_ranking_loss(Fusion("rrf"), random.Random(0)) > 0.3
+    loss = _random_ranking_loss(DEFAULT_FUSION, random.Random(0))
+    assert loss <= 0.3
+    assert _random_ranking_loss(Fusion("convex", 0.5), random.Random(0)) > 0.5 > loss
+    assert _random_ranking_loss(Fusion("rrf"), random.Random(0)) > 0.5
 
 
 @pytest.mark.parametrize("allowed", [None, list(range(1, 200, 3))])

@@ -73,7 +73,7 @@ def ask_command(
         bool,
         typer.Option(
             "--hybrid/--dense",
-            help="Fuse dense search with full-text BM25 (the default: 0.3 dense + 0.7 BM25 over "
+            help="Fuse dense search with full-text BM25 (the default: 0.4 dense + 0.6 BM25 over "
             "normalised scores, better than either alone on SciFact), or rank by the encoder "
             "alone with cosine scores.",
         ),
