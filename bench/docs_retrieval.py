@@ -30,6 +30,17 @@ def _squash(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
+def _weights(text: str) -> list[float]:
+    """``0.3,0.5`` as weights, each a convex dense weight in [0, 1]."""
+    try:
+        weights = [float(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if any(not 0.0 <= w <= 1.0 for w in weights):
+        raise argparse.ArgumentTypeError(f"each dense weight must be between 0 and 1, got {text!r}")
+    return weights
+
+
 def _systems(weights: list[float]) -> list[tuple[str, Fusion | None]]:
     """(name, fusion) per ranked system: the index's own hybrid, dense alone, then each swept weight."""
     systems: list[tuple[str, Fusion | None]] = [("hybrid", DEFAULT_FUSION), ("dense", None)]
@@ -67,11 +78,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument(
         "--dense-weights",
-        default="",
+        type=_weights,
+        default=[],
         help="comma-separated convex dense weights to report beside the index's own fusion, e.g. 0.3,0.5",
     )
     args = parser.parse_args()
-    weights = [float(w) for w in args.dense_weights.split(",") if w.strip()]
+    weights = args.dense_weights
     index = Index.open(args.index)
     chunks = {str(i): _squash(t) for i, t in index.db.execute("SELECT id, text FROM chunks")}
     rows = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
