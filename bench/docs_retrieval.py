@@ -19,7 +19,7 @@ from pathlib import Path
 from bench_output import emit
 
 from ragkit.evaluation.metrics import mean_metrics, per_query
-from ragkit.search.fusion import DEFAULT_FUSION, Fusion
+from ragkit.search.fusion import Fusion
 from ragkit.search.index import Index
 from ragkit.search.lexical import lexical_ranking
 
@@ -41,15 +41,16 @@ def _weights(text: str) -> list[float]:
     return weights
 
 
-def _systems(weights: list[float]) -> list[tuple[str, Fusion | None]]:
+def _systems(own: Fusion, weights: list[float]) -> list[tuple[str, Fusion | None]]:
     """(name, fusion) per ranked system: the index's own hybrid, dense alone, then each swept weight."""
-    systems: list[tuple[str, Fusion | None]] = [("hybrid", DEFAULT_FUSION), ("dense", None)]
+    systems: list[tuple[str, Fusion | None]] = [("hybrid", own), ("dense", None)]
     return systems + [(f"hybrid w={w}", Fusion("convex", w)) for w in weights]
 
 
 def _rank_split(index: Index, chunks: dict, asked: list[dict], weights: list[float]) -> dict:
     """Per-system metrics over one split's questions (a question no chunk answers is left out)."""
-    systems = _systems(weights)
+    own = index.fusion
+    systems = _systems(own, weights)
     qrels: dict = {}
     runs: dict = {name: {} for name, _ in systems} | {"bm25": {}}
     for n, row in enumerate(asked):
@@ -59,12 +60,12 @@ def _rank_split(index: Index, chunks: dict, asked: list[dict], weights: list[flo
             continue
         qrels[query] = relevant
         for name, fusion in systems:
-            index.fusion = fusion or DEFAULT_FUSION
+            index.fusion = fusion or own
             hits = index.search(row["question"], k=10, hybrid=fusion is not None)
             runs[name][query] = {str(h.chunk_id): float(10 - rank) for rank, h in enumerate(hits)}
         ranking = lexical_ranking(index.db, row["question"], 10)
         runs["bm25"][query] = {str(cid): float(10 - rank) for rank, (cid, _) in enumerate(ranking)}
-    index.fusion = DEFAULT_FUSION
+    index.fusion = own
     result: dict = {"queries": len(qrels)}
     for name, run in runs.items():
         mean = mean_metrics(per_query(qrels, run))
@@ -83,14 +84,13 @@ def main() -> None:
         help="comma-separated convex dense weights to report beside the index's own fusion, e.g. 0.3,0.5",
     )
     args = parser.parse_args()
-    weights = args.dense_weights
     index = Index.open(args.index)
     chunks = {str(i): _squash(t) for i, t in index.db.execute("SELECT id, text FROM chunks")}
     rows = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
     result = {}
     for split in ("dev", "test"):
         asked = [r for r in rows if r["split"] == split and r["fact"]]
-        result[split] = _rank_split(index, chunks, asked, weights)
+        result[split] = _rank_split(index, chunks, asked, args.dense_weights)
     emit(result, args.out)
 
 

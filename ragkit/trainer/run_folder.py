@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ragkit.atomic import write_text
 from ragkit.errors import InvalidInputError
 
 RUN_FILE = "training.json"
@@ -79,7 +80,7 @@ def _record_resumed_settings(run_file: Path, previous: dict, settings: dict) -> 
         return
     record = {**previous, **settings}
     record["earlier_starts"] = [*previous.get("earlier_starts", []), changed]
-    run_file.write_text(json.dumps(record, indent=2) + "\n")
+    write_text(run_file, json.dumps(record, indent=2) + "\n")  # a kill never leaves half a record
 
 
 def _resume_refusal(key: str, out: Path, before, now) -> str:
