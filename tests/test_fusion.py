@@ -69,9 +69,9 @@ def _random_ranking_loss(fusion: Fusion, rng: random.Random, queries: int = 200)
 def test_the_default_fusion_survives_a_random_dense_ranking():
     """Fused with a random dense ranking, the default keeps most of the good lexical one:
     it loses at most 0.3 nDCG@10 of it, where equal-weight RRF and an even convex mix lose
-    over half. Only the dense side is guarded: the default weights it 0.4 because, for this
-    encoder, it is the weaker half (EVAL.md); no fixed fusion survives noise on the side it
-    trusts more."""
+    over half. Only the dense side is guarded: the default is the fusion of an encoder that
+    states none, whose quality is unknown, so it leans on the lexical half; no fixed fusion
+    survives noise on the side it trusts more."""
     assert DEFAULT_FUSION.method == "convex" and DEFAULT_FUSION.dense_weight < 0.5
     loss = _random_ranking_loss(DEFAULT_FUSION, random.Random(0))
     assert loss <= 0.3

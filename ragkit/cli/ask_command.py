@@ -9,13 +9,14 @@ import typer
 
 from ragkit.cli.console import err, out, visible
 from ragkit.cli.index_commands import IndexDirOption
-from ragkit.cli.options import JsonOption, require_utf8
+from ragkit.cli.options import DenseWeightOption, JsonOption, dense_weight_fusion, require_utf8
 
 SNIPPET_CHARS = 320
 
 
 _VALUE_OPTIONS = {"-i", "--index", "-k", "--top", "--filter", "-e", "--encoder", "--generator"} | {
-    "--answer-model"
+    "--answer-model",
+    "--dense-weight",
 }
 
 
@@ -73,11 +74,12 @@ def ask_command(
         bool,
         typer.Option(
             "--hybrid/--dense",
-            help="Fuse dense search with full-text BM25 (the default: 0.4 dense + 0.6 BM25 over "
-            "normalised scores, better than either alone on SciFact), or rank by the encoder "
-            "alone with cosine scores.",
+            help="Fuse dense search with full-text BM25 (the default; with the shipped encoder "
+            "0.4 dense + 0.6 BM25 over normalised scores, better than either alone on SciFact and "
+            "the docs/ questions), or rank by the encoder alone with cosine scores.",
         ),
     ] = True,
+    dense_weight: DenseWeightOption = None,
     answer: Annotated[
         str | None,
         typer.Option(
@@ -118,6 +120,8 @@ def ask_command(
     index = Index.open(index_dir)
     if encoder is not None:
         index.use_encoder(encoder)
+    if dense_weight is not None:
+        index.fusion = dense_weight_fusion(dense_weight)
     if len(index) == 0:
         raise InvalidInputError(
             f"the index at {index.folder} is empty; add documents with `ragkit index PATH`"

@@ -11,7 +11,15 @@ from typing import Annotated
 import typer
 
 from ragkit.cli.console import err, fail, out, safe
-from ragkit.cli.options import DeviceOption, EncoderOption, JsonOption, RayOption, RayWorkersOption
+from ragkit.cli.options import (
+    DenseWeightOption,
+    DeviceOption,
+    EncoderOption,
+    JsonOption,
+    RayOption,
+    RayWorkersOption,
+    dense_weight_fusion,
+)
 
 DatasetOption = Annotated[
     Path | None,
@@ -89,6 +97,7 @@ def eval_command(
     batch_size: BatchSizeOption = 32,
     instruction: InstructionOption = None,
     keep_identical_ids: KeepIdenticalIdsOption = False,
+    dense_weight: DenseWeightOption = None,
     sts: StsOption = None,
     out_dir: OutDirOption = None,
     device: DeviceOption = None,
@@ -110,6 +119,8 @@ def eval_command(
         fail("--ray-workers needs --ray")
     if ray and sts is not None:
         fail("--ray embeds a retrieval corpus; STS-B sentences are encoded here")
+    if dense_weight is not None and sts is not None:
+        fail("--dense-weight weighs the hybrid system's rankings; STS-B has none")
     invoked_as_cli = Path(sys.argv[0]).name in ("ragkit", "__main__.py")
     command = "ragkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if invoked_as_cli else None
     with RichReporter(err) as reporter:
@@ -135,6 +146,7 @@ def eval_command(
                 seed=seed,
                 instruction=instruction,
                 keep_identical_ids=keep_identical_ids,
+                fusion=dense_weight_fusion(dense_weight),
                 ray=ray,
                 ray_workers=ray_workers,
                 **common,

@@ -11,12 +11,14 @@ import typer
 
 from ragkit.cli.console import err, fail, out, safe
 from ragkit.cli.options import (
+    DenseWeightOption,
     DeviceOption,
     DocumentDtypeOption,
     EncoderOption,
     JsonOption,
     RayOption,
     RayWorkersOption,
+    dense_weight_fusion,
 )
 
 IndexDirOption = Annotated[
@@ -170,6 +172,7 @@ def index_command(
     chunk_tokens: ChunkTokensOption = 256,
     overlap: OverlapOption = None,
     index_type: IndexTypeOption = None,
+    dense_weight: DenseWeightOption = None,
     rebuild: RebuildOption = False,
     dry_run: DryRunOption = False,
     wait: WaitOption = 0.0,
@@ -201,6 +204,7 @@ def index_command(
 
     if ray_workers is not None and not ray:
         fail("--ray-workers needs --ray")
+    fusion = dense_weight_fusion(dense_weight)
     options = IndexOptions(
         source=list(paths or []),
         index_dir=index_dir or default_index_dir(),
@@ -210,6 +214,7 @@ def index_command(
         chunk_tokens=chunk_tokens,
         overlap=overlap,
         index_type=index_type,
+        fusion=fusion.settings() if fusion else None,
         rebuild=rebuild,
         dry_run=dry_run,
         device=device,
@@ -322,6 +327,7 @@ def status_command(index_dir: IndexDirOption = None, as_json: JsonOption = False
         "dimension": str(info["dimension"]),
         "index type": json.dumps(info["index_type"]),
         "encoder": f"{info['encoder']} ({info['encoder_fingerprint']})",
+        "hybrid fusion": _fusion_row(info),
         "precision": _precision_row(info),
         "chunking": f"{info['chunk_tokens']} tokens, {info['overlap']} overlap",
         "size on disk": f"{info['size_bytes'] / 1e6:.1f} MB",
@@ -330,6 +336,13 @@ def status_command(index_dir: IndexDirOption = None, as_json: JsonOption = False
     for key, value in rows.items():
         table.add_row(safe(key), safe(value))
     out.print(table)
+
+
+def _fusion_row(info: dict) -> str:
+    recorded = info.get("fusion")
+    if not recorded:
+        return "the encoder's own (ragkit index --dense-weight sets one for this index)"
+    return f"{recorded['method']}, dense weight {recorded['dense_weight']} (chosen for this index)"
 
 
 def _precision_row(info: dict) -> str:

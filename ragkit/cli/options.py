@@ -37,6 +37,30 @@ CausalOption = Annotated[
         help="Use the encoder's backbone, causal and without trained adapters (the paper's baseline).",
     ),
 ]
+DenseWeightOption = Annotated[
+    float | None,
+    typer.Option(
+        "--dense-weight",
+        min=0.0,
+        max=1.0,
+        help="Hybrid search's share of the dense ranking: w x dense + (1 - w) x BM25 over min-max "
+        "normalised scores. Default: the weight the encoder states (0.4 for the shipped one, chosen "
+        "on dev sets), else 0.4. Choose one for another encoder with bench/docs_retrieval.py "
+        "--dense-weights on questions of your own.",
+        show_default=False,
+    ),
+]
+
+
+def dense_weight_fusion(weight: float | None):
+    """``--dense-weight`` as a convex fusion, or None when not given."""
+    if weight is None:
+        return None
+    from ragkit.search.fusion import Fusion
+
+    return Fusion("convex", weight)
+
+
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]
 RayOption = Annotated[
     str | None,

@@ -37,8 +37,15 @@ class EncoderConfig:
     """Documents are cut to this many tokens when shorter than ``max_length`` (LLM2Vec's
     ``doc_max_length``); None: ``max_length`` for every text."""
 
+    fusion: dict | None = None
+    """How hybrid search should fuse this encoder's ranking with BM25, as
+    :meth:`ragkit.search.fusion.Fusion.settings` writes it (chosen on dev sets for this
+    encoder); None: the search's default. Not part of the fingerprint: it changes no vector."""
+
     def __post_init__(self) -> None:
         validate_pooling(self.pooling)
+        if self.fusion is not None and not isinstance(self.fusion, dict):
+            raise EncoderFormatError(f"fusion must be an object or null, got {self.fusion!r}")
         if not isinstance(self.max_length, int) or self.max_length < 1:
             raise EncoderFormatError(f"max_length must be a positive integer, got {self.max_length!r}")
         for name in ("layers", "document_max_length"):

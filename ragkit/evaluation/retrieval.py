@@ -26,7 +26,7 @@ from ragkit.evaluation.systems import (
     parse_systems,
     shared_groups,
 )
-from ragkit.search.fusion import DEFAULT_FUSION, Fusion, hybrid_depth
+from ragkit.search.fusion import DEFAULT_FUSION, Fusion, encoder_fusion, hybrid_depth
 from ragkit.search.lexical import lexical_ranking, text_table
 
 TOP_K = 100
@@ -227,7 +227,7 @@ def evaluate_retrieval(
     batch_size: int = 32,
     device: str | None = None,
     reporter: Reporter | None = None,
-    fusion: Fusion = DEFAULT_FUSION,
+    fusion: Fusion | None = None,
     instruction: str | None = None,
     keep_identical_ids: bool = False,
     ray: str | None = None,
@@ -238,8 +238,9 @@ def evaluate_retrieval(
     ``encoder`` is a spec for :meth:`Encoder.from_pretrained` or a loaded ``Encoder``;
     ``instruction`` replaces the query instruction it was trained with (a task's own).
     A retrieved document with the query's own id is dropped (BEIR's protocol) unless
-    ``keep_identical_ids``. ``ray`` (an address or ``local``) embeds the corpus on a Ray
-    cluster, ``ray_workers`` actors (:mod:`ragkit.indexer.distributed`).
+    ``keep_identical_ids``. ``fusion`` ranks the ``hybrid`` system (None: the fusion the
+    encoder states, as an index built with it would use). ``ray`` (an address or ``local``)
+    embeds the corpus on a Ray cluster, ``ray_workers`` actors (:mod:`ragkit.indexer.distributed`).
     """
     from ragkit.encoder import Encoder
 
@@ -258,6 +259,8 @@ def evaluate_retrieval(
             )
         if instruction is None:
             instruction = under_test.config.instructions.get("query", "") if under_test else ""
+        if fusion is None:
+            fusion = encoder_fusion(under_test) if under_test else DEFAULT_FUSION
         spec = (
             {"name_or_path": encoder, "max_length": max_length, "device": device}
             if isinstance(encoder, str)

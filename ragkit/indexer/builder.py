@@ -52,6 +52,9 @@ class IndexOptions:
     """Tokens shared by consecutive chunks; None: an eighth of ``chunk_tokens``, at most 32."""
     index_type: str | None = None
     """None: what this index was built with (``auto`` for a new one)."""
+    fusion: dict | None = None
+    """How hybrid search over this index fuses its two rankings, as ``Fusion.settings()``
+    writes it; None: what this index was told before, else the fusion the encoder states."""
     rebuild: bool = False
     dry_run: bool = False
     follow_symlinks: bool = False
@@ -463,6 +466,7 @@ def _finish(db, target, options, meta, encoder, chunker, summary, fresh_root: bo
                 "updated_at": str(time.time()),
                 "generation": str(generation),
                 "document_precision": _document_precision(meta, encoder, summary, fresh_root),
+                "fusion": options.fusion if options.fusion is not None else meta.get("fusion", ""),
             },
         )
     summary.seconds["storing"] += time.perf_counter() - phase

@@ -91,6 +91,32 @@ class Fusion:
             key=lambda pair: (-pair[1], dense_rank.get(pair[0], last), lexical_rank.get(pair[0], last)),
         )
 
+    def settings(self) -> dict:
+        """The fields that decide the fused order, as JSON: what an index or an encoder's
+        ``ragkit.json`` records, read back by :meth:`from_settings`."""
+        return {"method": self.method, "dense_weight": self.dense_weight, "k": self.k}
+
+    @classmethod
+    def from_settings(cls, settings: object, where: str) -> Fusion:
+        """Fusion from recorded settings; anything malformed is one error naming ``where``."""
+        from ragkit.errors import InvalidInputError
+
+        known = {"method", "dense_weight", "k"}
+        if not isinstance(settings, dict) or not set(settings) <= known:
+            raise InvalidInputError(
+                f"{where}: fusion settings must be an object with keys {', '.join(sorted(known))}, "
+                f"got {settings!r}"
+            )
+        weight, k = settings.get("dense_weight", 0.5), settings.get("k", RRF_K)
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise InvalidInputError(f"{where}: dense_weight must be a number, got {weight!r}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidInputError(f"{where}: k must be a positive integer, got {k!r}")
+        try:
+            return cls(str(settings.get("method", "convex")), float(weight), k)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{where}: {exc}") from None
+
     def describe(self) -> dict:
         out = {"fusion": self.method, "depth": HYBRID_DEPTH}
         if self.method != "convex":
@@ -101,11 +127,20 @@ class Fusion:
 
 
 DEFAULT_FUSION = Fusion("convex", 0.4)
-"""Chosen among convex weights 0.1..0.9 by the mean nDCG@10 of two dev sets, SciFact *train*
-queries (bench/fusion.py) and the docs/ dev questions (bench/docs_retrieval.py), so neither
-domain decides alone: 0.730 there, against 0.707 at 0.3 (the weight chosen when the encoder's
-dense ranking was weaker). It still leans on the lexical ranking, which is the stronger half
-for a 135M encoder."""
+"""The fusion of an encoder that states none of its own (``fusion`` in its ``ragkit.json``).
+It leans on the lexical ranking: an encoder of unknown quality may be the weaker half, and
+fused with a random dense ranking this weight keeps most of a good lexical one, where an even
+mix does not (tests/test_fusion.py). The shipped encoder states the same weight, chosen for it
+on two dev sets (EVAL.md)."""
+
+
+def encoder_fusion(encoder) -> Fusion:
+    """The fusion an encoder states in its config, else :data:`DEFAULT_FUSION`."""
+    stated = getattr(getattr(encoder, "config", None), "fusion", None)
+    if stated is None:
+        return DEFAULT_FUSION
+    fingerprint = getattr(encoder, "fingerprint", "?")
+    return Fusion.from_settings(stated, f"'fusion' in the ragkit.json of encoder {fingerprint}")
 
 
 def hybrid_depth(k: int) -> int:

@@ -24,7 +24,7 @@ from ragkit.indexer import store, vectors
 from ragkit.indexer.sources import recorded_sources
 from ragkit.search import ann
 from ragkit.search.ann import VectorSearch
-from ragkit.search.fusion import DEFAULT_FUSION, hybrid_depth
+from ragkit.search.fusion import Fusion, encoder_fusion, hybrid_depth
 from ragkit.search.lexical import lexical_ranking
 
 DEFAULT_INDEX_DIR = ".ragkit"
@@ -67,8 +67,7 @@ class Index:
         self.vectors = vector_search
         """The dense half (:class:`ragkit.search.ann.VectorSearch`), matching ``db``'s snapshot."""
         self.repaired = repaired
-        self.fusion = DEFAULT_FUSION
-        """How hybrid search fuses dense and full-text rankings (:mod:`ragkit.search.fusion`)."""
+        self._fusion: Fusion | None = None
         self._encoder = None
         from concurrent.futures import ThreadPoolExecutor
 
@@ -147,7 +146,7 @@ class Index:
             fresh = Index.open(self.folder)
             if self._encoder is not None:
                 fresh.use_encoder(self._encoder)
-            fresh.fusion = self.fusion
+            fresh._fusion = self._fusion
             old = (self.db, self._lexical_db, self._lexical_worker)
             self.db, self.meta, self.vectors = fresh.db, fresh.meta, fresh.vectors
             self._lexical_db, self._lexical_worker = fresh._lexical_db, fresh._lexical_worker
@@ -212,6 +211,29 @@ class Index:
             self.use_encoder(self.meta.get("encoder", "default"))
         return self._encoder
 
+    @property
+    def fusion(self) -> Fusion:
+        """How hybrid search fuses dense and full-text rankings (:mod:`ragkit.search.fusion`):
+        one set on this object, else the one the index records (``ragkit index --dense-weight``),
+        else the one the encoder states, else the default."""
+        if self._fusion is not None:
+            return self._fusion
+        recorded = self.meta.get("fusion")
+        if not recorded:
+            return encoder_fusion(self.encoder)
+        where = f"the fusion recorded in the index at {self.folder}"
+        try:
+            settings = json.loads(recorded)
+        except ValueError:
+            settings = recorded
+        return Fusion.from_settings(settings, where)
+
+    @fusion.setter
+    def fusion(self, value: Fusion | None) -> None:
+        if value is not None and not isinstance(value, Fusion):
+            raise InvalidInputError(f"fusion must be a ragkit.search.fusion.Fusion, got {value!r}")
+        self._fusion = value
+
     def status(self) -> dict:
         size = sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
         documents = int(self.db.execute("SELECT count(*) FROM documents").fetchone()[0])
@@ -225,6 +247,7 @@ class Index:
             "encoder": self.meta.get("encoder"),
             "encoder_fingerprint": self.fingerprint,
             "document_precision": json.loads(self.meta.get("document_precision") or "null"),
+            "fusion": json.loads(self.meta.get("fusion") or "null"),
             "query_precision": "float32",
             "chunk_tokens": int(self.meta.get("chunk_tokens", 0)),
             "overlap": int(self.meta.get("overlap", 0)),
