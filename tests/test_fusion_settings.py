@@ -192,3 +192,23 @@ def test_eval_hybrid_uses_the_encoders_fusion_unless_told(tmp_path: Path, tiny_b
         tmp_path / "beir", encoder=encoder, systems="hybrid", fusion=Fusion("convex", 0.2)
     )
     assert told["systems"]["hybrid"]["system"]["dense_weight"] == 0.2
+
+
+def test_a_saved_encoders_stated_fusion_reaches_info_and_its_indexes(
+    tmp_path: Path, docs: Path, tiny_backbone_dir: Path
+):
+    from ragkit.encoder import Encoder
+
+    encoder = Encoder.from_pretrained(str(tiny_backbone_dir))
+    plain_fingerprint = encoder.fingerprint
+    encoder.config.fusion = Fusion("convex", 0.65).settings()
+    saved = encoder.save(tmp_path / "stated")
+    assert json.loads((saved / "ragkit.json").read_text())["fusion"]["dense_weight"] == 0.65
+    info = runner.invoke(app, ["info", "-e", str(saved), "--json"])
+    assert info.exit_code == 0, info.output
+    assert json.loads(info.stdout)["fusion"] == Fusion("convex", 0.65).settings()
+    assert json.loads(info.stdout)["fingerprint"] == plain_fingerprint
+    shown = runner.invoke(app, ["info", "-e", str(saved)])
+    assert "dense weight 0.65" in shown.stdout
+    index = _build(docs, tmp_path / "index", saved)
+    assert index.status()["fusion"] is None and index.fusion == Fusion("convex", 0.65)

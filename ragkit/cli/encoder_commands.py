@@ -74,6 +74,7 @@ def info(
         ("attention", verdict),
         ("query instruction", details["instructions"].get("query") or "(none)"),
         ("adapters", ", ".join(details["adapters"]) or "(none)"),
+        ("hybrid fusion", _fusion_text(details.get("fusion"))),
         ("device", f"{details['device']} · {details['dtype']}"),
         ("documents", details["document_precision"]),
         ("fingerprint", details["fingerprint"]),
@@ -83,6 +84,16 @@ def info(
     for key, value in rows:
         table.add_row(key, value if key == "attention" else safe(value))
     out.print(table)
+
+
+def _fusion_text(stated: dict | None) -> str:
+    from ragkit.search.fusion import DEFAULT_FUSION
+
+    if not stated:
+        default = DEFAULT_FUSION
+        return f"not stated (hybrid search uses {default.method}, dense weight {default.dense_weight})"
+    weight = stated.get("dense_weight", 0.5)
+    return f"{stated.get('method', 'convex')}, dense weight {weight} (stated in ragkit.json)"
 
 
 def embed(

@@ -263,6 +263,7 @@ class Encoder(QueryDocumentRoles):
                 "first_token_change_max": probe_result.largest,
             },
             "instructions": self.config.instructions,
+            "fusion": self.config.fusion,
             "adapters": [a.name for a in self.adapters],
             "device": str(self.device),
             "dtype": getattr(self.model, "dtype_name", None)

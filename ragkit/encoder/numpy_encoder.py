@@ -104,6 +104,7 @@ class NumpyEncoder(QueryDocumentRoles):
             "document_max_length": self.config.document_max_length,
             "bidirectional": self.config.bidirectional,
             "instructions": self.config.instructions,
+            "fusion": self.config.fusion,
             "adapters": self.adapter_names,
             "device": "cpu",
             "dtype": "float32",
