@@ -65,7 +65,7 @@ def _rank_split(index: Index, chunks: dict, asked: list[dict], weights: list[flo
             runs[name][query] = {str(h.chunk_id): float(10 - rank) for rank, h in enumerate(hits)}
         ranking = lexical_ranking(index.db, row["question"], 10)
         runs["bm25"][query] = {str(cid): float(10 - rank) for rank, (cid, _) in enumerate(ranking)}
-    index.fusion = own
+    index.fusion = None  # back to the fusion the index records, or its encoder's
     result: dict = {"queries": len(qrels)}
     for name, run in runs.items():
         mean = mean_metrics(per_query(qrels, run))

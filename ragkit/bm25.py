@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import numpy as np
 
+SETTINGS = {"method": "lucene", "k1": 1.2, "b": 0.75, "stopwords": "en", "stemmer": "english"}
+"""Everything besides the texts that decides a BM25 ranking here (caches key on it)."""
+
 
 def bm25_run(doc_ids: list[str], doc_texts: list[str], queries: dict[str, str], k: int = 100) -> dict:
     """Top-``k`` BM25 scores per query, English stop words removed and Snowball-stemmed."""
     import bm25s
     import Stemmer
 
-    stemmer = Stemmer.Stemmer("english")
-    retriever = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
+    stemmer = Stemmer.Stemmer(SETTINGS["stemmer"])
+    retriever = bm25s.BM25(method=SETTINGS["method"], k1=SETTINGS["k1"], b=SETTINGS["b"])
+    stopwords = SETTINGS["stopwords"]
     retriever.index(
-        bm25s.tokenize(doc_texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False
+        bm25s.tokenize(doc_texts, stopwords=stopwords, stemmer=stemmer, show_progress=False),
+        show_progress=False,
     )
     query_ids = list(queries)
     tokens = bm25s.tokenize(
-        [queries[q] for q in query_ids], stopwords="en", stemmer=stemmer, show_progress=False
+        [queries[q] for q in query_ids], stopwords=stopwords, stemmer=stemmer, show_progress=False
     )
     k = min(k, len(doc_ids))
     indices, scores = retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)

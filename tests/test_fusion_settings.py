@@ -19,18 +19,23 @@ from ragkit.search.fusion import DEFAULT_FUSION, Fusion, encoder_fusion
 from ragkit.search.index import Index
 
 runner = CliRunner()
+WEIGHT = ("--dense-weight", "0.35", "--json")
 
 
 def test_settings_round_trip_and_bad_settings_name_where_they_came_from():
     for fusion in (Fusion("convex", 0.7), Fusion("rrf", 0.5, 30), Fusion("weighted-rrf", 0.2)):
         assert Fusion.from_settings(json.loads(json.dumps(fusion.settings())), "x") == fusion
+    assert Fusion.from_settings({"method": "rrf"}, "x") == Fusion("rrf")  # equal weights: none needed
     bad = [
         ({"method": "max"}, "unknown fusion"),
-        ({"dense_weight": 1.5}, "between 0 and 1"),
-        ({"dense_weight": "0.5"}, "must be a number"),
-        ({"dense_weight": True}, "must be a number"),
-        ({"k": 0}, "positive integer"),
-        ({"weight": 0.5}, "keys dense_weight, k, method"),
+        ({"method": "convex"}, "needs a dense_weight"),
+        ({"dense_weight": 0.4}, "with 'method'"),
+        ({}, "with 'method'"),
+        ({"method": "convex", "dense_weight": 1.5}, "between 0 and 1"),
+        ({"method": "convex", "dense_weight": "0.5"}, "must be a number"),
+        ({"method": "convex", "dense_weight": True}, "must be a number"),
+        ({"method": "rrf", "k": 0}, "positive integer"),
+        ({"method": "convex", "weight": 0.5}, "with 'method'"),
         ([0.5], "must be an object"),
     ]
     for settings, message in bad:
@@ -47,8 +52,9 @@ def test_an_encoders_fusion_is_not_part_of_its_fingerprint():
     )
     hashes = {"tokenizer_hash": "t", "adapter_hashes": ["a"]}
     assert fingerprint(plain, **hashes) == fingerprint(stated, **hashes)
-    with pytest.raises(EncoderFormatError, match="fusion must be an object"):
-        EncoderConfig(backbone="b", backbone_identity="i", fusion=0.4)
+    for bad in (0.4, {"method": "convex", "dense_weight": 2}, {}):
+        with pytest.raises(EncoderFormatError, match="fusion"):
+            EncoderConfig(backbone="b", backbone_identity="i", fusion=bad)
 
 
 def test_the_shipped_encoder_states_its_fusion():
@@ -110,7 +116,7 @@ def test_an_open_index_follows_a_new_recorded_fusion_but_keeps_its_own(
     index = _build(docs, tmp_path / "index", tiny_backbone_dir, Fusion("convex", 0.3))
     pinned = Index.open(tmp_path / "index")
     pinned.fusion = Fusion("rrf")
-    (docs / "new.md").write_text("# New\n\nthe guitar music in the city\n")
+    # Nothing but the weight changes: the open indexes still reopen and follow it.
     _build(docs, tmp_path / "index", tiny_backbone_dir, Fusion("convex", 0.7)).close()
     index.search("guitar music", k=3)
     pinned.search("guitar music", k=3)
@@ -118,10 +124,36 @@ def test_an_open_index_follows_a_new_recorded_fusion_but_keeps_its_own(
     assert pinned.fusion == Fusion("rrf")
     with pytest.raises(InvalidInputError, match=r"must be a ragkit\.search\.fusion\.Fusion"):
         pinned.fusion = 0.5
+    pinned.fusion = None  # back to what the index records
+    assert pinned.fusion == Fusion("convex", 0.7)
 
 
+def test_a_rebuild_keeps_the_recorded_fusion_and_options_are_checked(
+    tmp_path: Path, docs: Path, tiny_backbone_dir: Path
+):
+    _build(docs, tmp_path / "index", tiny_backbone_dir, Fusion("weighted-rrf", 0.6)).close()
+    build_index(
+        IndexOptions(source=docs, index_dir=tmp_path / "index", encoder=str(tiny_backbone_dir), rebuild=True)
+    )
+    assert Index.open(tmp_path / "index").fusion == Fusion("weighted-rrf", 0.6)
+    options = IndexOptions(source=docs, index_dir=tmp_path / "x", fusion=Fusion("convex", 0.3))
+    assert options.fusion == Fusion("convex", 0.3).settings()  # a Fusion is taken as its settings
+    with pytest.raises(
+        InvalidInputError, match=r"IndexOptions\.fusion: dense_weight must be between 0 and 1"
+    ):
+        IndexOptions(source=docs, index_dir=tmp_path / "x", fusion={"method": "convex", "dense_weight": 9})
+
+
+@pytest.mark.parametrize(
+    ("recorded", "message"),
+    [
+        ({"method": "convex", "dense_weight": 7}, "between 0 and 1"),
+        ({"dense_weight": 0.5}, "with 'method'"),
+        ("not json at all", "must be an object"),
+    ],
+)
 def test_a_malformed_recorded_fusion_is_a_clear_error(
-    tmp_path: Path, docs: Path, tiny_backbone_dir: Path, capsys
+    tmp_path: Path, docs: Path, tiny_backbone_dir: Path, capsys, recorded, message: str
 ):
     from test_trainer_run import run_cli
 
@@ -129,11 +161,12 @@ def test_a_malformed_recorded_fusion_is_a_clear_error(
 
     _build(docs, tmp_path / "index", tiny_backbone_dir).close()
     db = store.connect(tmp_path / "index")
-    store.set_meta(db, {"fusion": {"method": "convex", "dense_weight": 7}})
+    store.set_meta(db, {"fusion": recorded})
     db.conn.close()
-    code, stderr = run_cli(["ask", "the cat", "-i", str(tmp_path / "index")], capsys)
-    assert code == 1 and "Traceback" not in stderr
-    assert "fusion recorded in the index" in stderr and "between 0 and 1" in stderr
+    for command in (["ask", "the cat", "-i"], ["status", "--index"]):
+        code, stderr = run_cli([*command, str(tmp_path / "index")], capsys)
+        assert code == 1 and "Traceback" not in stderr
+        assert "fusion recorded in the index" in stderr and message in stderr
     code, stderr = run_cli(["ask", "the cat", "-i", str(tmp_path / "index"), "--dense"], capsys)
     assert code == 0, stderr  # dense search needs no fusion
 
@@ -170,6 +203,8 @@ def test_dense_weight_on_the_command_line(tmp_path: Path, docs: Path, tiny_backb
         assert refused.exit_code == 2 and "less than or equal to 1" in refused.output
     sts = runner.invoke(app, ["eval", "--sts", str(tmp_path / "x.tsv"), "--dense-weight", "0.5"])
     assert sts.exit_code != 0 and "STS-B has none" in sts.output
+    dense = runner.invoke(app, ["ask", query, "-i", str(index_dir), "--dense", "--dense-weight", "0.5"])
+    assert dense.exit_code != 0
 
 
 def test_eval_hybrid_uses_the_encoders_fusion_unless_told(tmp_path: Path, tiny_backbone_dir: Path):
@@ -188,6 +223,12 @@ def test_eval_hybrid_uses_the_encoders_fusion_unless_told(tmp_path: Path, tiny_b
     assert encoder_fusion(encoder) == Fusion("convex", 0.75)
     own = evaluate_retrieval(tmp_path / "beir", encoder=encoder, systems="hybrid")
     assert own["systems"]["hybrid"]["system"]["dense_weight"] == 0.75
+    cli = runner.invoke(
+        app,
+        ["eval", str(tmp_path / "beir"), "-e", str(tiny_backbone_dir), "--systems", "hybrid", *WEIGHT],
+    )
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.stdout)["systems"]["hybrid"]["system"]["dense_weight"] == 0.35
     told = evaluate_retrieval(
         tmp_path / "beir", encoder=encoder, systems="hybrid", fusion=Fusion("convex", 0.2)
     )
@@ -212,3 +253,9 @@ def test_a_saved_encoders_stated_fusion_reaches_info_and_its_indexes(
     assert "dense weight 0.65" in shown.stdout
     index = _build(docs, tmp_path / "index", saved)
     assert index.status()["fusion"] is None and index.fusion == Fusion("convex", 0.65)
+    # Chosen for this encoder: a variant with another fingerprint does not inherit it.
+    assert (
+        Encoder.from_pretrained(str(saved), pooling="mean").config.fusion == Fusion("convex", 0.65).settings()
+    )
+    assert Encoder.from_pretrained(str(saved), pooling="last_token").config.fusion is None
+    assert encoder.with_pooling("last_token").config.fusion is None

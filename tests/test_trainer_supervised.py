@@ -21,7 +21,8 @@ from ragkit.trainer.card import write_card
 from ragkit.trainer.corpus import corpus_pairs, load_corpus
 from ragkit.trainer.loop import TrainOptions, train
 from ragkit.trainer.losses import SupervisedObjective
-from ragkit.trainer.pairs import PairBatches, mine_negatives, read_pairs
+from ragkit.trainer.negatives import mine_negatives
+from ragkit.trainer.pairs import PairBatches, read_pairs
 from ragkit.trainer.recipe import RECIPES
 
 SMALL = ["--steps", "6", "--batch-size", "4", "--max-length", "24", "--checkpoint-every", "2"]
@@ -124,7 +125,9 @@ def test_each_batch_holds_rows_of_one_dataset_and_is_seeded(pairs_files):
 def test_mined_negatives_are_never_the_positive(pairs_files, tmp_path):
     rows = _salad_pairs(24, 0)
     rows.append({"query": "cat", "positive": rows[0]["positive"]})  # a duplicate passage
-    pair_set = mine_negatives(read_pairs([_write_pairs(tmp_path / "dup.jsonl", rows), pairs_files[1]]))
+    pair_set = mine_negatives(
+        read_pairs([_write_pairs(tmp_path / "dup.jsonl", rows), pairs_files[1]]), cache_root=tmp_path / "neg"
+    )
     assert pair_set.mined == len(pair_set.pairs)
     for pair in pair_set.pairs:
         assert pair.negatives and pair.negatives[0] != pair.positive
@@ -140,7 +143,9 @@ def test_given_negatives_are_kept(tmp_path):
         {"query": f"q {i} cat", "positive": f"the cat {i}", "negative": [f"dog {i}", f"tree {i}"]}
         for i in range(4)
     ]
-    pair_set = mine_negatives(read_pairs([_write_pairs(tmp_path / "p.jsonl", rows)]))
+    pair_set = mine_negatives(
+        read_pairs([_write_pairs(tmp_path / "p.jsonl", rows)]), cache_root=tmp_path / "neg"
+    )
     assert pair_set.mined == 0
     assert pair_set.pairs[2].negatives == ("dog 2", "tree 2")
 
@@ -337,7 +342,9 @@ def test_mining_never_picks_another_answer_to_the_same_query(tmp_path):
         {"query": "what do cows eat", "positive": "cows eat grass all day"},
         {"query": "what do cats like", "positive": "cats like to eat and sleep"},
     ]
-    pair_set = mine_negatives(read_pairs([_write_pairs(tmp_path / "p.jsonl", rows)]))
+    pair_set = mine_negatives(
+        read_pairs([_write_pairs(tmp_path / "p.jsonl", rows)]), cache_root=tmp_path / "neg"
+    )
     answers = {"cats eat fish and mice", "cats also eat dry food"}
     for pair in pair_set.pairs[:2]:
         assert pair.negatives and pair.negatives[0] not in answers

@@ -44,7 +44,7 @@ def answer_flag_values(args: list[str]) -> list[str]:
     return fixed
 
 
-def _check_inputs(query: str, filters: list[str], answer: str | None) -> None:
+def _check_inputs(query: str, filters: list[str], answer: str | None, dense_weight, hybrid: bool) -> None:
     """Refuse a query, filter or answer mode that cannot work, before the index opens."""
     from ragkit.answer import MODES
     from ragkit.errors import InvalidInputError
@@ -56,6 +56,8 @@ def _check_inputs(query: str, filters: list[str], answer: str | None) -> None:
         raise InvalidInputError("the query is empty; there is nothing to search for")
     if answer is not None and answer not in MODES:
         raise InvalidInputError(f"--answer takes extract or generate, not {answer!r}")
+    if dense_weight is not None and not hybrid:
+        raise InvalidInputError("--dense-weight weighs hybrid search's two rankings; --dense ranks by one")
 
 
 def ask_command(
@@ -116,7 +118,7 @@ def ask_command(
     from ragkit.search.filters import parse_filter_args
     from ragkit.search.index import Index
 
-    _check_inputs(query, filter or [], answer)
+    _check_inputs(query, filter or [], answer, dense_weight, hybrid)
     index = Index.open(index_dir)
     if encoder is not None:
         index.use_encoder(encoder)

@@ -89,11 +89,10 @@ def info(
 def _fusion_text(stated: dict | None) -> str:
     from ragkit.search.fusion import DEFAULT_FUSION
 
-    if not stated:
+    if stated is None:
         default = DEFAULT_FUSION
         return f"not stated (hybrid search uses {default.method}, dense weight {default.dense_weight})"
-    weight = stated.get("dense_weight", 0.5)
-    return f"{stated.get('method', 'convex')}, dense weight {weight} (stated in ragkit.json)"
+    return f"{stated['method']}, dense weight {stated['dense_weight']} (stated in ragkit.json)"
 
 
 def embed(

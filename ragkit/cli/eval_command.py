@@ -86,6 +86,18 @@ def _write_results(result: dict, out_dir: Path, command: str | None, *, sts: boo
     return write_outputs(result, out_dir, command)
 
 
+def _check_flags(dataset, sts, ray, ray_workers, dense_weight) -> None:
+    """Refuse flags that cannot go together, before any model loads."""
+    if dataset is None and sts is None:
+        fail("give a BEIR dataset folder, or --sts FILE")
+    if ray_workers is not None and not ray:
+        fail("--ray-workers needs --ray")
+    if ray and sts is not None:
+        fail("--ray embeds a retrieval corpus; STS-B sentences are encoded here")
+    if dense_weight is not None and sts is not None:
+        fail("--dense-weight weighs the hybrid system's rankings; STS-B has none")
+
+
 def eval_command(
     dataset: DatasetOption = None,
     split: SplitOption = "test",
@@ -113,14 +125,7 @@ def eval_command(
     """
     from ragkit.evaluation.progress import RichReporter
 
-    if dataset is None and sts is None:
-        fail("give a BEIR dataset folder, or --sts FILE")
-    if ray_workers is not None and not ray:
-        fail("--ray-workers needs --ray")
-    if ray and sts is not None:
-        fail("--ray embeds a retrieval corpus; STS-B sentences are encoded here")
-    if dense_weight is not None and sts is not None:
-        fail("--dense-weight weighs the hybrid system's rankings; STS-B has none")
+    _check_flags(dataset, sts, ray, ray_workers, dense_weight)
     invoked_as_cli = Path(sys.argv[0]).name in ("ragkit", "__main__.py")
     command = "ragkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if invoked_as_cli else None
     with RichReporter(err) as reporter:

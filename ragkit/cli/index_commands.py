@@ -204,7 +204,6 @@ def index_command(
 
     if ray_workers is not None and not ray:
         fail("--ray-workers needs --ray")
-    fusion = dense_weight_fusion(dense_weight)
     options = IndexOptions(
         source=list(paths or []),
         index_dir=index_dir or default_index_dir(),
@@ -214,7 +213,7 @@ def index_command(
         chunk_tokens=chunk_tokens,
         overlap=overlap,
         index_type=index_type,
-        fusion=fusion.settings() if fusion else None,
+        fusion=dense_weight_fusion(dense_weight),
         rebuild=rebuild,
         dry_run=dry_run,
         device=device,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from ragkit.search.fusion import Fusion
 
 EncoderOption = Annotated[
     str,
@@ -52,7 +55,7 @@ DenseWeightOption = Annotated[
 ]
 
 
-def dense_weight_fusion(weight: float | None):
+def dense_weight_fusion(weight: float | None) -> Fusion | None:
     """``--dense-weight`` as a convex fusion, or None when not given."""
     if weight is None:
         return None

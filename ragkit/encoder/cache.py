@@ -18,6 +18,10 @@ folder                  key                                       holds
                                                                   the engine's compiled form
 ``vectors/``            encoder fingerprint (a file each);        evaluation vectors, float32
                         SHA-256 of instruction + text (a row)
+``teacher/``            teacher fingerprint + pair set content    a training teacher's vectors
+                        hash (a file each); text (a row)          of the pairs' texts
+``negatives/``          a pairs dataset's rows + mining depth +   each row's mined hard
+                        format + the bm25s version                negative (JSON indices)
 ======================  ========================================  =============================
 
 Hub backbones are downloaded by ``huggingface_hub`` into its own cache and identified by the

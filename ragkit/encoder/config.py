@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ragkit.encoder.pooling import validate_pooling
 from ragkit.errors import EncoderFormatError
+from ragkit.fusion_settings import check_fusion_settings
 from ragkit.hashing import canonical_json_hash
 
 CONFIG_NAME = "ragkit.json"
@@ -38,14 +39,15 @@ class EncoderConfig:
     ``doc_max_length``); None: ``max_length`` for every text."""
 
     fusion: dict | None = None
-    """How hybrid search should fuse this encoder's ranking with BM25, as
-    :meth:`ragkit.search.fusion.Fusion.settings` writes it (chosen on dev sets for this
-    encoder); None: the search's default. Not part of the fingerprint: it changes no vector."""
+    """How hybrid search should fuse this encoder's ranking with BM25
+    (:mod:`ragkit.fusion_settings`), chosen on dev sets for this encoder; None: the search's
+    default. Not part of the fingerprint (it changes no vector), so it is dropped from a
+    variant whose fingerprint differs: it was chosen for this one."""
 
     def __post_init__(self) -> None:
         validate_pooling(self.pooling)
-        if self.fusion is not None and not isinstance(self.fusion, dict):
-            raise EncoderFormatError(f"fusion must be an object or null, got {self.fusion!r}")
+        if self.fusion is not None:
+            self.fusion = check_fusion_settings(self.fusion, "fusion", EncoderFormatError)
         if not isinstance(self.max_length, int) or self.max_length < 1:
             raise EncoderFormatError(f"max_length must be a positive integer, got {self.max_length!r}")
         for name in ("layers", "document_max_length"):

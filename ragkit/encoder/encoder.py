@@ -82,6 +82,8 @@ def _with_overrides(config: EncoderConfig, **overrides) -> EncoderConfig:
         given["bidirectional"] = bool(given["bidirectional"])
     if "instructions" in given:
         given["instructions"] = dict(given["instructions"])
+    if any(getattr(config, key) != value for key, value in given.items()):
+        given["fusion"] = None
     return EncoderConfig(**{**config.__dict__, **given})
 
 
@@ -365,7 +367,9 @@ class Encoder(QueryDocumentRoles):
     def with_pooling(self, pooling: str) -> Encoder:
         """The same loaded model read out with another pooling: no reload, its own fingerprint."""
         view = copy.copy(self)
-        view.config = EncoderConfig(**{**self.config.__dict__, "pooling": validate_pooling(pooling)})
+        pooling = validate_pooling(pooling)
+        kept = self.config.fusion if pooling == self.config.pooling else None
+        view.config = EncoderConfig(**{**self.config.__dict__, "pooling": pooling, "fusion": kept})
         view.fingerprint = fingerprint(
             view.config, tokenizer_hash=self._tokenizer_hash, adapter_hashes=self._adapter_hashes
         )

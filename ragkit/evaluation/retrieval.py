@@ -238,10 +238,9 @@ def evaluate_retrieval(
     ``encoder`` is a spec for :meth:`Encoder.from_pretrained` or a loaded ``Encoder``;
     ``instruction`` replaces the query instruction it was trained with (a task's own).
     A retrieved document with the query's own id is dropped (BEIR's protocol) unless
-    ``keep_identical_ids``. ``fusion`` ranks the ``hybrid`` system (None: the fusion the
-    encoder states, as an index built with it would use). ``ray`` (an address or ``local``)
-    embeds the corpus on a Ray cluster, ``ray_workers`` actors (:mod:`ragkit.indexer.distributed`).
-    """
+    ``keep_identical_ids``. ``fusion`` ranks ``hybrid`` (None: the encoder's, as its index would).
+    ``ray`` (an address or ``local``) embeds the corpus on a Ray cluster, ``ray_workers`` actors
+    (:mod:`ragkit.indexer.distributed`)."""
     from ragkit.encoder import Encoder
 
     reporter = reporter or SilentReporter()
@@ -259,8 +258,6 @@ def evaluate_retrieval(
             )
         if instruction is None:
             instruction = under_test.config.instructions.get("query", "") if under_test else ""
-        if fusion is None:
-            fusion = encoder_fusion(under_test) if under_test else DEFAULT_FUSION
         spec = (
             {"name_or_path": encoder, "max_length": max_length, "device": device}
             if isinstance(encoder, str)
@@ -326,7 +323,7 @@ def _load_dataset(dataset_dir, split: str, max_docs: int | None, seed: int):
     return dataset, full_size
 
 
-def _run_systems(names, dataset, under_test, instruction: str, fusion: Fusion, **settings):
+def _run_systems(names, dataset, under_test, instruction: str, fusion: Fusion | None, **settings):
     """Every system's ranking of every query, and what each system was."""
     reporter, batch_size = settings["reporter"], settings["batch_size"]
     runs: dict[str, dict] = {}
@@ -357,6 +354,7 @@ def _run_systems(names, dataset, under_test, instruction: str, fusion: Fusion, *
             runs[name], details[name] = run, info
         gc.collect()
     if "hybrid" in names:
+        fusion = fusion or encoder_fusion(under_test)
         runs["hybrid"] = hybrid_run(dataset, runs["ragkit"], fusion)
         details["hybrid"] = {**fusion.describe(), "lexical": "SQLite FTS5 bm25, porter unicode61"}
     return runs, details

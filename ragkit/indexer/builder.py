@@ -25,6 +25,7 @@ import numpy as np
 from ragkit.documents.discover import Discovery, discover
 from ragkit.documents.readers import DEFAULT_MAX_BYTES, PARSER_VERSION, SkipFile, parse_document, read_bytes
 from ragkit.errors import InvalidInputError
+from ragkit.fusion_settings import check_fusion_settings
 from ragkit.indexer import folder as index_folder
 from ragkit.indexer import store, vectors
 from ragkit.indexer.chunking import Chunker, default_overlap, token_chunker
@@ -53,8 +54,9 @@ class IndexOptions:
     index_type: str | None = None
     """None: what this index was built with (``auto`` for a new one)."""
     fusion: dict | None = None
-    """How hybrid search over this index fuses its two rankings, as ``Fusion.settings()``
-    writes it; None: what this index was told before, else the fusion the encoder states."""
+    """How hybrid search over this index fuses its two rankings (a ``Fusion`` or its
+    ``settings()``, :mod:`ragkit.fusion_settings`); None: what this index was told before,
+    a rebuild included, else the fusion the encoder states."""
     rebuild: bool = False
     dry_run: bool = False
     follow_symlinks: bool = False
@@ -83,6 +85,9 @@ class IndexOptions:
     def __post_init__(self) -> None:
         if self.overlap is None:
             self.overlap = default_overlap(self.chunk_tokens)
+        if self.fusion is not None:
+            given = self.fusion.settings() if hasattr(self.fusion, "settings") else self.fusion
+            self.fusion = check_fusion_settings(given, "IndexOptions.fusion")
 
 
 @dataclass
@@ -228,6 +233,23 @@ def _unreadable_prefixes(plan: SourcePlan) -> tuple[str, ...]:
     return tuple(prefixes)
 
 
+def _carried_settings(options: IndexOptions, before: dict) -> IndexOptions:
+    """What a rebuild keeps of the old index's own choices, where this run names none."""
+    import json
+
+    index_type = options.index_type or before.get("index_type_requested")
+    fusion = options.fusion
+    if fusion is None and before.get("fusion"):
+        try:
+            fusion = json.loads(before["fusion"])
+        except ValueError:
+            fusion = None  # unreadable: the rebuild falls back to the encoder's own
+    try:
+        return dataclasses.replace(options, index_type=index_type, fusion=fusion)
+    except InvalidInputError:
+        return dataclasses.replace(options, index_type=index_type)
+
+
 def _remove_if_unused(target: Path) -> None:
     """Delete an index folder this run created if it holds no document and nothing foreign."""
     if index_folder.foreign_files(target) or index_folder.has_documents(target):
@@ -239,12 +261,12 @@ def _rebuild(options: IndexOptions, plan: SourcePlan, target: Path, progress) ->
     """Build a complete new index beside the old one, then swap: the old one stays usable."""
     index_folder.check_swappable(target)
     fresh = index_folder.fresh_sibling(target)
-    if options.index_type is None and (target / store.DB_NAME).is_file():
+    if (target / store.DB_NAME).is_file():
         try:
-            asked = store.get_meta(store.connect(target, readonly=True)).get("index_type_requested")
+            before = store.get_meta(store.connect(target, readonly=True))
         except InvalidInputError:
-            asked = None  # a damaged database: the rebuild starts from defaults
-        options = dataclasses.replace(options, index_type=asked)
+            before = {}  # a damaged database: the rebuild starts from defaults
+        options = _carried_settings(options, before)
     try:
         summary = _update(options, plan, fresh, progress, fresh_root=True)
         index_folder.swap_in(fresh, target)
@@ -450,6 +472,9 @@ def _finish(db, target, options, meta, encoder, chunker, summary, fresh_root: bo
         generation += 1
     else:
         recorded_spec = json.loads(recorded)
+    fusion = json.dumps(options.fusion) if options.fusion is not None else meta.get("fusion", "")
+    if fusion != meta.get("fusion", ""):
+        generation += 1  # open indexes (a server, a retriever) reopen and fuse the new way
     with db.atomic():
         store.set_meta(
             db,
@@ -466,7 +491,7 @@ def _finish(db, target, options, meta, encoder, chunker, summary, fresh_root: bo
                 "updated_at": str(time.time()),
                 "generation": str(generation),
                 "document_precision": _document_precision(meta, encoder, summary, fresh_root),
-                "fusion": options.fusion if options.fusion is not None else meta.get("fusion", ""),
+                "fusion": fusion,
             },
         )
     summary.seconds["storing"] += time.perf_counter() - phase

@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-RRF_K = 60
+from ragkit.fusion_settings import RRF_K, check_fusion_settings
+
 HYBRID_DEPTH = 100
 """How deep each ranking goes before fusion (at least ``k``). One depth for every ``k`` up to
 it, so the first ten hits of a search for 10 and of a search for 100 are the same."""
-FUSION_METHODS = ("rrf", "weighted-rrf", "convex")
 
 Ranking = list[tuple[Hashable, float]]
 
@@ -66,14 +66,7 @@ class Fusion:
     k: int = RRF_K
 
     def __post_init__(self) -> None:
-        from ragkit.errors import InvalidInputError
-
-        if self.method not in FUSION_METHODS:
-            raise InvalidInputError(
-                f"unknown fusion '{self.method}'; choose from {', '.join(FUSION_METHODS)}"
-            )
-        if not 0.0 <= self.dense_weight <= 1.0:
-            raise InvalidInputError(f"dense_weight must be between 0 and 1, got {self.dense_weight}")
+        check_fusion_settings(self.settings(), "Fusion")
 
     def fuse(self, dense: Ranking, lexical: Ranking) -> Ranking:
         """Fused ranking; ties go to the better dense rank, then lexical rank, never to ids,
@@ -98,24 +91,9 @@ class Fusion:
 
     @classmethod
     def from_settings(cls, settings: object, where: str) -> Fusion:
-        """Fusion from recorded settings; anything malformed is one error naming ``where``."""
-        from ragkit.errors import InvalidInputError
-
-        known = {"method", "dense_weight", "k"}
-        if not isinstance(settings, dict) or not set(settings) <= known:
-            raise InvalidInputError(
-                f"{where}: fusion settings must be an object with keys {', '.join(sorted(known))}, "
-                f"got {settings!r}"
-            )
-        weight, k = settings.get("dense_weight", 0.5), settings.get("k", RRF_K)
-        if isinstance(weight, bool) or not isinstance(weight, int | float):
-            raise InvalidInputError(f"{where}: dense_weight must be a number, got {weight!r}")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InvalidInputError(f"{where}: k must be a positive integer, got {k!r}")
-        try:
-            return cls(str(settings.get("method", "convex")), float(weight), k)
-        except InvalidInputError as exc:
-            raise InvalidInputError(f"{where}: {exc}") from None
+        """Fusion from recorded settings (:mod:`ragkit.fusion_settings`); anything malformed is
+        one error naming ``where``."""
+        return cls(**check_fusion_settings(settings, where))
 
     def describe(self) -> dict:
         out = {"fusion": self.method, "depth": HYBRID_DEPTH}

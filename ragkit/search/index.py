@@ -218,15 +218,19 @@ class Index:
         else the one the encoder states, else the default."""
         if self._fusion is not None:
             return self._fusion
+        recorded = self._recorded_fusion()
+        return recorded if recorded is not None else encoder_fusion(self.encoder)
+
+    def _recorded_fusion(self) -> Fusion | None:
+        """The fusion ``ragkit index --dense-weight`` recorded (None: none was)."""
         recorded = self.meta.get("fusion")
         if not recorded:
-            return encoder_fusion(self.encoder)
-        where = f"the fusion recorded in the index at {self.folder}"
+            return None
         try:
             settings = json.loads(recorded)
         except ValueError:
             settings = recorded
-        return Fusion.from_settings(settings, where)
+        return Fusion.from_settings(settings, f"the fusion recorded in the index at {self.folder}")
 
     @fusion.setter
     def fusion(self, value: Fusion | None) -> None:
@@ -237,6 +241,7 @@ class Index:
     def status(self) -> dict:
         size = sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
         documents = int(self.db.execute("SELECT count(*) FROM documents").fetchone()[0])
+        recorded = self._recorded_fusion()
         return {
             "index": str(self.folder),
             "sources": self.sources(),
@@ -247,7 +252,7 @@ class Index:
             "encoder": self.meta.get("encoder"),
             "encoder_fingerprint": self.fingerprint,
             "document_precision": json.loads(self.meta.get("document_precision") or "null"),
-            "fusion": json.loads(self.meta.get("fusion") or "null"),
+            "fusion": recorded.settings() if recorded is not None else None,
             "query_precision": "float32",
             "chunk_tokens": int(self.meta.get("chunk_tokens", 0)),
             "overlap": int(self.meta.get("overlap", 0)),
@@ -299,13 +304,14 @@ class Index:
         matrix = np.ascontiguousarray(encoder.encode_queries(queries, show_progress=False), dtype=np.float32)
         scores, ids = self.vectors.search(matrix, depth, allowed, self._stored_vectors)
         lexical_rows = lexical.result() if lexical is not None else [None] * len(queries)
+        fusion = self.fusion if hybrid else None
         results = []
         for lexical_row, query_vector, row_scores, row_ids in zip(
             lexical_rows, matrix, scores, ids, strict=True
         ):
             dense = [(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]
             if lexical_row is not None:
-                dense = self.fusion.fuse(dense, lexical_row)[:k]
+                dense = fusion.fuse(dense, lexical_row)[:k]
             results.append(self._hits(dense[:k], query_vector))
         return results
 

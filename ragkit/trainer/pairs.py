@@ -1,4 +1,4 @@
-"""Query-passage pairs for the supervised contrastive stage: reading, checking, hard negatives.
+"""Query-passage pairs for the supervised contrastive stage: reading and checking them.
 
 A pairs file is JSON lines (plain or ``.gz``): ``query``, ``positive``, optional ``negative``
 (a string or a list), ``instruction`` and ``group``. Each file is one *dataset*: batches are
@@ -156,73 +156,6 @@ def read_pairs(paths: list[str | Path]) -> PairSet:
             )
         sources.append(str(path))
     return PairSet(pairs, sources)
-
-
-def _group_negative(pair: Pair, members: list[Pair], answers: set[str]) -> str | None:
-    for other in members:
-        if other.positive not in answers and other.positive != pair.query:
-            return other.positive
-    return None
-
-
-def mine_negatives(pair_set: PairSet, *, depth: int = 10) -> PairSet:
-    """Give every pair without a negative one hard negative.
-
-    Another passage of the same ``group`` comes first (same source document: close in topic,
-    yet not the answer); else the best BM25 match among the dataset's own passages that is
-    not the positive. BM25 runs once per dataset over its distinct passages.
-    """
-    pairs = list(pair_set.pairs)
-    mined = 0
-    for rows in pair_set.datasets.values():
-        groups: dict[str, list[Pair]] = {}
-        answers: dict[str, set[str]] = {}
-        for i in rows:
-            # Every positive of a query is an answer to it: none may become its negative.
-            answers.setdefault(pairs[i].query, set()).add(pairs[i].positive)
-            if pairs[i].group is not None:
-                groups.setdefault(pairs[i].group, []).append(pairs[i])
-        wanting = []
-        for i in rows:
-            if pairs[i].negatives:
-                continue
-            members = groups.get(pairs[i].group, []) if pairs[i].group else []
-            found = _group_negative(pairs[i], members, answers[pairs[i].query])
-            if found is not None:
-                pairs[i] = _with_negative(pairs[i], found)
-                mined += 1
-            else:
-                wanting.append(i)
-        mined += _mine_bm25(pairs, rows, wanting, depth, answers)
-    return PairSet(pairs, pair_set.sources, pair_set.mined + mined)
-
-
-def _with_negative(pair: Pair, negative: str) -> Pair:
-    return Pair(pair.query, pair.positive, (negative,), pair.instruction, pair.group, pair.dataset)
-
-
-def _mine_bm25(
-    pairs: list[Pair], rows: list[int], wanting: list[int], depth: int, answers: dict[str, set[str]]
-) -> int:
-    if not wanting:
-        return 0
-    from ragkit.bm25 import bm25_run
-
-    passages = list(dict.fromkeys(pairs[i].positive for i in rows))
-    if len(passages) < 2:
-        return 0
-    ids = [str(n) for n in range(len(passages))]
-    run = bm25_run(ids, passages, {str(i): pairs[i].query for i in wanting}, k=depth)
-    mined = 0
-    for i in wanting:
-        ranked = sorted(run.get(str(i), {}).items(), key=lambda kv: -kv[1])
-        for doc, _ in ranked:
-            text = passages[int(doc)]
-            if text not in answers[pairs[i].query] and text != pairs[i].query:
-                pairs[i] = _with_negative(pairs[i], text)
-                mined += 1
-                break
-    return mined
 
 
 def parse_mixture(spec: str | None) -> str | dict[str, float]:

@@ -15,8 +15,9 @@ from ragkit.errors import InvalidInputError
 from ragkit.hashing import canonical_json_hash
 from ragkit.trainer.card import stage_history
 from ragkit.trainer.corpus import Corpus, corpus_pairs, load_corpus
+from ragkit.trainer.negatives import mine_negatives
 from ragkit.trainer.options import TrainOptions
-from ragkit.trainer.pairs import PairSet, mine_negatives, read_pairs
+from ragkit.trainer.pairs import PairSet, read_pairs
 from ragkit.trainer.precision import Precision
 
 log = logging.getLogger("ragkit")
