@@ -1,8 +1,8 @@
 """Hard negatives for the supervised stage, mined once per dataset and cached on disk.
 
-Mining runs BM25 over every dataset's passages for each of its queries: about six minutes
-for 300,000 pairs on two cores, paid again by every start and every ``--resume`` until it
-is cached. The cache holds, per dataset, the index of each row's negative among the
+Mining runs BM25 over every dataset's passages for each of its queries: minutes for a few
+hundred thousand pairs (BENCHMARKS.md), which every start and every ``--resume`` would pay
+again. The cache holds, per dataset, the index of each row's negative among the
 dataset's distinct positives (``-1``: none mined), as JSON under ``$RAGKIT_HOME/negatives``;
 its key is the dataset's rows, the mining depth, this module's format, the BM25 settings
 and the versions of the BM25 library and its stemmer, so any change to what mining would
@@ -46,6 +46,11 @@ def mine_negatives(pair_set: PairSet, *, depth: int = 10, cache_root: Path | Non
         given = [bool(pairs[i].negatives) for i in rows]
         chosen = _read_cached(path, given, len(passages))
         if chosen is None:
+            log.info(
+                "mining hard negatives of %s (%s pairs; cached for later starts)",
+                name or "pairs",
+                f"{len(rows):,}",
+            )
             chosen = _mine_dataset(pairs, rows, passages, depth)
             _write_cached(path, chosen)
         else:
