@@ -54,7 +54,7 @@ def mine_negatives(pair_set: PairSet, *, depth: int = 10, cache_root: Path | Non
             chosen = _mine_dataset(pairs, rows, passages, depth)
             _write_cached(path, chosen)
         else:
-            log.info("hard negatives of %s: reused from %s", name or "pairs", path)
+            log.debug("hard negatives of %s: reused from %s", name or "pairs", path)
         for i, choice in zip(rows, chosen, strict=True):
             if choice != NO_NEGATIVE:
                 pairs[i] = _with_negative(pairs[i], passages[choice])

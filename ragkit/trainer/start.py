@@ -84,9 +84,10 @@ def load_data(options: TrainOptions) -> TrainingData:
     unsupervised = any(s != "supervised" for s in options.stages)
     needed = unsupervised or not options.pairs
     corpus = load_corpus(options.corpus, leave_out_eval=not options.use_eval_sections) if needed else None
-    pairs = None
+    pairs = teacher = None
     if "supervised" in options.stages:
         pairs = read_pairs(options.pairs) if options.pairs else corpus_pairs(corpus)
+        teacher = _load_teacher(options)  # a bad --teacher fails before minutes of mining
         if options.mine_negatives:
             pairs = mine_negatives(pairs)
         log.info("supervised stage on %s", pairs.describe())
@@ -94,8 +95,16 @@ def load_data(options: TrainOptions) -> TrainingData:
     if options.teacher and pairs is not None:
         from ragkit.trainer.teacher import open_teacher
 
-        data.teacher = open_teacher(options.teacher, data.pairs_hash(), device=options.device)
+        data.teacher = open_teacher(options.teacher, data.pairs_hash(), encoder=teacher)
     return data
+
+
+def _load_teacher(options: TrainOptions):
+    if not options.teacher:
+        return None
+    from ragkit.trainer.teacher import load_teacher_encoder
+
+    return load_teacher_encoder(options.teacher, device=options.device)
 
 
 def run_settings(options: TrainOptions, start: Start, data: TrainingData, precision: Precision) -> dict:

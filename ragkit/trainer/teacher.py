@@ -94,13 +94,14 @@ class Teacher:
 
 
 def open_teacher(
-    spec: str, pairs_hash: str, *, device: str | None = None, root: Path | None = None
+    spec: str, pairs_hash: str, *, device: str | None = None, root: Path | None = None, encoder=None
 ) -> Teacher:
-    """Load the teacher and open its cache for this pair set."""
+    """Load the teacher (unless ``encoder`` is it, loaded already) and open its cache for
+    this pair set."""
     from ragkit.encoder.cache import ragkit_home
     from ragkit.encoder.vector_cache import VectorCache
 
-    encoder = load_teacher_encoder(spec, device=device)
+    encoder = encoder or load_teacher_encoder(spec, device=device)
     key = f"{encoder.fingerprint[:16]}-{pairs_hash[:16]}"
     cache = VectorCache(key, root=(root or ragkit_home()) / "teacher")
     instruction = encoder.config.instructions.get("query", "")
