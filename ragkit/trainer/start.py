@@ -69,9 +69,15 @@ class TrainingData:
     corpus: Corpus | None
     pairs: PairSet | None
     teacher: object = None
+    _pairs_hash: str | None = field(default=None, init=False, repr=False)
 
     def pairs_hash(self) -> str:
-        return canonical_json_hash([list(map(str, vars(p).values())) for p in self.pairs.pairs])
+        """The pairs' content hash, computed once: it takes seconds for a few hundred thousand
+        pairs, and both the run record and the teacher's cache key on it."""
+        if self._pairs_hash is None:
+            rows = [list(map(str, vars(p).values())) for p in self.pairs.pairs]
+            self._pairs_hash = canonical_json_hash(rows)
+        return self._pairs_hash
 
     def for_stage(self, stage: str):
         return self.pairs if stage == "supervised" else self.corpus.passages
