@@ -21,7 +21,8 @@ folder                  key                                       holds
 ``teacher/``            teacher fingerprint + pair set content    a training teacher's vectors
                         hash (a file each); text (a row)          of the pairs' texts
 ``negatives/``          a pairs dataset's rows + mining depth +   each row's mined hard
-                        format + the bm25s version                negative (JSON indices)
+                        format + BM25 settings + the bm25s and    negative (JSON indices)
+                        PyStemmer versions
 ======================  ========================================  =============================
 
 Hub backbones are downloaded by ``huggingface_hub`` into its own cache and identified by the
