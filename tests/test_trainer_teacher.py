@@ -13,7 +13,7 @@ from test_trainer_supervised import _salad_pairs, _write_pairs
 
 from conftest import make_model, make_tokenizer
 from ragkit.errors import InvalidInputError
-from ragkit.trainer.losses import distillation_kl
+from ragkit.trainer.losses import SupervisedObjective, correlation_distillation, distillation_kl
 from ragkit.trainer.pairs import (
     PairBatches,
     distinct_positive_order,
@@ -44,6 +44,52 @@ def test_kl_term_equals_a_hand_computation():
     assert distillation_kl(student, teacher, allowed).item() == pytest.approx(expected, rel=1e-5)
     same = distillation_kl(teacher, teacher, allowed).item()
     assert same == pytest.approx(0.0, abs=1e-6)
+
+
+def test_correlation_term_equals_a_hand_computation():
+    student = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]])
+    teacher = torch.tensor([[1.0, 1.0, 0.0], [0.5, -0.5, 2.0]])
+    allowed = torch.tensor([[True, True, True], [True, False, True]])
+    s = [2.0, 0.5, -1.0, 0.0, 3.0]  # the allowed entries, row by row
+    t = [1.0, 1.0, 0.0, 0.5, 2.0]
+    ms, mt = sum(s) / 5, sum(t) / 5
+    covariance = sum((a - ms) * (b - mt) for a, b in zip(s, t, strict=True))
+    spread = math.sqrt(sum((a - ms) ** 2 for a in s) * sum((b - mt) ** 2 for b in t))
+    expected = 1 - covariance / spread
+    assert correlation_distillation(student, teacher, allowed).item() == pytest.approx(expected, rel=1e-5)
+    # Blind to the teacher's scale and offset (its temperature, its cosine range)...
+    moved = correlation_distillation(student, 3.0 * teacher - 7.0, allowed).item()
+    assert moved == pytest.approx(expected, rel=1e-5)
+    # ...but not to the order across rows, which a per-row softmax cannot see.
+    shifted = student + torch.tensor([[0.0], [5.0]])
+    assert distillation_kl(shifted, teacher, allowed).item() == pytest.approx(
+        distillation_kl(student, teacher, allowed).item(), rel=1e-5
+    )
+    assert correlation_distillation(shifted, teacher, allowed).item() != pytest.approx(expected, rel=1e-2)
+    assert correlation_distillation(teacher, teacher, allowed).item() == pytest.approx(0.0, abs=1e-6)
+    lone = torch.zeros_like(allowed)
+    lone[0, 0] = True
+    assert correlation_distillation(student, teacher, lone).item() == 0.0
+    flat = correlation_distillation(torch.ones(2, 3), teacher, allowed)
+    assert flat.item() == 0.0
+
+
+def test_supervised_loss_adds_the_weighted_correlation_term():
+    torch.manual_seed(0)
+    first, second = torch.randn(3, 4), torch.randn(3, 4)
+    teacher = torch.randn(3, 3)
+    allowed = torch.tensor([[True, True, False], [True, True, True], [True, True, True]])
+
+    def loss(weight: float) -> float:
+        objective = SupervisedObjective(torch.nn.Identity(), temperature=0.1, correlation_weight=weight)
+        vectors = iter([first, second])
+        objective.embed = lambda **_: next(vectors)
+        return objective({}, {}, allowed=allowed, teacher=teacher).item()
+
+    scores = torch.nn.functional.normalize(first) @ torch.nn.functional.normalize(second).T / 0.1
+    term = correlation_distillation(scores, teacher, allowed).item()
+    assert term > 0.1
+    assert loss(2.0) == pytest.approx(loss(0.0) + 2.0 * term, rel=1e-5)
 
 
 def test_filter_drops_a_negative_above_the_margin_and_keeps_one_below():
@@ -214,3 +260,24 @@ def test_distill_weight_needs_a_teacher(tiny_causal_dir, tmp_path, capsys):
     args = ["train", "--backbone", str(tiny_causal_dir), "--stages", "supervised", "--pairs", str(pairs)]
     code, err = run_cli([*args, *SMALL, "--distill-weight", "1", "--out", str(tmp_path / "o")], capsys)
     assert code == 1 and "--teacher" in err
+
+
+def test_correlation_weight_needs_a_teacher_is_recorded_and_binds_a_resume(tiny_causal_dir, tmp_path, capsys):
+    pairs = _write_pairs(tmp_path / "pairs.jsonl", _salad_pairs(24, 0))
+    args = ["train", "--backbone", str(tiny_causal_dir), "--stages", "supervised", "--pairs", str(pairs)]
+    code, err = run_cli([*args, *SMALL, "--correlation-weight", "2", "--out", str(tmp_path / "o")], capsys)
+    assert code == 1 and "--correlation-weight needs a --teacher" in err
+    teacher, out = _teacher_folder(tmp_path), tmp_path / "out"
+    with_teacher = [*args, *SMALL, "--teacher", str(teacher), "--out", str(out)]
+    code, err = run_cli([*with_teacher, "--correlation-weight", "2"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "training.json").read_text())["correlation_weight"] == 2.0
+    assert "correlation over each batch distilled with weight 2.0" in (out / "README.md").read_text()
+    code, err = run_cli([*with_teacher, "--correlation-weight", "3", "--resume"], capsys)
+    assert code == 1 and "correlation weight" in err
+    plain = tmp_path / "plain"
+    assert run_cli([*with_teacher[:-1], str(plain)], capsys)[0] == 0
+    assert "correlation_weight" not in json.loads((plain / "training.json").read_text())
+    losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    plain_losses = [json.loads(x)["loss"] for x in (plain / "metrics.jsonl").read_text().splitlines()]
+    assert losses != plain_losses  # the term is part of the loss

@@ -135,6 +135,16 @@ DistillWeightOption = Annotated[
         "softmax over each query's candidates, added to InfoNCE (0: no distillation).",
     ),
 ]
+CorrelationWeightOption = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        help="With --teacher: weight of a term 1 - Pearson correlation between the teacher's and "
+        "the student's scores over every query-candidate pair of a batch, added to InfoNCE. It "
+        "makes scores comparable across queries (what STS measures), which the per-query KL "
+        "term cannot (0: off).",
+    ),
+]
 CompileOption = Annotated[
     bool,
     typer.Option(
@@ -185,6 +195,7 @@ def train_command(
     teacher: TeacherOption = None,
     teacher_filter: TeacherFilterOption = True,
     distill_weight: DistillWeightOption = 0.0,
+    correlation_weight: CorrelationWeightOption = 0.0,
 ) -> None:
     """Train an LLM2Vec encoder: bidirectional attention, MNTP, then SimCSE and/or supervised.
 
@@ -202,7 +213,7 @@ def train_command(
     from ragkit.trainer.pairs import parse_mixture
     from ragkit.trainer.recipe import get_recipe, parse_stages
 
-    _check_flags(precision, adapter_dtype, teacher, distill_weight)
+    _check_flags(precision, adapter_dtype, teacher, distill_weight, correlation_weight)
     sizes = {"steps": steps, "batch_size": batch_size, "max_length": max_length, "lr": lr}
     lora = {"lora_top_layers": lora_layers, "lora_dropout": lora_dropout}
     chosen = get_recipe(recipe).with_overrides(**sizes, **lora, checkpoint_every=checkpoint_every)
@@ -228,13 +239,16 @@ def train_command(
         teacher=teacher,
         teacher_filter=teacher_filter,
         distill_weight=distill_weight,
+        correlation_weight=correlation_weight,
         command="ragkit train " + shlex.join(a for a in sys.argv[2:] if a != "--resume"),
     )
     result = train(options)
     _summary(result)
 
 
-def _check_flags(precision: str, adapter_dtype: str, teacher: str | None, distill_weight: float) -> None:
+def _check_flags(
+    precision: str, adapter_dtype: str, teacher: str | None, distill_weight: float, correlation_weight: float
+) -> None:
     """Refuse flag values and combinations before anything loads."""
     from ragkit.errors import InvalidInputError
     from ragkit.trainer.precision import PRECISIONS
@@ -243,6 +257,8 @@ def _check_flags(precision: str, adapter_dtype: str, teacher: str | None, distil
         raise InvalidInputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if distill_weight and not teacher:
         raise InvalidInputError("--distill-weight needs a --teacher")
+    if correlation_weight and not teacher:
+        raise InvalidInputError("--correlation-weight needs a --teacher")
     if adapter_dtype not in ("float16", "bfloat16", "float32"):
         raise InvalidInputError("--adapter-dtype must be float16, bfloat16 or float32")
 

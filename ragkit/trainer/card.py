@@ -118,6 +118,10 @@ def _stage_setting_lines(run: dict, names: list[str]) -> list[str]:
         )
         if run.get("distill_weight"):
             uses.append(f"its softmax distilled with weight {run['distill_weight']}")
+        if run.get("correlation_weight"):
+            uses.append(
+                f"its scores' correlation over each batch distilled with weight {run['correlation_weight']}"
+            )
         lines.append(
             f"- Teacher: `{run.get('teacher_source')}` (fingerprint `{str(run['teacher'])[:12]}`): "
             + ("; ".join(uses) or "loaded, unused")

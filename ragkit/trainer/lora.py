@@ -140,6 +140,7 @@ def attach_lora(stage: str, causal_lm, options: TrainOptions, precision: Precisi
             temperature=recipe.supervised_temperature,
             autocast=autocast,
             distill_weight=options.distill_weight,
+            correlation_weight=options.correlation_weight,
             gather=gather_rows,
             chunk_size=options.chunk_size,
         )

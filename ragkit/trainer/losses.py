@@ -79,14 +79,40 @@ def similarity(first: torch.Tensor, second: torch.Tensor, temperature: float) ->
 
 
 def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate every process's rows, keeping gradients to each (identity on one process)."""
+    """Concatenate every process's rows, keeping gradients to each (identity on one process).
+
+    Every process must contribute the same number of rows (callers pad to a common count).
+    """
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensor
-    from torch.distributed.nn.functional import all_gather
+    return _GatherRows.apply(tensor)
 
-    return torch.cat(all_gather(tensor), dim=0)
+
+class _GatherRows(torch.autograd.Function):
+    """All-gather whose backward sums every process's gradient for each process's own rows.
+
+    Built from ``all_gather`` and ``all_reduce`` alone, which every backend (gloo, NCCL) has.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        ctx.rank, ctx.rows = dist.get_rank(), len(tensor)
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        total = grad.contiguous().clone()
+        dist.all_reduce(total)
+        start = ctx.rank * ctx.rows
+        return total[start : start + ctx.rows]
 
 
 def distillation_kl(student: torch.Tensor, teacher: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -101,6 +127,30 @@ def distillation_kl(student: torch.Tensor, teacher: torch.Tensor, allowed: torch
     log_teacher = F.log_softmax(teacher, dim=-1)
     terms = torch.where(allowed, log_teacher.exp() * (log_teacher - log_student), 0.0)
     return terms.sum(-1).mean()
+
+
+def correlation_distillation(
+    student: torch.Tensor, teacher: torch.Tensor, allowed: torch.Tensor
+) -> torch.Tensor:
+    """1 - Pearson correlation between the student's and the teacher's scores over every allowed
+    query-candidate pair of the batch, all queries pooled.
+
+    The KL term cannot see how one query's scores compare with another's (a softmax ignores a
+    shift of its row); similarity tasks (STS) compare scores across unrelated pairs, so this
+    term asks the student's scores to rise and fall with the teacher's over the whole matrix.
+    It ignores any affine map between the two scales, so the teacher's temperature and cosine
+    range do not matter. Zero when fewer than two pairs take part or either side is constant.
+    """
+    student = student.float()[allowed]
+    teacher = teacher.float()[allowed]
+    if student.numel() < 2:
+        return student.sum() * 0.0
+    student = student - student.mean()
+    teacher = teacher - teacher.mean()
+    denominator = student.norm() * teacher.norm()
+    if float(denominator.detach()) == 0.0:
+        return student.sum() * 0.0
+    return 1.0 - (student * teacher).sum() / denominator
 
 
 class SimCSEObjective(nn.Module):
@@ -134,8 +184,9 @@ class SimCSEObjective(nn.Module):
 
 
 class SupervisedObjective(nn.Module):
-    """LLM2Vec's supervised stage: InfoNCE over in-batch and hard negatives, plus an optional
-    distillation term towards a teacher's scores over the same candidates.
+    """LLM2Vec's supervised stage: InfoNCE over in-batch and hard negatives, plus optional
+    distillation terms towards a teacher's scores over the same candidates (a KL term per
+    query; a correlation term over the whole score matrix).
 
     Query *i* must pick its positive among every positive and every hard negative of the
     (global) batch. Pooling runs over each row's pool mask, so a query's instruction is
@@ -157,6 +208,7 @@ class SupervisedObjective(nn.Module):
         temperature: float = 0.05,
         autocast: Callable = contextlib.nullcontext,
         distill_weight: float = 0.0,
+        correlation_weight: float = 0.0,
         gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
         chunk_size: int | None = None,
     ):
@@ -168,6 +220,7 @@ class SupervisedObjective(nn.Module):
         self.temperature = temperature
         self.autocast = autocast
         self.distill_weight = distill_weight
+        self.correlation_weight = correlation_weight
         self.gather = gather
         self.chunk_size = chunk_size
 
@@ -222,10 +275,10 @@ class SupervisedObjective(nn.Module):
         scores = similarity(first, second, self.temperature)
         if targets is None:
             targets = torch.arange(len(first), device=scores.device)
-        if allowed is not None:
-            scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-        loss = F.cross_entropy(scores, targets)
+        mask = allowed if allowed is not None else torch.ones_like(scores, dtype=torch.bool)
+        loss = F.cross_entropy(scores.masked_fill(~mask, torch.finfo(scores.dtype).min), targets)
         if teacher is not None and self.distill_weight > 0:
-            mask = allowed if allowed is not None else torch.ones_like(scores, dtype=torch.bool)
             loss = loss + self.distill_weight * distillation_kl(scores, teacher, mask)
+        if teacher is not None and self.correlation_weight > 0:
+            loss = loss + self.correlation_weight * correlation_distillation(scores, teacher, mask)
         return loss

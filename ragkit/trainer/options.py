@@ -46,6 +46,9 @@ class TrainOptions:
     """An encoder whose scores filter false negatives and are distilled (supervised stage)."""
     teacher_filter: bool = True
     distill_weight: float = 0.0
+    """Weight of the per-query KL term towards the teacher's softmax."""
+    correlation_weight: float = 0.0
+    """Weight of the term 1 - Pearson correlation with the teacher's scores over a whole batch."""
 
 
 @dataclass

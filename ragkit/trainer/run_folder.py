@@ -30,6 +30,7 @@ _COMPARED = (
     "teacher",
     "teacher_filter",
     "distill_weight",
+    "correlation_weight",
 )
 
 

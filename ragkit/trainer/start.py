@@ -152,4 +152,6 @@ def run_settings(options: TrainOptions, start: Start, data: TrainingData, precis
             "teacher_filter": bool(data.teacher is not None and options.teacher_filter),
             "distill_weight": options.distill_weight if data.teacher is not None else 0.0,
         }
+        if data.teacher is not None and options.correlation_weight:
+            settings["correlation_weight"] = options.correlation_weight
     return settings
