@@ -15,7 +15,6 @@ term the KL term's gradient norm weighs the two alike.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import random
 from pathlib import Path
@@ -26,28 +25,28 @@ from torch.nn import functional as F
 
 from ragkit.encoder import Encoder
 from ragkit.trainer.losses import correlation_distillation, distillation_kl
+from ragkit.trainer.pairs import Pair, read_pairs
 from ragkit.trainer.teacher import TEACHER_TEMPERATURE, load_teacher_encoder
 
 STUDENT_TEMPERATURE = 0.05
 
 
-def read_rows(path: Path, count: int, seed: int) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        rows = [json.loads(line) for line in lines if line.strip()]
-    random.Random(seed).shuffle(rows)
-    return rows[:count]
+def sample_pairs(path: Path, count: int, seed: int) -> list[Pair]:
+    """A seeded sample of one pairs file, read and checked as ``ragkit train`` reads it."""
+    pairs = read_pairs([path]).pairs
+    random.Random(seed).shuffle(pairs)
+    return pairs[:count]
 
 
-def scores(encoder, rows: list[dict], temperature: float) -> torch.Tensor:
-    """Query-by-positive score matrix; a row's own ``instruction`` wins over the encoder's."""
-    instruction = rows[0].get("instruction")
-    queries = [row["query"] for row in rows]
+def scores(encoder, pairs: list[Pair], temperature: float) -> torch.Tensor:
+    """Query-by-positive score matrix; a file's own ``instruction`` wins over the encoder's."""
+    instruction = pairs[0].instruction
     if instruction is None:
         instruction = encoder.config.instructions.get("query", "")
+    queries = [pair.query for pair in pairs]
     query_vectors = np.asarray(encoder.encode(queries, instruction=instruction, warn_truncated=False))
     passages = np.asarray(
-        encoder.encode([row["positive"] for row in rows], instruction="", warn_truncated=False)
+        encoder.encode([pair.positive for pair in pairs], instruction="", warn_truncated=False)
     )
     return torch.tensor(query_vectors @ passages.T / temperature, dtype=torch.float32)
 
@@ -85,9 +84,9 @@ def main() -> None:
     teacher = load_teacher_encoder(args.teacher)
     results = {}
     for path in args.pairs:
-        rows = read_rows(path, args.rows, args.seed)
+        pairs = sample_pairs(path, args.rows, args.seed)
         report = term_report(
-            scores(student, rows, STUDENT_TEMPERATURE), scores(teacher, rows, TEACHER_TEMPERATURE)
+            scores(student, pairs, STUDENT_TEMPERATURE), scores(teacher, pairs, TEACHER_TEMPERATURE)
         )
         results[path.name] = report
         print(f"{path.name}: {json.dumps(report)}")
