@@ -41,16 +41,17 @@ def _weights(text: str) -> list[float]:
     return weights
 
 
-def _systems(own: Fusion, weights: list[float]) -> list[tuple[str, Fusion | None]]:
+def _systems(own: Fusion, weights: list[float], method: str) -> list[tuple[str, Fusion | None]]:
     """(name, fusion) per ranked system: the index's own hybrid, dense alone, then each swept weight."""
     systems: list[tuple[str, Fusion | None]] = [("hybrid", own), ("dense", None)]
-    return systems + [(f"hybrid w={w}", Fusion("convex", w)) for w in weights]
+    tag = "" if method == "convex" else f" {method}"
+    return systems + [(f"hybrid{tag} w={w}", Fusion(method, w)) for w in weights]
 
 
-def _rank_split(index: Index, chunks: dict, asked: list[dict], weights: list[float]) -> dict:
+def _rank_split(index: Index, chunks: dict, asked: list[dict], weights: list[float], method: str) -> dict:
     """Per-system metrics over one split's questions (a question no chunk answers is left out)."""
     own = index.fusion
-    systems = _systems(own, weights)
+    systems = _systems(own, weights, method)
     qrels: dict = {}
     runs: dict = {name: {} for name, _ in systems} | {"bm25": {}}
     for n, row in enumerate(asked):
@@ -83,6 +84,12 @@ def main() -> None:
         default=[],
         help="comma-separated convex dense weights to report beside the index's own fusion, e.g. 0.3,0.5",
     )
+    parser.add_argument(
+        "--method",
+        default="convex",
+        choices=["convex", "convex-zscore"],
+        help="the fusion the --dense-weights rows use",
+    )
     args = parser.parse_args()
     index = Index.open(args.index)
     chunks = {str(i): _squash(t) for i, t in index.db.execute("SELECT id, text FROM chunks")}
@@ -90,7 +97,7 @@ def main() -> None:
     result = {}
     for split in ("dev", "test"):
         asked = [r for r in rows if r["split"] == split and r["fact"]]
-        result[split] = _rank_split(index, chunks, asked, args.dense_weights)
+        result[split] = _rank_split(index, chunks, asked, args.dense_weights, args.method)
     emit(result, args.out)
 
 

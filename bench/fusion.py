@@ -23,10 +23,13 @@ from ragkit.search.fusion import Fusion
 WEIGHTS = [round(w / 10, 1) for w in range(11)]
 
 
-def settings() -> list[Fusion]:
-    grid = [Fusion("rrf")]
-    grid += [Fusion("weighted-rrf", w) for w in WEIGHTS[1:-1]]
-    grid += [Fusion("convex", w) for w in WEIGHTS]
+def settings(methods: list[str]) -> list[Fusion]:
+    """Each method's grid: equal RRF once, weighted RRF at the inner weights, a convex
+    combination at every weight (0 and 1 are BM25 and dense alone)."""
+    grid = [Fusion("rrf")] if "rrf" in methods else []
+    grid += [Fusion("weighted-rrf", w) for w in WEIGHTS[1:-1] if "weighted-rrf" in methods]
+    for method in ("convex", "convex-zscore"):
+        grid += [Fusion(method, w) for w in WEIGHTS if method in methods]
     return grid
 
 
@@ -47,12 +50,17 @@ def main() -> None:
     parser.add_argument("--encoder", default="default")
     parser.add_argument("--choose-on", default="train")
     parser.add_argument("--report-on", default="test")
+    parser.add_argument(
+        "--methods",
+        default="rrf,weighted-rrf,convex",
+        help="comma-separated fusion methods to sweep (rrf, weighted-rrf, convex, convex-zscore)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     started = time.perf_counter()
     encoder = Encoder.from_pretrained(args.encoder)
     rows = []
-    for fusion in settings():
+    for fusion in settings(args.methods.split(",")):
         row = {"fusion": label(fusion), args.choose_on: score(args.dataset, args.choose_on, encoder, fusion)}
         rows.append((fusion, row))
         print(f"{row['fusion']:<22} {args.choose_on} nDCG@10 {row[args.choose_on]:.4f}", flush=True)

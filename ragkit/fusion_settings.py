@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ragkit.errors import InvalidInputError
 
-FUSION_METHODS = ("rrf", "weighted-rrf", "convex")
+FUSION_METHODS = ("rrf", "weighted-rrf", "convex", "convex-zscore")
 RRF_K = 60
 KEYS = ("method", "dense_weight", "k")
 

@@ -28,10 +28,35 @@ def test_weighted_rrf_and_convex_by_hand():
     assert [i for i, _ in Fusion("convex", 0.0).fuse(dense, lexical)][:3] == ["c", "d", "a"]
 
 
+def test_z_score_convex_by_hand():
+    dense = [("a", 0.9), ("b", 0.6), ("c", 0.3)]  # mean 0.6, std sqrt(0.06)
+    lexical = [("c", 9.0), ("d", 3.0)]  # mean 6, std 3
+    fused = dict(convex_combination(dense, lexical, 0.4, "z-score"))
+    sd = 0.06**0.5
+    assert fused["a"] == pytest.approx(0.4 * 0.3 / sd + 0.6 * -1.0)  # absent: the list's lowest z
+    assert fused["b"] == pytest.approx(0.4 * 0.0 + 0.6 * -1.0)
+    assert fused["c"] == pytest.approx(0.4 * -0.3 / sd + 0.6 * 1.0)
+    assert fused["d"] == pytest.approx(0.4 * -0.3 / sd + 0.6 * -1.0)
+    assert [i for i, _ in Fusion("convex-zscore", 0.4).fuse(dense, lexical)] == ["c", "a", "b", "d"]
+    recorded = Fusion.from_settings({"method": "convex-zscore", "dense_weight": 0.4}, "test")
+    assert recorded == Fusion("convex-zscore", 0.4)
+
+
+def test_one_outlier_sets_the_scale_of_a_min_max_list_not_of_a_z_scored_one():
+    """A lexical list whose top score is far ahead squashes the rest towards 0 under min-max,
+    so the dense list decides among them; z-scores keep the lexical runner-up's lead."""
+    dense = [("x", 0.80), ("y", 0.77), ("top", 0.5)] + [(f"n{i}", 0.7 - 0.005 * i) for i in range(97)]
+    lexical = [("top", 100.0), ("y", 12.0), ("x", 10.0)] + [(f"n{i}", 9.0 - 0.05 * i) for i in range(97)]
+    min_max = [i for i, _ in Fusion("convex", 0.5).fuse(dense, lexical)]
+    z_scored = [i for i, _ in Fusion("convex-zscore", 0.5).fuse(dense, lexical)]
+    assert min_max.index("x") < min_max.index("y")
+    assert z_scored.index("y") < z_scored.index("x")
+
+
 def test_ties_never_depend_on_ids():
     dense = [(10, 0.9), (20, 0.8)]
     lexical = [(20, 5.0), (10, 4.0)]
-    for method in ("rrf", "weighted-rrf", "convex"):
+    for method in ("rrf", "weighted-rrf", "convex", "convex-zscore"):
         fused = Fusion(method, 0.5).fuse(dense, lexical)
         renamed = Fusion(method, 0.5).fuse([(2, 0.9), (1, 0.8)], [(1, 5.0), (2, 4.0)])
         assert [{10: 2, 20: 1}[i] for i, _ in fused] == [i for i, _ in renamed]

@@ -1,6 +1,6 @@
 """Fusing a dense and a lexical ranking: one definition for hybrid search and its evaluation.
 
-Three fusion functions, as compared by Bruch et al. (2023, "An Analysis of Fusion Functions
+Four fusion functions, as compared by Bruch et al. (2023, "An Analysis of Fusion Functions
 for Hybrid Retrieval"):
 
 - ``rrf``: Cormack et al.'s reciprocal rank fusion, each list adds 1/(k + rank). Robust to
@@ -9,6 +9,9 @@ for Hybrid Retrieval"):
 - ``weighted-rrf``: the same with a weight on each list.
 - ``convex``: ``w * dense + (1 - w) * lexical`` over min-max normalised scores, a document
   missing from a list scoring 0 there. Uses how far ahead each ranker is, not only its order.
+- ``convex-zscore``: the same combination over z-scores (each list minus its mean, over its
+  standard deviation), a missing document taking its list's lowest z-score. One outlier score
+  sets a min-max list's whole scale; it moves a z-scored list's mean and spread much less.
 """
 
 from __future__ import annotations
@@ -37,20 +40,38 @@ def reciprocal_rank_fusion(
     return sorted(fused.items(), key=lambda pair: (-pair[1], str(pair[0])))
 
 
-def _min_max(ranking: Ranking) -> dict:
+def _min_max(ranking: Ranking) -> tuple[dict, float]:
     if not ranking:
-        return {}
+        return {}, 0.0
     scores = [s for _, s in ranking]
     low, high = min(scores), max(scores)
     span = high - low
-    return {item: ((s - low) / span if span > 0 else 1.0) for item, s in ranking}
+    return {item: ((s - low) / span if span > 0 else 1.0) for item, s in ranking}, 0.0
 
 
-def convex_combination(dense: Ranking, lexical: Ranking, dense_weight: float) -> Ranking:
-    """``w * mm(dense) + (1 - w) * mm(lexical)``; absent from a list = 0 there."""
-    a, b = _min_max(dense), _min_max(lexical)
+def _z_score(ranking: Ranking) -> tuple[dict, float]:
+    if not ranking:
+        return {}, 0.0
+    scores = [s for _, s in ranking]
+    mean = sum(scores) / len(scores)
+    spread = (sum((s - mean) ** 2 for s in scores) / len(scores)) ** 0.5
+    z = {item: ((s - mean) / spread if spread > 0 else 0.0) for item, s in ranking}
+    return z, min(z.values())
+
+
+NORMALISERS = {"min-max": _min_max, "z-score": _z_score}
+
+
+def convex_combination(
+    dense: Ranking, lexical: Ranking, dense_weight: float, normalisation: str = "min-max"
+) -> Ranking:
+    """``w * norm(dense) + (1 - w) * norm(lexical)``; a document absent from a list scores 0
+    there under min-max, the list's lowest z-score under z-score."""
+    normalise = NORMALISERS[normalisation]
+    (a, floor_a), (b, floor_b) = normalise(dense), normalise(lexical)
     fused = {
-        item: dense_weight * a.get(item, 0.0) + (1 - dense_weight) * b.get(item, 0.0) for item in {*a, *b}
+        item: dense_weight * a.get(item, floor_a) + (1 - dense_weight) * b.get(item, floor_b)
+        for item in {*a, *b}
     }
     return sorted(fused.items(), key=lambda pair: (-pair[1], str(pair[0])))
 
@@ -71,8 +92,9 @@ class Fusion:
     def fuse(self, dense: Ranking, lexical: Ranking) -> Ranking:
         """Fused ranking; ties go to the better dense rank, then lexical rank, never to ids,
         so the order does not depend on how a store happened to number its chunks."""
-        if self.method == "convex":
-            fused = convex_combination(dense, lexical, self.dense_weight)
+        if self.method in ("convex", "convex-zscore"):
+            normalisation = "z-score" if self.method == "convex-zscore" else "min-max"
+            fused = convex_combination(dense, lexical, self.dense_weight, normalisation)
         else:
             weights = None if self.method == "rrf" else [self.dense_weight, 1 - self.dense_weight]
             fused = reciprocal_rank_fusion([dense, lexical], self.k, weights)
@@ -97,7 +119,7 @@ class Fusion:
 
     def describe(self) -> dict:
         out = {"fusion": self.method, "depth": HYBRID_DEPTH}
-        if self.method != "convex":
+        if self.method not in ("convex", "convex-zscore"):
             out["k"] = self.k
         if self.method != "rrf":
             out["dense_weight"] = self.dense_weight
