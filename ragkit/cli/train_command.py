@@ -66,8 +66,9 @@ LayersOption = Annotated[
     int | None,
     typer.Option(
         help="Prune: keep the backbone's bottom N layers and drop the rest before training "
-        "(SmolLM2-135M has 30). Fewer layers encode proportionally faster; the supervised "
-        "stage recovers most of the quality. Default: all layers (or the --backbone encoder's)."
+        "(SmolLM2-135M has 30). Fewer layers encode proportionally faster; a supervised stage "
+        "after the cut recovers part of the quality (EVAL.md). Default: all layers (or the "
+        "--backbone encoder's)."
     ),
 ]
 UseEvalSectionsOption = Annotated[
