@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ragkit.encoder import Encoder
 from ragkit.evaluation.retrieval import evaluate_retrieval
+from ragkit.fusion_settings import FUSION_METHODS
 from ragkit.search.fusion import Fusion
 
 WEIGHTS = [round(w / 10, 1) for w in range(11)]
@@ -57,10 +58,14 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(FUSION_METHODS))
+    if unknown:
+        parser.error(f"unknown fusion method {', '.join(unknown)}; choose from {', '.join(FUSION_METHODS)}")
     started = time.perf_counter()
     encoder = Encoder.from_pretrained(args.encoder)
     rows = []
-    for fusion in settings(args.methods.split(",")):
+    for fusion in settings(methods):
         row = {"fusion": label(fusion), args.choose_on: score(args.dataset, args.choose_on, encoder, fusion)}
         rows.append((fusion, row))
         print(f"{row['fusion']:<22} {args.choose_on} nDCG@10 {row[args.choose_on]:.4f}", flush=True)

@@ -60,6 +60,8 @@ def _z_score(ranking: Ranking) -> tuple[dict, float]:
 
 
 NORMALISERS = {"min-max": _min_max, "z-score": _z_score}
+CONVEX_NORMALISATION = {"convex": "min-max", "convex-zscore": "z-score"}
+"""Each convex fusion method's normalisation."""
 
 
 def convex_combination(
@@ -92,8 +94,8 @@ class Fusion:
     def fuse(self, dense: Ranking, lexical: Ranking) -> Ranking:
         """Fused ranking; ties go to the better dense rank, then lexical rank, never to ids,
         so the order does not depend on how a store happened to number its chunks."""
-        if self.method in ("convex", "convex-zscore"):
-            normalisation = "z-score" if self.method == "convex-zscore" else "min-max"
+        if self.method in CONVEX_NORMALISATION:
+            normalisation = CONVEX_NORMALISATION[self.method]
             fused = convex_combination(dense, lexical, self.dense_weight, normalisation)
         else:
             weights = None if self.method == "rrf" else [self.dense_weight, 1 - self.dense_weight]
@@ -119,7 +121,7 @@ class Fusion:
 
     def describe(self) -> dict:
         out = {"fusion": self.method, "depth": HYBRID_DEPTH}
-        if self.method not in ("convex", "convex-zscore"):
+        if self.method not in CONVEX_NORMALISATION:
             out["k"] = self.k
         if self.method != "rrf":
             out["dense_weight"] = self.dense_weight
