@@ -51,6 +51,14 @@ MineNegativesOption = Annotated[
         "else the best BM25 match among the dataset's passages that is not the positive."
     ),
 ]
+NegativesFromOption = Annotated[
+    str,
+    typer.Option(
+        help="Who mines the hard negatives: bm25 (the best BM25 match, every row, cached) or "
+        "teacher (needs --teacher: for each row the run will draw, the teacher's nearest passage "
+        "among 8,192 of its dataset's that is not an answer and scores below 95% of the positive).",
+    ),
+]
 RecipeOption = Annotated[
     str,
     typer.Option(help="'quick' (about 35 min on a 2-core CPU) or 'paper' (LLM2Vec's settings, for GPUs)."),
@@ -173,6 +181,7 @@ def train_command(
     stages: StagesOption = "mntp,simcse",
     pairs: PairsOption = None,
     mine_negatives: MineNegativesOption = True,
+    negatives_from: NegativesFromOption = "bm25",
     recipe: RecipeOption = "quick",
     steps: StepsOption = None,
     batch_size: BatchSizeOption = None,
@@ -215,6 +224,7 @@ def train_command(
     from ragkit.trainer.recipe import get_recipe, parse_stages
 
     _check_flags(precision, adapter_dtype, teacher, distill_weight, correlation_weight)
+    _check_miner(negatives_from, teacher)
     sizes = {"steps": steps, "batch_size": batch_size, "max_length": max_length, "lr": lr}
     lora = {"lora_top_layers": lora_layers, "lora_dropout": lora_dropout}
     chosen = get_recipe(recipe).with_overrides(**sizes, **lora, checkpoint_every=checkpoint_every)
@@ -225,6 +235,7 @@ def train_command(
         stages=parse_stages(stages),
         pairs=list(pairs or []),
         mine_negatives=mine_negatives,
+        negatives_from=negatives_from,
         layers=layers,
         use_eval_sections=use_eval_sections,
         recipe=chosen,
@@ -245,6 +256,15 @@ def train_command(
     )
     result = train(options)
     _summary(result)
+
+
+def _check_miner(negatives_from: str, teacher: str | None) -> None:
+    from ragkit.errors import InvalidInputError
+
+    if negatives_from not in ("bm25", "teacher"):
+        raise InvalidInputError(f"--negatives-from must be bm25 or teacher, got {negatives_from!r}")
+    if negatives_from == "teacher" and not teacher:
+        raise InvalidInputError("--negatives-from teacher needs a --teacher")
 
 
 def _check_flags(

@@ -116,6 +116,8 @@ def _stage_setting_lines(run: dict, names: list[str]) -> list[str]:
             if run.get("teacher_filter")
             else []
         )
+        if run.get("negatives_from") == "teacher":
+            uses.insert(0, "hard negatives mined by it (its nearest non-answer below 95 % of the positive)")
         if run.get("distill_weight"):
             uses.append(f"its softmax distilled with weight {run['distill_weight']}")
         if run.get("correlation_weight"):

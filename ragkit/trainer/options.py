@@ -21,6 +21,8 @@ class TrainOptions:
     recipe: Recipe = field(default_factory=lambda: RECIPES["quick"])
     pairs: list[str] = field(default_factory=list)
     mine_negatives: bool = True
+    negatives_from: str = "bm25"
+    """Who mines hard negatives: ``bm25`` (every row) or ``teacher`` (the rows the run draws)."""
     layers: int | None = None
     """Keep the bottom N layers before the first stage (None: as the start has them)."""
     use_eval_sections: bool = False

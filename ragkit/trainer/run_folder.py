@@ -23,6 +23,7 @@ _COMPARED = (
     "recipe",
     "seed",
     "corpus_hash",
+    "negatives_from",
     "pairs_hash",
     "precision",
     "chunk_size",
@@ -116,6 +117,7 @@ _SETTING_WORDS = {
     "layers": "layer count (--layers)",
     "corpus_hash": "corpus (its passages differ)",
     "pairs_hash": "pair set (the --pairs files' rows differ)",
+    "negatives_from": "hard-negative miner (--negatives-from)",
 }
 
 

@@ -19,6 +19,7 @@ from ragkit.trainer.negatives import mine_negatives
 from ragkit.trainer.options import TrainOptions
 from ragkit.trainer.pairs import PairSet, read_pairs
 from ragkit.trainer.precision import Precision
+from ragkit.trainer.recipe import STAGES
 
 log = logging.getLogger("ragkit")
 
@@ -94,15 +95,37 @@ def load_data(options: TrainOptions) -> TrainingData:
     if "supervised" in options.stages:
         pairs = read_pairs(options.pairs) if options.pairs else corpus_pairs(corpus)
         teacher = _load_teacher(options)  # a bad --teacher fails before minutes of mining
-        if options.mine_negatives:
+        by_teacher = options.mine_negatives and options.negatives_from == "teacher"
+        if options.mine_negatives and not by_teacher:
             pairs = mine_negatives(pairs)
-        log.info("supervised stage on %s", pairs.describe())
-    data = TrainingData(corpus, pairs)
-    if options.teacher and pairs is not None:
-        from ragkit.trainer.teacher import open_teacher
+        data = TrainingData(corpus, pairs)
+        if teacher is not None:
+            from ragkit.trainer.teacher import open_teacher
 
-        data.teacher = open_teacher(options.teacher, data.pairs_hash(), encoder=teacher)
-    return data
+            # Keyed on the pairs before teacher mining, which then reuses the vectors it caches.
+            data.teacher = open_teacher(options.teacher, data.pairs_hash(), encoder=teacher)
+        if by_teacher:
+            data = TrainingData(corpus, _mined_by_teacher(pairs, options, data.teacher), data.teacher)
+        log.info("supervised stage on %s", data.pairs.describe())
+        return data
+    return TrainingData(corpus, pairs)
+
+
+def _mined_by_teacher(pairs: PairSet, options: TrainOptions, teacher) -> PairSet:
+    """The teacher's hard negatives for the rows the supervised stage will draw."""
+    from ragkit.trainer.display import MiningDisplay
+    from ragkit.trainer.teacher_negatives import drawn_rows, mine_with_teacher
+
+    settings = options.recipe.supervised
+    rows = drawn_rows(
+        pairs,
+        batch_size=settings.batch_size,
+        seed=options.seed + STAGES.index("supervised"),
+        mixture=options.mixture,
+        steps=settings.steps,
+    )
+    with MiningDisplay(options.show_progress) as display:
+        return mine_with_teacher(pairs, teacher, rows, seed=options.seed, on_progress=display.advance)
 
 
 def _load_teacher(options: TrainOptions):
@@ -150,6 +173,10 @@ def run_settings(options: TrainOptions, start: Start, data: TrainingData, precis
             "teacher": data.teacher.identity if data.teacher is not None else None,
             "teacher_source": options.teacher,
             "teacher_filter": bool(data.teacher is not None and options.teacher_filter),
+            # None for BM25, as runs recorded before the teacher could mine: they still resume.
+            "negatives_from": "teacher"
+            if options.mine_negatives and options.negatives_from == "teacher"
+            else None,
             "distill_weight": options.distill_weight if data.teacher is not None else 0.0,
         }
         if data.teacher is not None and options.correlation_weight:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,15 +83,18 @@ class Teacher:
     def identity(self) -> str:
         return self.encoder.fingerprint
 
-    def vectors(self, texts: list[str], *, query: bool) -> np.ndarray:
-        """Unit vectors of ``texts`` (queries with the teacher's own query instruction)."""
+    def vectors(
+        self, texts: list[str], *, query: bool, on_progress: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """Unit vectors of ``texts`` (queries with the teacher's own query instruction);
+        ``on_progress`` is called with each count of texts done, cached ones included."""
         instruction = self.query_instruction if query else ""
         encode = (
             (lambda t: self.encoder.encode(t, instruction=instruction, warn_truncated=False))
             if query
             else (lambda t: self.encoder.encode(t, instruction="", warn_truncated=False))
         )
-        return self.cache.encode(texts, instruction, encode, chunk=64)
+        return self.cache.encode(texts, instruction, encode, chunk=64, on_progress=on_progress)
 
 
 def open_teacher(
