@@ -15,18 +15,10 @@ class TrainDisplay:
 
     def __enter__(self) -> TrainDisplay:
         if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]} · lr {task.fields[lr]} · {task.fields[rate]} tok/s"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
+            self._progress = _started_bar(
+                "[bold]{task.description}",
+                "loss {task.fields[loss]} · lr {task.fields[lr]} · {task.fields[rate]} tok/s",
             )
-            self._progress.start()
         return self
 
     def start_stage(self, stage: str, total: int, done: int) -> None:
@@ -57,17 +49,7 @@ class MiningDisplay:
 
     def __enter__(self) -> MiningDisplay:
         if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._progress = Progress(
-                TextColumn("[bold]teacher mining · {task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
-            self._progress.start()
+            self._progress = _started_bar("[bold]teacher mining · {task.description}")
         return self
 
     def advance(self, what: str, done: int, total: int) -> None:
@@ -80,3 +62,15 @@ class MiningDisplay:
     def __exit__(self, *exc) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+
+def _started_bar(label: str, fields: str | None = None):
+    """A started rich progress bar on stderr: label, bar, count, ``fields``, time left."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn()]
+    columns += [TextColumn(fields)] if fields else []
+    progress = Progress(*columns, TimeRemainingColumn(), console=Console(stderr=True))
+    progress.start()
+    return progress
