@@ -69,6 +69,24 @@ def write_text(path: Path, text: str, *, fsync: bool = False) -> Path:
     return write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
+def write_text_once(path: Path, text: str) -> str:
+    """Publish ``text`` at ``path`` unless another writer did first; returns what ``path`` holds.
+
+    Processes that compute the same thing side by side then all use the first one's result,
+    even where their own differ in the last bits."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(text.encode("utf-8"))
+        os.chmod(tmp, 0o644)
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+    return path.read_text(encoding="utf-8")
+
+
 def remove_leftovers(root: Path, name: str) -> None:
     """Drop what killed writes of ``root/name`` left behind (call while no write is live)."""
     for kind in (_BUILD, _OLD):

@@ -48,7 +48,8 @@ MineNegativesOption = Annotated[
     bool,
     typer.Option(
         help="Give pairs without a negative a hard one: another passage of the same 'group', "
-        "else the best BM25 match among the dataset's passages that is not the positive."
+        "else the best BM25 match among the dataset's passages that is not the positive "
+        "(or the teacher's choice, with --negatives-from teacher)."
     ),
 ]
 NegativesFromOption = Annotated[
@@ -224,7 +225,6 @@ def train_command(
     from ragkit.trainer.recipe import get_recipe, parse_stages
 
     _check_flags(precision, adapter_dtype, teacher, distill_weight, correlation_weight)
-    _check_miner(negatives_from, teacher)
     sizes = {"steps": steps, "batch_size": batch_size, "max_length": max_length, "lr": lr}
     lora = {"lora_top_layers": lora_layers, "lora_dropout": lora_dropout}
     chosen = get_recipe(recipe).with_overrides(**sizes, **lora, checkpoint_every=checkpoint_every)
@@ -256,15 +256,6 @@ def train_command(
     )
     result = train(options)
     _summary(result)
-
-
-def _check_miner(negatives_from: str, teacher: str | None) -> None:
-    from ragkit.errors import InvalidInputError
-
-    if negatives_from not in ("bm25", "teacher"):
-        raise InvalidInputError(f"--negatives-from must be bm25 or teacher, got {negatives_from!r}")
-    if negatives_from == "teacher" and not teacher:
-        raise InvalidInputError("--negatives-from teacher needs a --teacher")
 
 
 def _check_flags(

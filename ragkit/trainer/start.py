@@ -88,6 +88,7 @@ def load_data(options: TrainOptions) -> TrainingData:
     """Read and check all training data before any model loads, so bad input fails fast."""
     if options.chunk_size is not None and options.chunk_size < 1:
         raise InvalidInputError(f"--chunk-size must be at least 1, got {options.chunk_size}")
+    _check_miner(options)
     unsupervised = any(s != "supervised" for s in options.stages)
     needed = unsupervised or not options.pairs
     corpus = load_corpus(options.corpus, leave_out_eval=not options.use_eval_sections) if needed else None
@@ -109,6 +110,15 @@ def load_data(options: TrainOptions) -> TrainingData:
         log.info("supervised stage on %s", data.pairs.describe())
         return data
     return TrainingData(corpus, pairs)
+
+
+def _check_miner(options: TrainOptions) -> None:
+    if options.negatives_from not in ("bm25", "teacher"):
+        raise InvalidInputError(f"--negatives-from must be bm25 or teacher, got {options.negatives_from!r}")
+    if options.negatives_from == "teacher" and not options.teacher:
+        raise InvalidInputError("--negatives-from teacher needs a --teacher")
+    if options.negatives_from == "teacher" and not options.mine_negatives:
+        raise InvalidInputError("--negatives-from teacher mines negatives; drop --no-mine-negatives")
 
 
 def _mined_by_teacher(pairs: PairSet, options: TrainOptions, teacher) -> PairSet:
