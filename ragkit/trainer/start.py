@@ -96,7 +96,7 @@ def load_data(options: TrainOptions) -> TrainingData:
     if "supervised" in options.stages:
         pairs = read_pairs(options.pairs) if options.pairs else corpus_pairs(corpus)
         teacher = _load_teacher(options)  # a bad --teacher fails before minutes of mining
-        by_teacher = options.mine_negatives and options.negatives_from == "teacher"
+        by_teacher = options.negatives_from == "teacher"  # _check_miner: with mining on
         if options.mine_negatives and not by_teacher:
             pairs = mine_negatives(pairs)
         data = TrainingData(corpus, pairs)
@@ -184,9 +184,7 @@ def run_settings(options: TrainOptions, start: Start, data: TrainingData, precis
             "teacher_source": options.teacher,
             "teacher_filter": bool(data.teacher is not None and options.teacher_filter),
             # None for BM25, as runs recorded before the teacher could mine: they still resume.
-            "negatives_from": "teacher"
-            if options.mine_negatives and options.negatives_from == "teacher"
-            else None,
+            "negatives_from": "teacher" if options.negatives_from == "teacher" else None,
             "distill_weight": options.distill_weight if data.teacher is not None else 0.0,
         }
         if data.teacher is not None and options.correlation_weight:
