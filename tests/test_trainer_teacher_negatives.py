@@ -102,6 +102,9 @@ def test_choices_are_published_once_and_reused(tmp_path):
     assert shifted.asked == []  # nothing encoded: the published choices were read
     mine_with_teacher(_pairs(), shifted, {0}, pool_size=3, cache_root=tmp_path)
     assert shifted.asked  # other settings mine afresh
+    for published in tmp_path.glob("teacher-*.json"):
+        published.write_text("[1, 2]")  # a damaged cache is mined again, not an error
+    assert mine_with_teacher(_pairs(), _TableTeacher(QUERIES, PASSAGES), {0}, cache_root=tmp_path).mined == 1
 
 
 def test_first_writer_wins(tmp_path):

@@ -174,7 +174,9 @@ def _parse_choices(text: str, wanting: list[int]) -> dict[int, str] | None:
         body = json.loads(text)
     except ValueError:
         return None
-    chosen = body.get("negatives") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        return None
+    chosen = body.get("negatives")
     if body.get("format") != MINING_FORMAT or not isinstance(chosen, list) or len(chosen) != len(wanting):
         return None
     if not all(c is None or isinstance(c, str) for c in chosen):
