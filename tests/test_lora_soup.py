@@ -1,0 +1,116 @@
+"""LoRA soups: the stacked-rank adapter merges to the mean of the runs' merged weights."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import make_model
+from ragkit.encoder.adapters import adapter_from_peft, load_adapter, merge_adapters
+from ragkit.encoder.soup import average_adapters
+from ragkit.errors import EncoderFormatError
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHT = "layers.0.self_attn.q_proj.weight"
+
+
+def _adapter(seed: int, r: int = 4, targets=("q_proj", "down_proj")):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model = make_model()
+    torch.manual_seed(seed)
+    config = LoraConfig(r=r, lora_alpha=2 * r, init_lora_weights=False, target_modules=list(targets))
+    return adapter_from_peft(f"run{seed}", get_peft_model(model, config))
+
+
+def _merged(adapter) -> dict:
+    return merge_adapters(make_model(), [copy.deepcopy(adapter)]).state_dict()
+
+
+def test_soup_merges_to_the_mean_of_the_runs_weights():
+    import torch
+
+    runs = [_adapter(seed) for seed in (1, 2, 3)]
+    soup = average_adapters(runs, "soup")
+    base = make_model().state_dict()
+    mean = {k: sum(_merged(run)[k] for run in runs) / 3 for k in base}
+    merged = _merged(soup)
+    assert soup.config["r"] == 12 and soup.config["lora_alpha"] == 24
+    for key in (WEIGHT, "layers.1.mlp.down_proj.weight"):
+        assert torch.allclose(merged[key], mean[key], atol=1e-5)
+        # The mean is not any single run's weights, nor the base's.
+        assert not torch.allclose(merged[key], _merged(runs[0])[key], atol=1e-3)
+        assert not torch.allclose(merged[key], base[key], atol=1e-3)
+
+
+def test_soup_is_saved_and_read_back_as_an_ordinary_adapter(tmp_path):
+    import torch
+
+    soup = average_adapters([_adapter(1), _adapter(2)], "soup")
+    soup.save(tmp_path / "soup")
+    again = load_adapter(tmp_path / "soup")
+    assert again.config["r"] == 8
+    assert torch.allclose(_merged(again)[WEIGHT], _merged(soup)[WEIGHT])
+
+
+@pytest.mark.parametrize(
+    "other, message",
+    [
+        (lambda: _adapter(2, r=8), "differ in r"),
+        (lambda: _adapter(2, targets=("q_proj",)), "adapt different weights"),
+    ],
+)
+def test_runs_that_cannot_be_averaged_are_refused(other, message):
+    with pytest.raises(EncoderFormatError, match=message):
+        average_adapters([_adapter(1), other()], "soup")
+
+
+def test_one_adapter_is_not_a_soup():
+    with pytest.raises(EncoderFormatError, match="at least two"):
+        average_adapters([_adapter(1)], "soup")
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("lora_soup", ROOT / "bench" / "lora_soup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_folder(root: Path, shared, last) -> Path:
+    root.mkdir()
+    (root / "ragkit.json").write_text(json.dumps({"format": "ragkit-encoder", "adapters": ["00-a", "01-b"]}))
+    (root / "tokenizer").mkdir()
+    (root / "tokenizer" / "tokenizer.json").write_text("{}")
+    shared.save(root / "adapters" / "00-a")
+    last.save(root / "adapters" / "01-b")
+    return root
+
+
+def test_script_writes_an_encoder_folder_with_the_shared_adapters_and_the_soup(tmp_path):
+    import torch
+
+    shared = _adapter(0)
+    runs = [_run_folder(tmp_path / f"r{i}", shared, _adapter(i)) for i in (1, 2)]
+    record = _script().write_soup(runs, tmp_path / "soup")
+    out = tmp_path / "soup"
+    assert json.loads((out / "ragkit.json").read_text())["adapters"] == ["00-a", "01-b"]
+    assert len(record["sources"]) == 2 and record["adapter"] == "01-b"
+    kept = load_adapter(out / "adapters" / "00-a")
+    assert all(torch.equal(kept.tensors[key], value) for key, value in shared.tensors.items())
+    assert load_adapter(out / "adapters" / "01-b").config["r"] == 8
+
+
+def test_script_refuses_runs_from_different_encoders_and_keeps_out_untouched(tmp_path):
+    runs = [
+        _run_folder(tmp_path / "r1", _adapter(0), _adapter(1)),
+        _run_folder(tmp_path / "r2", _adapter(5), _adapter(2)),
+    ]
+    with pytest.raises(SystemExit, match="did not start from one encoder"):
+        _script().write_soup(runs, tmp_path / "soup")
+    assert not (tmp_path / "soup").exists()
