@@ -3,7 +3,10 @@
 Each folder must be a saved encoder with the same settings and the same adapters except the
 last (runs of ``ragkit train --backbone X --stages supervised`` on one encoder X, with any
 seeds, pairs or losses). The output keeps those shared adapters and replaces the last one by
-the uniform average of the runs' weight changes (:mod:`ragkit.encoder.soup`):
+the uniform average of the runs' weight changes (:mod:`ragkit.encoder.soup`). Its
+``training.json`` keeps the shared base and every run's own record under ``soup``, its
+``stages.json`` one supervised row over the runs, and ``metrics.jsonl`` / ``loss.png`` each
+run's loss curve:
 
     python bench/lora_soup.py runs/stack09 runs/stack10 runs/stack11 --out runs/soup
 """
@@ -18,6 +21,7 @@ from pathlib import Path
 from ragkit.encoder.adapters import adapter_file_hash, load_adapter
 from ragkit.encoder.soup import average_adapters
 from ragkit.errors import EncoderFormatError
+from ragkit.trainer.run_folder import plot_loss
 
 CONFIG = "ragkit.json"
 
@@ -44,7 +48,7 @@ def check_runs(folders: list[Path]) -> list[str]:
 
 
 def write_soup(folders: list[Path], out: Path) -> dict:
-    """Writes the encoder folder; returns what ``soup.json`` records."""
+    """Writes the encoder folder; returns what ``training.json`` records under ``soup``."""
     names = check_runs(folders)
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"error: {out} exists and is not empty")
@@ -63,12 +67,52 @@ def write_soup(folders: list[Path], out: Path) -> dict:
         "method": "uniform mean of the last adapters' weight changes, ranks stacked",
         "adapter": last,
         "sources": [
-            {"folder": str(folder), "adapter_hash": adapter_file_hash(folder / "adapters" / last)}
+            {"run": folder.name, "adapter_hash": adapter_file_hash(folder / "adapters" / last)}
             for folder in folders
         ],
     }
-    (out / "soup.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_training_records(folders, out, record)
     return record
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _metrics(folder: Path) -> list[dict]:
+    path = folder / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def write_training_records(folders: list[Path], out: Path, soup: dict) -> None:
+    """``training.json``, ``stages.json``, ``metrics.jsonl`` and ``loss.png`` for the soup."""
+    runs = [_json(folder / "training.json") for folder in folders]
+    stages = [_json(folder / "stages.json").get("supervised", {}) for folder in folders]
+    shared = ("format", "backbone", "backbone_identity", "base_adapters", "base", "model_layers", "layers")
+    training = {key: runs[0][key] for key in shared if key in runs[0]}
+    training |= {"recipe": runs[0].get("recipe", {}), "stages": ["supervised"]}
+    own = [{k: v for k, v in run.items() if k not in ("base", "base_adapters")} for run in runs]
+    training["soup"] = {**soup, "runs": own}
+    (out / "training.json").write_text(json.dumps(training, indent=2) + "\n")
+    losses = [s["final_loss"] for s in stages if s.get("final_loss") is not None]
+    row = {
+        "steps": stages[0].get("steps"),
+        "averaged_runs": len(folders),
+        "final_loss": sum(losses) / len(losses) if losses else None,
+        "seconds": round(sum(s.get("seconds", 0) for s in stages), 1),
+        "tokens_per_s": round(sum(s.get("tokens_per_s", 0) for s in stages) / len(stages), 1),
+        "precision": stages[0].get("precision"),
+    }
+    (out / "stages.json").write_text(json.dumps({"supervised": row}, indent=2) + "\n")
+    with (out / "metrics.jsonl").open("w") as handle:
+        for number, (folder, run) in enumerate(zip(folders, runs, strict=True), start=1):
+            for metric in _metrics(folder):
+                metric["stage"] = f"supervised, run {number} (seed {run.get('seed')})"
+                handle.write(json.dumps(metric) + "\n")
+    plot_loss(out)
 
 
 def main() -> None:

@@ -89,6 +89,13 @@ def _run_folder(root: Path, shared, last) -> Path:
     (root / "tokenizer" / "tokenizer.json").write_text("{}")
     shared.save(root / "adapters" / "00-a")
     last.save(root / "adapters" / "01-b")
+    seed = int(root.name[1:])
+    run = {"format": "ragkit-training", "base": {"encoder": "default"}, "recipe": {"quick": 1}, "seed": seed}
+    (root / "training.json").write_text(json.dumps(run))
+    stats = {"steps": 3, "final_loss": float(seed), "seconds": 60.0, "tokens_per_s": 100.0}
+    (root / "stages.json").write_text(json.dumps({"supervised": stats}))
+    rows = [{"stage": "supervised", "step": step, "loss": 1.0 / step} for step in (1, 2, 3)]
+    (root / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     return root
 
 
@@ -104,6 +111,14 @@ def test_script_writes_an_encoder_folder_with_the_shared_adapters_and_the_soup(t
     kept = load_adapter(out / "adapters" / "00-a")
     assert all(torch.equal(kept.tensors[key], value) for key, value in shared.tensors.items())
     assert load_adapter(out / "adapters" / "01-b").config["r"] == 8
+    training = json.loads((out / "training.json").read_text())
+    assert training["base"] == {"encoder": "default"}
+    assert [run["seed"] for run in training["soup"]["runs"]] == [1, 2]
+    stages = json.loads((out / "stages.json").read_text())["supervised"]
+    assert stages["averaged_runs"] == 2 and stages["final_loss"] == 1.5 and stages["seconds"] == 120.0
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 6 and metrics[3]["stage"] == "supervised, run 2 (seed 2)"
+    assert (out / "loss.png").stat().st_size > 0
 
 
 def test_script_refuses_runs_from_different_encoders_and_keeps_out_untouched(tmp_path):
