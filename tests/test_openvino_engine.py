@@ -125,3 +125,36 @@ def test_bf16_is_an_opt_in_held_to_its_pooled_vectors(saved: Path, monkeypatch, 
         refused = Encoder.from_pretrained(str(saved), backend="auto", dtype="bfloat16")
     assert refused.describe()["backend"] == "torch" and "disagrees with its build-time check" in caplog.text
     assert float((refused.encode(TEXTS) * torch_encoder.encode(TEXTS)).sum(1).min()) > 0.99
+
+
+def test_the_bf16_check_judges_real_text_not_random_ids(
+    saved: Path, tmp_path: Path, tiny_backbone_dir: Path, monkeypatch
+):
+    """Rows of random ids are all rare tokens; the bf16 engine is held to documentation prose."""
+    import torch
+    from safetensors.torch import load_file
+    from tokenizers import Tokenizer
+
+    from ragkit.encoder.probe_texts import probe_texts
+
+    Encoder.from_pretrained(str(saved), backend="auto")  # builds the engine
+    (probe_file,) = (tmp_path / "home" / "engines").glob("openvino-*/probe.safetensors")
+    recorded = load_file(str(probe_file))
+    mask = recorded["text_attention_mask"]
+    assert mask.shape[0] == engine.TEXT_PROBE_ROWS and mask[0, 0] == 1 and mask[-1, 0] == 0  # both sides
+    assert mask[1, -1] == 0 and mask[-1, -1] == 1
+    tokenizer = Tokenizer.from_file(str(tiny_backbone_dir / "tokenizer.json"))
+    first = tokenizer.encode(probe_texts()[0][0]).ids[: engine.TEXT_PROBE_TOKENS]
+    assert recorded["text_input_ids"][0, : len(first)].tolist() == first
+    pooled_probes = []
+    measure = engine._min_cosine
+
+    def spy(compiled, probe, expected, pooled=False):
+        if pooled:
+            pooled_probes.append(probe[0])
+        return measure(compiled, probe, expected, pooled)
+
+    monkeypatch.setattr(engine, "_min_cosine", spy)
+    fast = Encoder.from_pretrained(str(saved), backend="auto", dtype="bfloat16")
+    assert fast.describe()["dtype"] == "bfloat16"
+    assert pooled_probes and all(torch.equal(ids, recorded["text_input_ids"]) for ids in pooled_probes)

@@ -28,6 +28,7 @@ import numpy as np
 from ragkit.atomic import write_text
 from ragkit.encoder.cache import ragkit_home
 from ragkit.encoder.encoder import Encoder
+from ragkit.encoder.probe_texts import probe_texts
 from ragkit.errors import InvalidInputError
 from ragkit.hardware import cpu_bf16_features
 from ragkit.hashing import canonical_json_hash
@@ -68,13 +69,6 @@ class PrecisionChoice:
         if self.min_cosine is not None:
             measured = f"; probe min cosine {self.min_cosine:.4f}, top-{TOP_K} {self.top_agreement:.3f}"
         return f"{self.dtype} ({self.reason}{measured})"
-
-
-@functools.cache
-def probe_texts() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The probe passages and queries shipped with ragkit."""
-    data = json.loads((Path(__file__).with_name("probe_texts.json")).read_text(encoding="utf-8"))
-    return tuple(data["passages"]), tuple(data["queries"])
 
 
 def measure(reference: Encoder, candidate: Encoder, k: int = TOP_K) -> tuple[float, float]:

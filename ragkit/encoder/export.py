@@ -146,7 +146,7 @@ def _same_ids_as_ragkit(folder: Path, instructions: list[str], encoder) -> bool:
     """Tokenize as sentence-transformers does (prompt + text, pooled after the prompt's length)."""
     from transformers import AutoTokenizer
 
-    from ragkit.encoder.document_precision import probe_texts
+    from ragkit.encoder.probe_texts import probe_texts
 
     passages, queries = probe_texts()
     texts = [*queries, *(p.split(". ")[0] for p in passages)]

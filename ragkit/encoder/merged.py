@@ -118,6 +118,19 @@ def _warn_once(message: str) -> None:
         log.warning(message)
 
 
+def _probe_token_rows(backbone: Backbone) -> list[list[int]] | None:
+    """The probe passages as the backbone's tokenizer cuts them; None without a tokenizer.json."""
+    from tokenizers import Tokenizer
+
+    from ragkit.encoder.probe_texts import probe_texts
+
+    path = backbone.folder / "tokenizer.json"
+    if not path.is_file():
+        return None
+    tokenizer = Tokenizer.from_file(str(path))
+    return [encoding.ids for encoding in tokenizer.encode_batch(list(probe_texts()[0]))]
+
+
 def load_engine_merged(
     backbone: Backbone, adapters: list[Adapter], layers: int | None = None, precision: str = "f32"
 ):
@@ -138,7 +151,8 @@ def load_engine_merged(
         from ragkit.encoder.light import load_light_model
 
         light = load_light_model(merged)
-        return {**engine.build(light, out), "parameters": sum(p.numel() for p in light.parameters())}
+        built = engine.build(light, out, _probe_token_rows(backbone))
+        return {**built, "parameters": sum(p.numel() for p in light.parameters())}
 
     folder = engine_folder(engine.artefact_name(), merged.name)
     try:

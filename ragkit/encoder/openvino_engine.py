@@ -8,7 +8,9 @@ under a lock with a manifest, and checks the converted model against the torch b
 probe batch padded on both sides before it is ever used. It computes in fp32 unless bf16 is
 asked for (``dtype="bfloat16"``): on CPUs with AMX, bf16 embeds documents about 3.5 times
 faster, but its pooled vectors stray from fp32 by up to cosine 0.994 and single token states
-far more (BENCHMARKS.md), so the plugin's own choice of bf16 is never left to it. Pooling,
+far more (BENCHMARKS.md), so the plugin's own choice of bf16 is never left to it. A bf16
+engine is held at load to the pooled states of real documentation passages recorded at
+build time (``probe_texts.json``, cut by the backbone's tokenizer). Pooling,
 instructions and truncation stay ragkit's, so the vectors and the fingerprint are those of
 the torch path.
 
@@ -39,9 +41,13 @@ COMPILED_DIR = "compiled"
 MIN_COSINE = 0.9999
 """Smallest cosine between an engine's token states and torch's accepted at verification."""
 BF16_MIN_COSINE = 0.99
-"""Smallest cosine between a probe row's mean state in bf16 and in fp32 accepted at load.
+"""Smallest cosine between a text probe row's mean state in bf16 and in fp32 accepted at load.
 Single token states may differ far more in bf16 (a rare token's state is sensitive to
-rounding), so the opt-in bf16 engine is held to its pooled rows, as retrieval uses them."""
+rounding), so the opt-in bf16 engine is held to its pooled rows, as retrieval uses them, of
+real documentation text: rows of random ids are all rare tokens and judge an encoder by
+sequences nobody indexes."""
+TEXT_PROBE_ROWS = 8
+TEXT_PROBE_TOKENS = 48
 PRECISIONS = ("f32", "bf16")
 _threads: int | None = None
 
@@ -57,7 +63,7 @@ def installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
-ARTEFACT_FORMAT = 3
+ARTEFACT_FORMAT = 4
 """Bumped whenever the files an artefact holds change, so older ones are rebuilt, not misread."""
 
 
@@ -146,8 +152,26 @@ def agreement(compiled, traced: nn.Module) -> float:
         return _min_cosine(compiled, probe, traced(*probe))
 
 
-def build(light, out: Path) -> dict:
-    """Convert ``light`` into ``out`` and record whether it agrees with torch."""
+def text_probe(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token id rows of real text as one batch, each cut shorter than the one before so the
+    rows are padded: on the right, the last on the left."""
+    rows = [row[: max(4, TEXT_PROBE_TOKENS - 5 * n)] for n, row in enumerate(r for r in rows if r)]
+    rows = rows[:TEXT_PROBE_ROWS]
+    width = max(len(row) for row in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for number, row in enumerate(rows):
+        start = width - len(row) if number == len(rows) - 1 else 0
+        ids[number, start : start + len(row)] = torch.tensor(row)
+        mask[number, start : start + len(row)] = 1
+    return ids, mask, (mask.cumsum(1) - 1).clamp(min=0)
+
+
+def build(light, out: Path, text_rows: list[list[int]] | None = None) -> dict:
+    """Convert ``light`` into ``out`` and record whether it agrees with torch.
+
+    ``text_rows`` (token ids of real text) are recorded with their fp32 states for the bf16
+    load check; without them that check falls back to the random-id probe."""
     import openvino as ov
 
     traced = _Traceable(light).eval()
@@ -165,6 +189,11 @@ def build(light, out: Path) -> dict:
         "attention_mask": mask,
         "position_ids": positions,
     }
+    if text_rows:
+        text = text_probe(text_rows)
+        with torch.inference_mode():
+            probe["text_hidden"] = traced(*text).contiguous()
+        probe |= dict(zip(("text_input_ids", "text_attention_mask", "text_position_ids"), text, strict=True))
     save_file(probe, str(out / PROBE_FILE))
     cosine = _min_cosine(_compile(out, cached=False, precision="f32"), example, expected)
     verified = cosine >= MIN_COSINE
@@ -217,8 +246,9 @@ def _checked_compile(folder: Path, precision: str = "f32"):
     to give other states or crash the process, so bf16 is compiled afresh each time.
     """
     recorded = load_file(str(folder / PROBE_FILE))
-    probe = (recorded["input_ids"], recorded["attention_mask"], recorded["position_ids"])
-    expected = recorded["hidden"]
+    prefix = "text_" if precision != "f32" and "text_hidden" in recorded else ""
+    probe = tuple(recorded[f"{prefix}{key}"] for key in ("input_ids", "attention_mask", "position_ids"))
+    expected = recorded[f"{prefix}hidden"]
     bound, pooled = (MIN_COSINE, False) if precision == "f32" else (BF16_MIN_COSINE, True)
     if precision == "f32":
         compiled = _compile(folder, precision=precision)
