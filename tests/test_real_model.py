@@ -48,7 +48,7 @@ def test_default_is_the_shipped_trained_encoder(default: Encoder, bidirectional:
     assert default.config.backbone == "smollm2-135m"
     assert default.config.backbone_identity == bidirectional.config.backbone_identity
     names = ["00-mntp", "01-simcse", "02-supervised", "03-supervised", "04-supervised", "05-supervised"]
-    names += ["06-supervised", "07-supervised"]
+    names += ["06-supervised", "07-supervised", "08-supervised"]
     assert [a.name for a in default.adapters] == names
     assert default.config.instructions["query"].startswith("Given a question")
     assert default.probe_result.is_bidirectional()
@@ -57,8 +57,8 @@ def test_default_is_the_shipped_trained_encoder(default: Encoder, bidirectional:
     files = sorted(p.relative_to(shipped).as_posix() for p in shipped.rglob("*") if p.is_file())
     assert files == [f"{n}/{f}" for n in names for f in ("adapter_config.json", "adapter_model.safetensors")]
     assert (
-        sum((shipped / f).stat().st_size for f in files) < 60 * 1024 * 1024
-    )  # the wheel carries them: 59.0 MB in fp16
+        sum((shipped / f).stat().st_size for f in files) < 90 * 1024 * 1024
+    )  # the wheel carries them: 88.3 MB in fp16 (the last, a mean of three runs, has rank 48)
 
 
 def test_sentence_transformers_reads_the_default_export_with_ragkit_vectors(
