@@ -36,7 +36,9 @@ def _settings(folder: Path) -> dict:
 def check_runs(folders: list[Path]) -> list[str]:
     """The shared adapter names; refuses runs that do not start from one encoder."""
     first = _settings(folders[0])
-    names = first["adapters"]
+    names = first.get("adapters") or []
+    if not names:
+        raise SystemExit(f"error: {folders[0]} has no adapters to average")
     for folder in folders[1:]:
         if _settings(folder) != first:
             raise SystemExit(f"error: {folder}/{CONFIG} differs from {folders[0]}/{CONFIG}")
@@ -50,8 +52,8 @@ def check_runs(folders: list[Path]) -> list[str]:
 def write_soup(folders: list[Path], out: Path) -> dict:
     """Writes the encoder folder; returns what ``training.json`` records under ``soup``."""
     names = check_runs(folders)
-    if out.exists() and any(out.iterdir()):
-        raise SystemExit(f"error: {out} exists and is not empty")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SystemExit(f"error: {out} exists and is not an empty folder")
     last = names[-1]
     try:
         soup = average_adapters([load_adapter(folder / "adapters" / last) for folder in folders], last)
@@ -101,7 +103,8 @@ def write_training_records(folders: list[Path], out: Path, soup: dict) -> None:
     row = {
         "steps": stages[0].get("steps"),
         "averaged_runs": len(folders),
-        "final_loss": sum(losses) / len(losses) if losses else None,
+        "final_loss": None,  # no loss belongs to the mean itself
+        "mean_run_final_loss": sum(losses) / len(losses) if losses else None,
         "seconds": round(sum(s.get("seconds", 0) for s in stages), 1),
         "tokens_per_s": round(sum(s.get("tokens_per_s", 0) for s in stages) / len(stages), 1),
         "precision": stages[0].get("precision"),

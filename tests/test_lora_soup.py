@@ -70,6 +70,24 @@ def test_runs_that_cannot_be_averaged_are_refused(other, message):
         average_adapters([_adapter(1), other()], "soup")
 
 
+@pytest.mark.parametrize(
+    "setting, value",
+    [
+        ("use_rslora", True),
+        ("use_dora", True),
+        ("rank_pattern", {"q_proj": 8}),
+        ("init_lora_weights", "pissa"),
+        ("bias", "all"),
+        ("modules_to_save", ["embed_tokens"]),
+    ],
+)
+def test_lora_variants_that_are_not_a_plain_product_are_refused(setting, value):
+    runs = [_adapter(1), _adapter(2)]
+    runs[1].config = {**runs[1].config, setting: value}
+    with pytest.raises(EncoderFormatError, match="only plain LoRAs"):
+        average_adapters(runs, "soup")
+
+
 def test_one_adapter_is_not_a_soup():
     with pytest.raises(EncoderFormatError, match="at least two"):
         average_adapters([_adapter(1)], "soup")
@@ -115,7 +133,8 @@ def test_script_writes_an_encoder_folder_with_the_shared_adapters_and_the_soup(t
     assert training["base"] == {"encoder": "default"}
     assert [run["seed"] for run in training["soup"]["runs"]] == [1, 2]
     stages = json.loads((out / "stages.json").read_text())["supervised"]
-    assert stages["averaged_runs"] == 2 and stages["final_loss"] == 1.5 and stages["seconds"] == 120.0
+    assert stages["averaged_runs"] == 2 and stages["seconds"] == 120.0
+    assert stages["mean_run_final_loss"] == 1.5 and stages["final_loss"] is None
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 6 and metrics[3]["stage"] == "supervised, run 2 (seed 2)"
     assert (out / "loss.png").stat().st_size > 0

@@ -158,3 +158,29 @@ def test_the_bf16_check_judges_real_text_not_random_ids(
     fast = Encoder.from_pretrained(str(saved), backend="auto", dtype="bfloat16")
     assert fast.describe()["dtype"] == "bfloat16"
     assert pooled_probes and all(torch.equal(ids, recorded["text_input_ids"]) for ids in pooled_probes)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [[5, 6, 7], [8, 9]],
+        [[5, 6], [7, 8]],  # equal lengths
+        [[5] * 60 for _ in range(10)],  # long passages: cut, and at most TEXT_PROBE_ROWS
+        [[], [5, 6, 7], [], [8, 9, 10, 11]],  # empty rows skipped
+    ],
+)
+def test_the_text_probe_is_padded_on_both_sides(rows):
+    ids, mask, positions = engine.text_probe(rows, vocab=64)
+    assert 2 <= len(ids) <= engine.TEXT_PROBE_ROWS
+    assert mask[0, -1] == 0 and mask[0, 0] == 1  # right-padded
+    assert mask[-1, 0] == 0 and mask[-1, -1] == 1  # left-padded
+    assert positions[-1][mask[-1].bool()].tolist() == list(range(int(mask[-1].sum())))
+    assert int(mask.sum(1).max()) <= engine.TEXT_PROBE_TOKENS
+
+
+def test_no_text_probe_from_too_little_text_or_ids_the_model_lacks():
+    assert engine.text_probe([], vocab=64) is None
+    assert engine.text_probe([[5, 6], []], vocab=64) is None
+    assert engine.text_probe([[5, 6], [70, 80]], vocab=64) is None  # ids past the vocabulary
+    ids, mask, _ = engine.text_probe([[5, 70, 6], [7, 8]], vocab=64)
+    assert sorted(ids[mask.bool()].tolist()) == [5, 6, 7, 8]

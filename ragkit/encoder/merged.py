@@ -119,16 +119,18 @@ def _warn_once(message: str) -> None:
 
 
 def _probe_token_rows(backbone: Backbone) -> list[list[int]] | None:
-    """The probe passages as the backbone's tokenizer cuts them; None without a tokenizer.json."""
+    """The probe passages as the backbone's tokenizer cuts them; None without a readable
+    ``tokenizer.json`` (the engine's bf16 check then uses its random-id probe)."""
     from tokenizers import Tokenizer
 
     from ragkit.encoder.probe_texts import probe_texts
 
     path = backbone.folder / "tokenizer.json"
-    if not path.is_file():
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+        return [encoding.ids for encoding in tokenizer.encode_batch(list(probe_texts()[0]))]
+    except Exception:  # any unreadable tokenizer: the engine keeps the random-id probe
         return None
-    tokenizer = Tokenizer.from_file(str(path))
-    return [encoding.ids for encoding in tokenizer.encode_batch(list(probe_texts()[0]))]
 
 
 def load_engine_merged(

@@ -152,16 +152,20 @@ def agreement(compiled, traced: nn.Module) -> float:
         return _min_cosine(compiled, probe, traced(*probe))
 
 
-def text_probe(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Token id rows of real text as one batch, each cut shorter than the one before so the
-    rows are padded: on the right, the last on the left."""
-    rows = [row[: max(4, TEXT_PROBE_TOKENS - 5 * n)] for n, row in enumerate(r for r in rows if r)]
-    rows = rows[:TEXT_PROBE_ROWS]
-    width = max(len(row) for row in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
+def text_probe(rows: list[list[int]], vocab: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Token id rows of real text as one batch padded on both sides: each row is cut shorter
+    than the one before, the batch is one wider than its longest row, and the last row sits on
+    the right. None with fewer than two non-empty rows (ids the model lacks are dropped)."""
+    kept = [[i for i in row if 0 <= i < vocab] for row in rows]
+    kept = [row for row in kept if row][:TEXT_PROBE_ROWS]
+    if len(kept) < 2:
+        return None
+    kept = [row[: max(4, TEXT_PROBE_TOKENS - 5 * n)] for n, row in enumerate(kept)]
+    width = max(len(row) for row in kept) + 1
+    ids = torch.zeros(len(kept), width, dtype=torch.long)
     mask = torch.zeros_like(ids)
-    for number, row in enumerate(rows):
-        start = width - len(row) if number == len(rows) - 1 else 0
+    for number, row in enumerate(kept):
+        start = width - len(row) if number == len(kept) - 1 else 0
         ids[number, start : start + len(row)] = torch.tensor(row)
         mask[number, start : start + len(row)] = 1
     return ids, mask, (mask.cumsum(1) - 1).clamp(min=0)
@@ -189,8 +193,8 @@ def build(light, out: Path, text_rows: list[list[int]] | None = None) -> dict:
         "attention_mask": mask,
         "position_ids": positions,
     }
-    if text_rows:
-        text = text_probe(text_rows)
+    text = text_probe(text_rows or [], light.embed_tokens.num_embeddings)
+    if text is not None:
         with torch.inference_mode():
             probe["text_hidden"] = traced(*text).contiguous()
         probe |= dict(zip(("text_input_ids", "text_attention_mask", "text_position_ids"), text, strict=True))

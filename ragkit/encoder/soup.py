@@ -14,7 +14,24 @@ from ragkit.encoder.adapters import Adapter
 from ragkit.errors import EncoderFormatError
 
 # Settings that change how a LoRA's weights map to a weight change: all runs must share them.
-_SHARED = ("r", "lora_alpha", "target_modules", "use_rslora", "use_dora", "layers_to_transform")
+_SHARED = ("r", "lora_alpha", "target_modules", "layers_to_transform", "layers_pattern")
+# LoRA variants whose weights are not a plain B @ A at scale alpha / r: any of them set refuses.
+_VARIANTS = (
+    "use_rslora",
+    "use_dora",
+    "use_qalora",
+    "use_bdlora",
+    "rank_pattern",
+    "alpha_pattern",
+    "target_parameters",
+    "layer_replication",
+    "modules_to_save",
+    "trainable_token_indices",
+    "alora_invocation_tokens",
+    "lora_bias",
+)
+# Initialisations that leave the base weights alone (others, e.g. PiSSA, rewrite them by rank).
+_PLAIN_INIT = (True, False, "gaussian", None)
 
 
 def average_adapters(adapters: list[Adapter], name: str) -> Adapter:
@@ -45,10 +62,12 @@ def _check_compatible(adapters: list[Adapter]) -> None:
     first = adapters[0]
     for adapter in adapters:
         config = adapter.config
-        if config.get("use_rslora") or config.get("use_dora"):
-            raise EncoderFormatError(f"adapter '{adapter.name}': rsLoRA and DoRA adapters cannot be averaged")
-        if config.get("rank_pattern") or config.get("alpha_pattern"):
-            raise EncoderFormatError(f"adapter '{adapter.name}': per-module ranks cannot be averaged")
+        variant = next((key for key in _VARIANTS if config.get(key)), None)
+        if variant or config.get("init_lora_weights", True) not in _PLAIN_INIT:
+            setting = variant or f"init_lora_weights={config['init_lora_weights']!r}"
+            raise EncoderFormatError(f"adapter '{adapter.name}' sets {setting}: only plain LoRAs average")
+        if config.get("bias", "none") != "none":
+            raise EncoderFormatError(f"adapter '{adapter.name}' trains biases: only plain LoRAs are averaged")
         unknown = [k for k in adapter.tensors if not k.endswith(("lora_A.weight", "lora_B.weight"))]
         if unknown:
             raise EncoderFormatError(
