@@ -153,9 +153,10 @@ def agreement(compiled, traced: nn.Module) -> float:
 
 
 def text_probe(rows: list[list[int]], vocab: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """Token id rows of real text as one batch padded on both sides: each row is cut shorter
-    than the one before, the batch is one wider than its longest row, and the last row sits on
-    the right. None with fewer than two non-empty rows (ids the model lacks are dropped)."""
+    """Token id rows of real text as one batch padded on both sides: rows are cut to falling
+    lengths, the batch is one wider than its longest row, and the last row is aligned right
+    (padded on the left). None with fewer than two non-empty rows (ids the model lacks are
+    dropped)."""
     kept = [[i for i in row if 0 <= i < vocab] for row in rows]
     kept = [row for row in kept if row][:TEXT_PROBE_ROWS]
     if len(kept) < 2:
