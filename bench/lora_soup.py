@@ -9,6 +9,9 @@ the uniform average of the runs' weight changes (:mod:`ragkit.encoder.soup`). It
 run's loss curve:
 
     python bench/lora_soup.py runs/stack09 runs/stack10 runs/stack11 --out runs/soup
+
+With ``--rank R`` the averaged adapter is then cut to rank R by SVD (:mod:`ragkit.encoder.adapter_rank`),
+and ``training.json`` records the share of each module's weight-change energy kept.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import shutil
 from pathlib import Path
 
+from ragkit.encoder.adapter_rank import cut_rank, energy_summary
 from ragkit.encoder.adapters import adapter_file_hash, load_adapter
 from ragkit.encoder.soup import average_adapters
 from ragkit.errors import EncoderFormatError
@@ -49,7 +53,7 @@ def check_runs(folders: list[Path]) -> list[str]:
     return names
 
 
-def write_soup(folders: list[Path], out: Path) -> dict:
+def write_soup(folders: list[Path], out: Path, rank: int | None = None) -> dict:
     """Writes the encoder folder; returns what ``training.json`` records under ``soup``."""
     names = check_runs(folders)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -57,8 +61,11 @@ def write_soup(folders: list[Path], out: Path) -> dict:
     last = names[-1]
     try:
         soup = average_adapters([load_adapter(folder / "adapters" / last) for folder in folders], last)
+        cut = cut_rank(soup, rank) if rank else None
     except EncoderFormatError as exc:
         raise SystemExit(f"error: {exc}") from None
+    if cut:
+        soup = cut.adapter
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(folders[0] / CONFIG, out / CONFIG)
     shutil.copytree(folders[0] / "tokenizer", out / "tokenizer")
@@ -73,6 +80,8 @@ def write_soup(folders: list[Path], out: Path) -> dict:
             for folder in folders
         ],
     }
+    if cut:
+        record["rank_cut"] = {"rank": rank, **energy_summary(cut)}
     write_training_records(folders, out, record)
     return record
 
@@ -122,10 +131,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+", help="saved encoder folders (at least two)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--rank", type=int, help="cut the averaged adapter to this rank by SVD")
     args = parser.parse_args()
     if len(args.runs) < 2:
         raise SystemExit("error: give at least two runs to average")
-    record = write_soup(args.runs, args.out)
+    record = write_soup(args.runs, args.out, args.rank)
     print(f"{args.out}: adapter {record['adapter']} averaged over {len(args.runs)} runs")
 
 
