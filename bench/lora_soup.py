@@ -61,10 +61,10 @@ def write_soup(folders: list[Path], out: Path, rank: int | None = None) -> dict:
     last = names[-1]
     try:
         soup = average_adapters([load_adapter(folder / "adapters" / last) for folder in folders], last)
-        cut = cut_rank(soup, rank) if rank else None
+        cut = cut_rank(soup, rank) if rank is not None else None
     except EncoderFormatError as exc:
         raise SystemExit(f"error: {exc}") from None
-    if cut:
+    if cut is not None:
         soup = cut.adapter
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(folders[0] / CONFIG, out / CONFIG)
@@ -80,7 +80,8 @@ def write_soup(folders: list[Path], out: Path, rank: int | None = None) -> dict:
             for folder in folders
         ],
     }
-    if cut:
+    if cut is not None:
+        record["method"] += f", then cut to rank {rank} by SVD"
         record["rank_cut"] = {"rank": rank, **energy_summary(cut)}
     write_training_records(folders, out, record)
     return record
@@ -136,7 +137,8 @@ def main() -> None:
     if len(args.runs) < 2:
         raise SystemExit("error: give at least two runs to average")
     record = write_soup(args.runs, args.out, args.rank)
-    print(f"{args.out}: adapter {record['adapter']} averaged over {len(args.runs)} runs")
+    cut = f", cut to rank {args.rank}" if args.rank is not None else ""
+    print(f"{args.out}: adapter {record['adapter']} averaged over {len(args.runs)} runs{cut}")
 
 
 if __name__ == "__main__":

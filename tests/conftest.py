@@ -83,6 +83,30 @@ def make_model(family: str = "llama", attn: str = "sdpa", vocab_size: int = 128,
     return tf.AutoModel.from_config(configs[family]()).eval()
 
 
+def make_lora(seed: int, r: int = 4, targets: tuple[str, ...] = ("q_proj", "down_proj")):
+    """A random (non-zero) LoRA on ``make_model()``, named ``run<seed>``, seeded after the model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from ragkit.encoder.adapters import adapter_from_peft
+
+    model = make_model()
+    torch.manual_seed(seed)
+    config = LoraConfig(r=r, lora_alpha=2 * r, init_lora_weights=False, target_modules=list(targets))
+    return adapter_from_peft(f"run{seed}", get_peft_model(model, config))
+
+
+def load_bench_script(name: str):
+    """A ``bench/`` script imported as a module, for its functions."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def make_encoder(
     family: str = "llama",
     attn: str = "sdpa",

@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 
-from conftest import make_model
+from conftest import load_bench_script, make_lora, make_model
 from ragkit.encoder.adapter_rank import cut_rank
-from ragkit.encoder.adapters import adapter_from_peft, merge_adapters
+from ragkit.encoder.adapters import load_adapter, merge_adapters
 from ragkit.encoder.soup import average_adapters
 from ragkit.errors import EncoderFormatError
 
 WEIGHT = "layers.0.self_attn.q_proj.weight"
-
-
-def _adapter(seed: int, r: int = 4):
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    model = make_model()  # seeds itself: the LoRA's own seed comes after
-    torch.manual_seed(seed)
-    targets = ["q_proj", "down_proj"]
-    config = LoraConfig(r=r, lora_alpha=2 * r, init_lora_weights=False, target_modules=targets)
-    return adapter_from_peft(f"run{seed}", get_peft_model(model, config))
 
 
 def _change(adapter, key: str = WEIGHT):
@@ -34,7 +24,7 @@ def _change(adapter, key: str = WEIGHT):
 def test_a_cut_at_the_true_rank_of_a_soup_keeps_its_weight_change():
     import torch
 
-    runs = [_adapter(1), _adapter(1)]  # equal runs: the rank-8 soup has rank 4
+    runs = [make_lora(1), make_lora(1)]  # equal runs: the rank-8 soup has rank 4
     soup = average_adapters(runs, "soup")
     cut = cut_rank(soup, 4)
     assert cut.adapter.config["r"] == 4 and cut.adapter.config["lora_alpha"] == 8
@@ -46,7 +36,7 @@ def test_a_cut_at_the_true_rank_of_a_soup_keeps_its_weight_change():
 def test_a_lower_cut_is_the_best_approximation_of_that_rank():
     import torch
 
-    soup = average_adapters([_adapter(1), _adapter(2), _adapter(3)], "soup")
+    soup = average_adapters([make_lora(1), make_lora(2), make_lora(3)], "soup")
     full = _change(soup).double()
     cut = cut_rank(soup, 5)
     left, values, right = torch.linalg.svd(full)
@@ -61,32 +51,66 @@ def test_a_lower_cut_is_the_best_approximation_of_that_rank():
 @pytest.mark.parametrize("rank", [0, 5])
 def test_a_rank_outside_one_to_the_adapters_own_is_refused(rank):
     with pytest.raises(EncoderFormatError, match="between 1 and the adapter's rank 4"):
-        cut_rank(_adapter(1), rank)
+        cut_rank(make_lora(1), rank)
 
 
-def test_rank_scaled_variants_are_refused():
-    adapter = _adapter(1)
-    adapter.config["use_rslora"] = True
-    with pytest.raises(EncoderFormatError, match="cannot be cut"):
+@pytest.mark.parametrize(
+    "setting, value", [("use_rslora", True), ("use_dora", True), ("alpha_pattern", {"q_proj": 3})]
+)
+def test_variants_that_are_not_a_plain_product_are_refused(setting, value):
+    adapter = make_lora(1)
+    adapter.config = {**adapter.config, setting: value}
+    with pytest.raises(EncoderFormatError, match="only plain LoRAs can be cut"):
         cut_rank(adapter, 2)
 
 
-def _bench(name: str):
-    import importlib.util
-    from pathlib import Path
+def test_extra_or_half_weights_are_refused_rather_than_dropped():
+    adapter = make_lora(1)
+    magnitude = {**adapter.tensors, "layers.0.self_attn.q_proj.lora_magnitude_vector": 1}
+    with pytest.raises(EncoderFormatError, match="not LoRA A/B"):
+        cut_rank(dataclasses.replace(adapter, tensors=magnitude), 2)
+    lone = {k: v for k, v in adapter.tensors.items() if not k.endswith("q_proj.lora_A.weight")}
+    with pytest.raises(EncoderFormatError, match=r"lacks the A or B half of .*q_proj"):
+        cut_rank(dataclasses.replace(adapter, tensors=lone), 2)
 
-    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+
+def test_a_non_integer_scale_and_half_precision_are_kept():
+    import torch
+
+    adapter = make_lora(1)
+    adapter = dataclasses.replace(
+        adapter,
+        config={**adapter.config, "lora_alpha": 5},
+        tensors={k: v.to(torch.float16) for k, v in adapter.tensors.items()},
+    )
+    cut = cut_rank(adapter, 3)
+    assert cut.adapter.config["lora_alpha"] == 3.75  # alpha / r stays 5 / 4
+    assert {t.dtype for t in cut.adapter.tensors.values()} == {torch.float16}
+    full = _change(adapter).double()
+    left, values, right = torch.linalg.svd(full)
+    best = (left[:, :3] * values[:3]) @ right[:3]
+    assert torch.allclose(_change(cut.adapter).double(), best, atol=2e-3)
+
+
+def test_a_zero_change_cuts_to_zero_and_keeps_all_of_nothing():
+    import torch
+
+    adapter = make_lora(1)
+    zero = {k: torch.zeros_like(v) if k.endswith("lora_B.weight") else v for k, v in adapter.tensors.items()}
+    cut = cut_rank(dataclasses.replace(adapter, tensors=zero), 2)
+    assert set(cut.kept_energy.values()) == {1.0}
+    assert all(
+        float(t.abs().sum()) == 0 for k, t in cut.adapter.tensors.items() if k.endswith("lora_B.weight")
+    )
 
 
 def _encoder(root, shared, last):
     import json
 
     root.mkdir()
-    (root / "ragkit.json").write_text(json.dumps({"format": "ragkit-encoder", "adapters": ["00-a", "01-b"]}))
+    config = {"format": "ragkit-encoder", "format_version": 1, "backbone": "tiny", "backbone_identity": "x"}
+    config |= {"adapters": ["00-a", "01-b"], "fusion": {"method": "convex", "dense_weight": 0.4}}
+    (root / "ragkit.json").write_text(json.dumps(config))
     (root / "training.json").write_text(json.dumps({"format": "ragkit-training", "seed": 1}))
     (root / "README.md").write_text("card of the original")
     (root / "evaluation.json").write_text("{}")
@@ -100,11 +124,9 @@ def test_cut_script_copies_the_encoder_with_the_last_adapter_cut(tmp_path):
 
     import torch
 
-    from ragkit.encoder.adapters import load_adapter
-
-    shared, soup = _adapter(0), average_adapters([_adapter(1), _adapter(2)], "01-b")
+    shared, soup = make_lora(0), average_adapters([make_lora(1), make_lora(2)], "01-b")
     encoder = _encoder(tmp_path / "enc", shared, soup)
-    record = _bench("cut_adapter_rank").write_cut(encoder, tmp_path / "cut", 3)
+    record = load_bench_script("cut_adapter_rank").write_cut(encoder, tmp_path / "cut", 3)
     out = tmp_path / "cut"
     assert load_adapter(out / "adapters" / "01-b").config["r"] == 3
     kept = load_adapter(out / "adapters" / "00-a")
@@ -113,34 +135,35 @@ def test_cut_script_copies_the_encoder_with_the_last_adapter_cut(tmp_path):
     assert training["seed"] == 1 and training["rank_cut"] == record
     assert record["from_rank"] == 8 and 0 < record["kept_energy_min"] <= record["kept_energy_median"] < 1
     assert not (out / "README.md").exists() and not (out / "evaluation.json").exists()
+    settings = json.loads((out / "ragkit.json").read_text())
+    assert settings["fusion"] is None and settings["adapters"] == ["00-a", "01-b"]
     assert (encoder / "README.md").exists() and load_adapter(encoder / "adapters" / "01-b").config["r"] == 8
 
 
-@pytest.mark.parametrize(
-    "rank, adapter, message",
-    [(9, None, "between 1 and the adapter's rank 8"), (2, "02-c", "no adapter '02-c'")],
-)
-def test_cut_script_refuses_and_writes_nothing(tmp_path, rank, adapter, message):
-    soup = average_adapters([_adapter(1), _adapter(2)], "01-b")
-    encoder = _encoder(tmp_path / "enc", _adapter(0), soup)
-    with pytest.raises(SystemExit, match=message):
-        _bench("cut_adapter_rank").write_cut(encoder, tmp_path / "cut", rank, adapter)
+@pytest.mark.parametrize("rank", [0, 9])
+def test_cut_script_refuses_and_writes_nothing(tmp_path, rank):
+    soup = average_adapters([make_lora(1), make_lora(2)], "01-b")
+    encoder = _encoder(tmp_path / "enc", make_lora(0), soup)
+    with pytest.raises(SystemExit, match="between 1 and the adapter's rank 8"):
+        load_bench_script("cut_adapter_rank").write_cut(encoder, tmp_path / "cut", rank)
     assert not (tmp_path / "cut").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["enc"]  # no temporary folder left
 
 
-def test_soup_script_can_cut_the_averaged_adapter(tmp_path):
+def test_soup_script_can_cut_the_averagedmake_lora(tmp_path):
     import json
 
-    from ragkit.encoder.adapters import load_adapter
-
-    shared = _adapter(0)
+    shared = make_lora(0)
     runs = []
     for seed in (1, 2):
-        root = _encoder(tmp_path / f"r{seed}", shared, _adapter(seed))
+        root = _encoder(tmp_path / f"r{seed}", shared, make_lora(seed))
         (root / "tokenizer").mkdir()
         (root / "tokenizer" / "tokenizer.json").write_text("{}")
         runs.append(root)
-    record = _bench("lora_soup").write_soup(runs, tmp_path / "soup", rank=5)
+    with pytest.raises(SystemExit, match="between 1 and the adapter's rank 8"):
+        load_bench_script("lora_soup").write_soup(runs, tmp_path / "soup", rank=0)
+    assert not (tmp_path / "soup").exists()
+    record = load_bench_script("lora_soup").write_soup(runs, tmp_path / "soup", rank=5)
     assert load_adapter(tmp_path / "soup" / "adapters" / "01-b").config["r"] == 5
     assert record["rank_cut"]["rank"] == 5 and record["rank_cut"]["kept_energy_min"] < 1
     training = json.loads((tmp_path / "soup" / "training.json").read_text())

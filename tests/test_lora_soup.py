@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-from conftest import make_model
-from ragkit.encoder.adapters import adapter_from_peft, load_adapter, merge_adapters
+from conftest import load_bench_script, make_lora, make_model
+from ragkit.encoder.adapters import load_adapter, merge_adapters
 from ragkit.encoder.soup import average_adapters
 from ragkit.errors import EncoderFormatError
 
-ROOT = Path(__file__).resolve().parents[1]
 WEIGHT = "layers.0.self_attn.q_proj.weight"
-
-
-def _adapter(seed: int, r: int = 4, targets=("q_proj", "down_proj")):
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    model = make_model()
-    torch.manual_seed(seed)
-    config = LoraConfig(r=r, lora_alpha=2 * r, init_lora_weights=False, target_modules=list(targets))
-    return adapter_from_peft(f"run{seed}", get_peft_model(model, config))
 
 
 def _merged(adapter) -> dict:
@@ -35,7 +23,7 @@ def _merged(adapter) -> dict:
 def test_soup_merges_to_the_mean_of_the_runs_weights():
     import torch
 
-    runs = [_adapter(seed) for seed in (1, 2, 3)]
+    runs = [make_lora(seed) for seed in (1, 2, 3)]
     soup = average_adapters(runs, "soup")
     base = make_model().state_dict()
     mean = {k: sum(_merged(run)[k] for run in runs) / 3 for k in base}
@@ -51,7 +39,7 @@ def test_soup_merges_to_the_mean_of_the_runs_weights():
 def test_soup_is_saved_and_read_back_as_an_ordinary_adapter(tmp_path):
     import torch
 
-    soup = average_adapters([_adapter(1), _adapter(2)], "soup")
+    soup = average_adapters([make_lora(1), make_lora(2)], "soup")
     soup.save(tmp_path / "soup")
     again = load_adapter(tmp_path / "soup")
     assert again.config["r"] == 8
@@ -61,13 +49,13 @@ def test_soup_is_saved_and_read_back_as_an_ordinary_adapter(tmp_path):
 @pytest.mark.parametrize(
     "other, message",
     [
-        (lambda: _adapter(2, r=8), "differ in r"),
-        (lambda: _adapter(2, targets=("q_proj",)), "adapt different weights"),
+        (lambda: make_lora(2, r=8), "differ in r"),
+        (lambda: make_lora(2, targets=("q_proj",)), "adapt different weights"),
     ],
 )
 def test_runs_that_cannot_be_averaged_are_refused(other, message):
     with pytest.raises(EncoderFormatError, match=message):
-        average_adapters([_adapter(1), other()], "soup")
+        average_adapters([make_lora(1), other()], "soup")
 
 
 @pytest.mark.parametrize(
@@ -82,7 +70,7 @@ def test_runs_that_cannot_be_averaged_are_refused(other, message):
     ],
 )
 def test_lora_variants_that_are_not_a_plain_product_are_refused(setting, value):
-    runs = [_adapter(1), _adapter(2)]
+    runs = [make_lora(1), make_lora(2)]
     runs[1].config = {**runs[1].config, setting: value}
     with pytest.raises(EncoderFormatError, match="only plain LoRAs"):
         average_adapters(runs, "soup")
@@ -90,14 +78,7 @@ def test_lora_variants_that_are_not_a_plain_product_are_refused(setting, value):
 
 def test_one_adapter_is_not_a_soup():
     with pytest.raises(EncoderFormatError, match="at least two"):
-        average_adapters([_adapter(1)], "soup")
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("lora_soup", ROOT / "bench" / "lora_soup.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+        average_adapters([make_lora(1)], "soup")
 
 
 def _run_folder(root: Path, shared, last) -> Path:
@@ -120,9 +101,9 @@ def _run_folder(root: Path, shared, last) -> Path:
 def test_script_writes_an_encoder_folder_with_the_shared_adapters_and_the_soup(tmp_path):
     import torch
 
-    shared = _adapter(0)
-    runs = [_run_folder(tmp_path / f"r{i}", shared, _adapter(i)) for i in (1, 2)]
-    record = _script().write_soup(runs, tmp_path / "soup")
+    shared = make_lora(0)
+    runs = [_run_folder(tmp_path / f"r{i}", shared, make_lora(i)) for i in (1, 2)]
+    record = load_bench_script("lora_soup").write_soup(runs, tmp_path / "soup")
     out = tmp_path / "soup"
     assert json.loads((out / "ragkit.json").read_text())["adapters"] == ["00-a", "01-b"]
     assert len(record["sources"]) == 2 and record["adapter"] == "01-b"
@@ -142,9 +123,9 @@ def test_script_writes_an_encoder_folder_with_the_shared_adapters_and_the_soup(t
 
 def test_script_refuses_runs_from_different_encoders_and_keeps_out_untouched(tmp_path):
     runs = [
-        _run_folder(tmp_path / "r1", _adapter(0), _adapter(1)),
-        _run_folder(tmp_path / "r2", _adapter(5), _adapter(2)),
+        _run_folder(tmp_path / "r1", make_lora(0), make_lora(1)),
+        _run_folder(tmp_path / "r2", make_lora(5), make_lora(2)),
     ]
     with pytest.raises(SystemExit, match="did not start from one encoder"):
-        _script().write_soup(runs, tmp_path / "soup")
+        load_bench_script("lora_soup").write_soup(runs, tmp_path / "soup")
     assert not (tmp_path / "soup").exists()

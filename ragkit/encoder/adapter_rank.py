@@ -10,13 +10,12 @@ scale.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 from ragkit.encoder.adapters import Adapter
+from ragkit.encoder.plain_lora import LORA_A, LORA_B, require_plain_lora
 from ragkit.errors import EncoderFormatError
-
-_A = "lora_A.weight"
-_B = "lora_B.weight"
 
 
 @dataclass(frozen=True)
@@ -32,15 +31,17 @@ def cut_rank(adapter: Adapter, rank: int) -> RankCut:
     old_rank = int(adapter.config["r"])
     if not 1 <= rank <= old_rank:
         raise EncoderFormatError(f"rank must be between 1 and the adapter's rank {old_rank}, not {rank}")
-    if adapter.config.get("use_rslora") or adapter.config.get("rank_pattern"):
-        raise EncoderFormatError(f"adapter '{adapter.name}' scales by rank in its own way: it cannot be cut")
+    modules = require_plain_lora(adapter, "cut")
     tensors: dict = {}
     kept: dict[str, float] = {}
-    for module in sorted(key[: -len(_A)] for key in adapter.tensors if key.endswith(_A)):
-        if module + _B not in adapter.tensors:
-            raise EncoderFormatError(f"adapter '{adapter.name}' has lora_A without lora_B for {module}")
-        down, up, share = _truncate(adapter.tensors[module + _A], adapter.tensors[module + _B], rank)
-        tensors[module + _A], tensors[module + _B] = down, up
+    for module in modules:
+        down, up = adapter.tensors[module + LORA_A], adapter.tensors[module + LORA_B]
+        if rank > min(down.shape[1], up.shape[0]):
+            raise EncoderFormatError(
+                f"rank {rank} exceeds the size of {module.rstrip('.')} ({up.shape[0]} x {down.shape[1]})"
+            )
+        down, up, share = _truncate(down, up, rank)
+        tensors[module + LORA_A], tensors[module + LORA_B] = down, up
         kept[module.rstrip(".")] = share
     config = dict(adapter.config)
     config["r"] = rank
@@ -48,14 +49,14 @@ def cut_rank(adapter: Adapter, rank: int) -> RankCut:
     return RankCut(Adapter(adapter.name, config, tensors), kept)
 
 
-def _truncate(down, up, rank: int):
+def _truncate(down, up, rank: int) -> tuple:
     """Factors ``up @ down`` = Q_b (R_b R_a^T) Q_a^T and keeps the core's top ``rank`` directions."""
     import torch
 
     dtype = down.dtype
     q_up, r_up = torch.linalg.qr(up.double())
     q_down, r_down = torch.linalg.qr(down.double().T)
-    left, values, right_t = torch.linalg.svd(r_up @ r_down.T)
+    left, values, right_t = torch.linalg.svd(r_up @ r_down.T, full_matrices=False)
     total = float((values**2).sum())
     share = float((values[:rank] ** 2).sum()) / total if total > 0 else 1.0
     root = values[:rank].sqrt()
@@ -72,7 +73,5 @@ def _alpha(alpha, rank: int, old_rank: int):
 
 def energy_summary(cut: RankCut) -> dict[str, float]:
     """The least and the median share of weight-change energy the cut keeps over its modules."""
-    import statistics
-
     shares = list(cut.kept_energy.values())
     return {"kept_energy_min": min(shares), "kept_energy_median": statistics.median(shares)}

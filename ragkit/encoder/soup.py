@@ -11,27 +11,11 @@ gives that mean exactly, with no truncation, and the result stays an ordinary pe
 from __future__ import annotations
 
 from ragkit.encoder.adapters import Adapter
+from ragkit.encoder.plain_lora import LORA_A, require_plain_lora
 from ragkit.errors import EncoderFormatError
 
 # Settings that change how a LoRA's weights map to a weight change: all runs must share them.
 _SHARED = ("r", "lora_alpha", "target_modules", "layers_to_transform", "layers_pattern")
-# LoRA variants whose weights are not a plain B @ A at scale alpha / r: any of them set refuses.
-_VARIANTS = (
-    "use_rslora",
-    "use_dora",
-    "use_qalora",
-    "use_bdlora",
-    "rank_pattern",
-    "alpha_pattern",
-    "target_parameters",
-    "layer_replication",
-    "modules_to_save",
-    "trainable_token_indices",
-    "alora_invocation_tokens",
-    "lora_bias",
-)
-# Initialisations that leave the base weights alone (others, e.g. PiSSA, rewrite them by rank).
-_PLAIN_INIT = (True, False, "gaussian", None)
 
 
 def average_adapters(adapters: list[Adapter], name: str) -> Adapter:
@@ -46,10 +30,8 @@ def average_adapters(adapters: list[Adapter], name: str) -> Adapter:
     tensors = {}
     for key in first.tensors:
         parts = [adapter.tensors[key].float() for adapter in adapters]
-        if key.endswith("lora_A.weight"):
-            stacked = torch.cat(parts, dim=0)
-        else:
-            stacked = torch.cat(parts, dim=1) / count
+        # A's rows are ranks; B's columns are, and B carries the 1/n.
+        stacked = torch.cat(parts, dim=0) if key.endswith(LORA_A) else torch.cat(parts, dim=1) / count
         tensors[key] = stacked.to(first.tensors[key].dtype)
     config = dict(first.config)
     config["r"] = first.config["r"] * count
@@ -62,17 +44,7 @@ def _check_compatible(adapters: list[Adapter]) -> None:
     first = adapters[0]
     for adapter in adapters:
         config = adapter.config
-        variant = next((key for key in _VARIANTS if config.get(key)), None)
-        if variant or config.get("init_lora_weights", True) not in _PLAIN_INIT:
-            setting = variant or f"init_lora_weights={config['init_lora_weights']!r}"
-            raise EncoderFormatError(f"adapter '{adapter.name}' sets {setting}: only plain LoRAs average")
-        if config.get("bias", "none") != "none":
-            raise EncoderFormatError(f"adapter '{adapter.name}' trains biases: only plain LoRAs are averaged")
-        unknown = [k for k in adapter.tensors if not k.endswith(("lora_A.weight", "lora_B.weight"))]
-        if unknown:
-            raise EncoderFormatError(
-                f"adapter '{adapter.name}' holds weights that are not LoRA A/B: {unknown[0]}"
-            )
+        require_plain_lora(adapter, "averaged")
         if set(adapter.tensors) != set(first.tensors):
             raise EncoderFormatError(f"adapters '{first.name}' and '{adapter.name}' adapt different weights")
         for setting in _SHARED:
