@@ -110,8 +110,9 @@ def write_training_records(folders: list[Path], out: Path, soup: dict) -> None:
     training["soup"] = {**soup, "runs": own}
     (out / "training.json").write_text(json.dumps(training, indent=2) + "\n")
     losses = [s["final_loss"] for s in stages if s.get("final_loss") is not None]
+    steps = [s.get("steps") for s in stages]  # runs may differ in length
     row = {
-        "steps": stages[0].get("steps"),
+        "steps": steps[0] if len(set(steps)) == 1 else steps,
         "averaged_runs": len(folders),
         "final_loss": None,  # no loss belongs to the mean itself
         "mean_run_final_loss": sum(losses) / len(losses) if losses else None,

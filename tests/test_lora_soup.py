@@ -115,6 +115,7 @@ def test_script_writes_an_encoder_folder_with_the_shared_adapters_and_the_soup(t
     assert [run["seed"] for run in training["soup"]["runs"]] == [1, 2]
     stages = json.loads((out / "stages.json").read_text())["supervised"]
     assert stages["averaged_runs"] == 2 and stages["seconds"] == 120.0
+    assert stages["steps"] == 3
     assert stages["mean_run_final_loss"] == 1.5 and stages["final_loss"] is None
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 6 and metrics[3]["stage"] == "supervised, run 2 (seed 2)"
@@ -129,3 +130,13 @@ def test_script_refuses_runs_from_different_encoders_and_keeps_out_untouched(tmp
     with pytest.raises(SystemExit, match="did not start from one encoder"):
         load_bench_script("lora_soup").write_soup(runs, tmp_path / "soup")
     assert not (tmp_path / "soup").exists()
+
+
+def test_script_records_each_runs_length_when_they_differ(tmp_path):
+    shared = make_lora(0)
+    runs = [_run_folder(tmp_path / f"r{i}", shared, make_lora(i)) for i in (1, 2)]
+    stats = json.loads((runs[1] / "stages.json").read_text())
+    (runs[1] / "stages.json").write_text(json.dumps({"supervised": {**stats["supervised"], "steps": 5}}))
+    load_bench_script("lora_soup").write_soup(runs, tmp_path / "soup")
+    stages = json.loads((tmp_path / "soup" / "stages.json").read_text())["supervised"]
+    assert stages["steps"] == [3, 5]
