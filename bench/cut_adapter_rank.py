@@ -19,7 +19,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ragkit.atomic import atomic_folder
+from ragkit.atomic import atomic_folder, is_free_folder
 from ragkit.encoder.adapter_rank import cut_rank, energy_summary
 from ragkit.encoder.adapters import adapter_file_hash, load_adapter
 from ragkit.encoder.config import EncoderConfig
@@ -32,7 +32,7 @@ _NOT_COPIED = {"README.md", "evaluation.json"}
 
 def write_cut(encoder: Path, out: Path, rank: int) -> dict:
     """Writes the copy at once (nothing on failure); returns what ``training.json`` records."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if not is_free_folder(out):
         raise SystemExit(f"error: {out} exists and is not an empty folder")
     try:
         config = EncoderConfig.load(encoder)

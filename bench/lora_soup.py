@@ -21,6 +21,7 @@ import json
 import shutil
 from pathlib import Path
 
+from ragkit.atomic import atomic_folder, is_free_folder
 from ragkit.encoder.adapter_rank import cut_rank, energy_summary
 from ragkit.encoder.adapters import adapter_file_hash, load_adapter
 from ragkit.encoder.soup import average_adapters
@@ -54,9 +55,10 @@ def check_runs(folders: list[Path]) -> list[str]:
 
 
 def write_soup(folders: list[Path], out: Path, rank: int | None = None) -> dict:
-    """Writes the encoder folder; returns what ``training.json`` records under ``soup``."""
+    """Writes the encoder folder at once (nothing on failure); returns what ``training.json``
+    records under ``soup``."""
     names = check_runs(folders)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if not is_free_folder(out):
         raise SystemExit(f"error: {out} exists and is not an empty folder")
     last = names[-1]
     try:
@@ -66,12 +68,6 @@ def write_soup(folders: list[Path], out: Path, rank: int | None = None) -> dict:
         raise SystemExit(f"error: {exc}") from None
     if cut is not None:
         soup = cut.adapter
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(folders[0] / CONFIG, out / CONFIG)
-    shutil.copytree(folders[0] / "tokenizer", out / "tokenizer")
-    for name in names[:-1]:
-        shutil.copytree(folders[0] / "adapters" / name, out / "adapters" / name)
-    soup.save(out / "adapters" / last)
     record = {
         "method": "uniform mean of the last adapters' weight changes, ranks stacked",
         "adapter": last,
@@ -83,7 +79,13 @@ def write_soup(folders: list[Path], out: Path, rank: int | None = None) -> dict:
     if cut is not None:
         record["method"] += f", then cut to rank {rank} by SVD"
         record["rank_cut"] = {"rank": rank, **energy_summary(cut)}
-    write_training_records(folders, out, record)
+    with atomic_folder(out) as tmp:
+        shutil.copy2(folders[0] / CONFIG, tmp / CONFIG)
+        shutil.copytree(folders[0] / "tokenizer", tmp / "tokenizer")
+        for name in names[:-1]:
+            shutil.copytree(folders[0] / "adapters" / name, tmp / "adapters" / name)
+        soup.save(tmp / "adapters" / last)
+        write_training_records(folders, tmp, record)
     return record
 
 

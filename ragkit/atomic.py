@@ -30,6 +30,14 @@ def replace_folder(fresh: Path, target: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def is_free_folder(path: Path) -> bool:
+    """Whether ``path`` may become a new folder without losing anything: absent, or an empty folder.
+
+    Writers of whole folders (exports, soups, cuts) refuse anything else up front, so a user's
+    existing files are never replaced by :func:`atomic_folder`."""
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
 @contextlib.contextmanager
 def atomic_folder(target: Path, *, mode: int = 0o755) -> Iterator[Path]:
     """Yield an empty folder beside ``target``; when the block finishes it becomes ``target``.

@@ -140,3 +140,26 @@ def test_script_records_each_runs_length_when_they_differ(tmp_path):
     load_bench_script("lora_soup").write_soup(runs, tmp_path / "soup")
     stages = json.loads((tmp_path / "soup" / "stages.json").read_text())["supervised"]
     assert stages["steps"] == [3, 5]
+
+
+def test_script_that_fails_midway_leaves_no_folder_and_no_leftovers(tmp_path):
+    shared = make_lora(0)
+    runs = [_run_folder(tmp_path / f"r{i}", shared, make_lora(i)) for i in (1, 2)]
+    (runs[0] / "tokenizer" / "tokenizer.json").unlink()
+    (runs[0] / "tokenizer").rmdir()  # the copy fails after the soup is computed
+    with pytest.raises(OSError):
+        load_bench_script("lora_soup").write_soup(runs, tmp_path / "soup")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r1", "r2"]
+
+
+def test_script_refuses_a_folder_that_holds_files_and_keeps_them(tmp_path):
+    shared = make_lora(0)
+    runs = [_run_folder(tmp_path / f"r{i}", shared, make_lora(i)) for i in (1, 2)]
+    (tmp_path / "soup").mkdir()
+    (tmp_path / "soup" / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="exists and is not an empty folder"):
+        load_bench_script("lora_soup").write_soup(runs, tmp_path / "soup")
+    assert (tmp_path / "soup" / "notes.txt").read_text() == "mine"
+    (tmp_path / "soup" / "notes.txt").unlink()  # an empty folder is filled
+    load_bench_script("lora_soup").write_soup(runs, tmp_path / "soup")
+    assert (tmp_path / "soup" / "adapters" / "01-b").is_dir()

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from ragkit.atomic import is_free_folder
 from ragkit.cli.console import err, fail, out, safe
 from ragkit.cli.options import CausalOption, DeviceOption, EncoderOption, JsonOption, read_lines, require_utf8
 
@@ -173,7 +174,7 @@ def export(
     if fmt not in FORMATS:
         fail(f"unknown --format {fmt!r}: use {', '.join(FORMATS)}")
     out = out.expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if not is_free_folder(out):
         fail(f"{out} already exists and is not empty; choose a new folder")
     enc = load_encoder(encoder, device="cpu")
     with err.status(f"writing {fmt} export to {safe(str(out))}"):

@@ -23,7 +23,7 @@ import json
 import logging
 from pathlib import Path
 
-from ragkit.atomic import atomic_folder
+from ragkit.atomic import atomic_folder, is_free_folder
 from ragkit.encoder.adapters import Adapter
 from ragkit.encoder.attention import probe
 from ragkit.encoder.llm2vec import LLM2VEC_CONFIG
@@ -51,7 +51,7 @@ def export_encoder(encoder, out: Path, fmt: str) -> Path:
     """Write ``encoder`` to ``out`` in ``fmt``; ``out`` must not hold anything yet."""
     if fmt not in FORMATS:
         raise InvalidInputError(f"unknown export format {fmt!r}: use {', '.join(FORMATS)}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if not is_free_folder(out):
         raise InvalidInputError(f"{out} already exists and is not empty; choose a new folder")
     with atomic_folder(out) as tmp:
         (_write_merged if fmt == "merged" else _write_llm2vec)(encoder, tmp)
