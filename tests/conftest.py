@@ -99,8 +99,12 @@ def make_lora(seed: int, r: int = 4, targets: tuple[str, ...] = ("q_proj", "down
 def load_bench_script(name: str):
     """A ``bench/`` script imported as a module, for its functions."""
     import importlib.util
+    import sys
 
-    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    if str(bench) not in sys.path:  # the scripts import their shared helpers (bench_output) as siblings
+        sys.path.append(str(bench))
+    path = bench / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

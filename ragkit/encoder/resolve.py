@@ -21,7 +21,7 @@ from ragkit.encoder.packaged import DEFAULT_BACKBONE
 from ragkit.errors import EncoderFormatError
 
 DEFAULT_ENCODER_DIR = Path(__file__).resolve().parent.parent / "default_encoder"
-"""The encoder ragkit ships: SmolLM2-135M + MNTP, SimCSE, four supervised LoRAs (card in its README)."""
+"""The encoder ragkit ships: SmolLM2-135M + MNTP, SimCSE, seven supervised LoRAs (card in its README)."""
 
 
 def resolve_name(name_or_path: str) -> str:
