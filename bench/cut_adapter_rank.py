@@ -5,10 +5,12 @@ The cut keeps each module's top singular directions (:mod:`ragkit.encoder.adapte
 copy's ``training.json`` records the rank and the least and median share of weight-change energy
 kept. Only the last adapter is cut: every earlier one is the base a later one was trained on.
 The copy is another encoder (another fingerprint): measure it before using it in place of the
-original. Its model card, evaluation and fusion settings are not copied, since they describe
-the original:
+original. Its model card and evaluation are not copied, since they describe the original; nor
+are its fusion settings (chosen for the original on dev sets) unless ``--keep-fusion`` says the
+cut is meant to stand in for it:
 
-    python bench/cut_adapter_rank.py ragkit/default_encoder --rank 32 --out runs/default-r32
+    python bench/cut_adapter_rank.py runs/soup --rank 32 --out runs/soup-r32
+    python bench/cut_adapter_rank.py runs/soup --rank 32 --keep-fusion --out runs/default
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from ragkit.errors import EncoderFormatError
 _NOT_COPIED = {"README.md", "evaluation.json"}
 
 
-def write_cut(encoder: Path, out: Path, rank: int) -> dict:
+def write_cut(encoder: Path, out: Path, rank: int, keep_fusion: bool = False) -> dict:
     """Writes the copy at once (nothing on failure); returns what ``training.json`` records."""
     if not is_free_folder(out):
         raise SystemExit(f"error: {out} exists and is not an empty folder")
@@ -53,7 +55,7 @@ def write_cut(encoder: Path, out: Path, rank: int) -> dict:
         shutil.rmtree(tmp / "adapters" / name)
         cut.adapter.save(tmp / "adapters" / name)
         (tmp / "training.json").write_text(json.dumps({**training, "rank_cut": record}, indent=2) + "\n")
-        write_config(tmp, dataclasses.replace(config, fusion=None))
+        write_config(tmp, config if keep_fusion else dataclasses.replace(config, fusion=None))
     return record
 
 
@@ -71,8 +73,13 @@ def main() -> None:
     parser.add_argument("encoder", type=Path, help="a saved encoder folder")
     parser.add_argument("--rank", type=int, required=True, help="the rank to cut its last adapter to")
     parser.add_argument("--out", type=Path, required=True, help="an empty or new folder")
+    parser.add_argument(
+        "--keep-fusion",
+        action="store_true",
+        help="keep the original's hybrid fusion settings (for a cut measured to stand in for it)",
+    )
     args = parser.parse_args()
-    record = write_cut(args.encoder, args.out, args.rank)
+    record = write_cut(args.encoder, args.out, args.rank, args.keep_fusion)
     print(
         f"{args.out}: adapter {record['adapter']} cut from rank {record['from_rank']} to {record['rank']}, "
         f"energy kept: median {record['kept_energy_median']:.5f}, least {record['kept_energy_min']:.5f}"

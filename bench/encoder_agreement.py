@@ -2,36 +2,33 @@
 
 For a change meant to leave an encoder as it is (a rank cut, another engine, a precision), the
 retrieval numbers can hide small drifts that the vectors show. Texts are the sentences of an
-STS-B style TSV (pairs in the last two columns, those of at least four words), each encoded as a
-query (with the encoder's instruction) and as a document:
+STS-B file (``score<TAB>sentence1<TAB>sentence2``, as ``ragkit eval --sts`` reads), each encoded
+as a query (with the encoder's instruction) and as a document:
 
-    python bench/encoder_agreement.py default runs/default-r32 --sts ../shared/datasets/stsb/sts-test.tsv
+    python bench/encoder_agreement.py runs/soup runs/soup-r32 --sts ../shared/datasets/stsb/sts-test.tsv
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 from bench_output import emit
 
 from ragkit import Encoder
+from ragkit.evaluation.sts import load_sts
 
 
 def sentences(path: Path, count: int) -> list[str]:
-    """The first ``count`` distinct sentences of at least four words."""
-    seen: dict[str, None] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        for row in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE):
-            for text in row[-2:]:
-                if len(text.split()) >= 4:
-                    seen.setdefault(text, None)
-    return list(seen)[:count]
+    """The first ``count`` distinct sentences of the file's pairs, in file order."""
+    _, first, second = load_sts(path)
+    distinct = dict.fromkeys(text for pair in zip(first, second, strict=True) for text in pair)
+    return list(distinct)[:count]
 
 
 def agreement(first: Encoder, second: Encoder, texts: list[str]) -> dict:
+    """Least and median cosine per text, for queries (instruction included) and documents apart."""
     result = {}
     for encode in ("encode_queries", "encode_documents"):
         cosine = (getattr(first, encode)(texts) * getattr(second, encode)(texts)).sum(1)

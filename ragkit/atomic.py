@@ -34,7 +34,10 @@ def is_free_folder(path: Path) -> bool:
     """Whether ``path`` may become a new folder without losing anything: absent, or an empty folder.
 
     Writers of whole folders (exports, soups, cuts) refuse anything else up front, so a user's
-    existing files are never replaced by :func:`atomic_folder`."""
+    existing files are never replaced by :func:`atomic_folder`. A symbolic link is never free:
+    the rename at the end would replace the link, not fill the folder it points to."""
+    if path.is_symlink():
+        return False
     return not path.exists() or (path.is_dir() and not any(path.iterdir()))
 
 

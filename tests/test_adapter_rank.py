@@ -140,6 +140,17 @@ def test_cut_script_copies_the_encoder_with_the_last_adapter_cut(tmp_path):
     assert (encoder / "README.md").exists() and load_adapter(encoder / "adapters" / "01-b").config["r"] == 8
 
 
+def test_cut_script_keeps_the_fusion_settings_when_asked(tmp_path):
+    import json
+
+    soup = average_adapters([make_lora(1), make_lora(2)], "01-b")
+    encoder = _encoder(tmp_path / "enc", make_lora(0), soup)
+    load_bench_script("cut_adapter_rank").write_cut(encoder, tmp_path / "cut", 3, keep_fusion=True)
+    settings = json.loads((tmp_path / "cut" / "ragkit.json").read_text())
+    assert settings["fusion"]["method"] == "convex" and settings["fusion"]["dense_weight"] == 0.4
+    assert not (tmp_path / "cut" / "README.md").exists()
+
+
 @pytest.mark.parametrize("rank", [0, 9])
 def test_cut_script_refuses_and_writes_nothing(tmp_path, rank):
     soup = average_adapters([make_lora(1), make_lora(2)], "01-b")

@@ -7,22 +7,20 @@ import pytest
 from conftest import load_bench_script, make_encoder
 
 
-def test_sentences_are_distinct_long_enough_and_capped(tmp_path):
+def test_sentences_are_the_distinct_texts_of_the_pairs_in_order_and_capped(tmp_path):
     tsv = tmp_path / "sts.tsv"
     rows = [
-        "a\tb\t5.0\tA man plays a guitar.\tA man is playing the guitar.",
-        "a\tb\t1.0\tToo short.\tA man plays a guitar.",
+        "score\tsentence1\tsentence2",
+        "5.0\tA man plays a guitar.\tA man is playing the guitar.",
+        "1.0\tA man plays a guitar.\tThe dog runs in the park.",
+        "2.0\tThe dog runs in the park.\tA woman slices an onion.",
     ]
-    rows.append("a\tb\t2.0\tA woman slices an onion.\tThe dog runs in the park.")
     tsv.write_text("\n".join(rows) + "\n")
     script = load_bench_script("encoder_agreement")
-    assert script.sentences(tsv, 10) == [
-        "A man plays a guitar.",
-        "A man is playing the guitar.",
-        "A woman slices an onion.",
-        "The dog runs in the park.",
-    ]
-    assert len(script.sentences(tsv, 2)) == 2
+    expected = ["A man plays a guitar.", "A man is playing the guitar.", "The dog runs in the park."]
+    expected.append("A woman slices an onion.")
+    assert script.sentences(tsv, 10) == expected
+    assert script.sentences(tsv, 2) == expected[:2]
 
 
 def test_an_encoder_agrees_with_itself_and_not_with_another_pooling():
@@ -31,9 +29,19 @@ def test_an_encoder_agrees_with_itself_and_not_with_another_pooling():
     encoder = make_encoder(instructions={"query": "find: "})
     same = script.agreement(encoder, encoder, texts)
     assert same["encode_queries"]["min"] == pytest.approx(1.0, abs=1e-6)
-    assert same["encode_documents"]["median"] == pytest.approx(1.0, abs=1e-6)
+    assert same["encode_documents"]["min"] == pytest.approx(1.0, abs=1e-6)
     other = script.agreement(
         encoder, make_encoder(pooling="last_token", instructions={"query": "find: "}), texts
     )
     assert other["encode_documents"]["min"] < 0.999
-    assert other["encode_queries"]["min"] <= other["encode_queries"]["median"]
+    assert other["encode_queries"]["min"] < 0.999
+
+
+def test_queries_carry_the_instruction_and_documents_do_not():
+    script = load_bench_script("encoder_agreement")
+    texts = ["the cat sat on the mat", "a quick brown fox jumps"]
+    plain = make_encoder(instructions={})
+    instructed = make_encoder(instructions={"query": "find: "})
+    result = script.agreement(plain, instructed, texts)
+    assert result["encode_documents"]["min"] == pytest.approx(1.0, abs=1e-6)
+    assert result["encode_queries"]["min"] < 0.999
