@@ -17,6 +17,7 @@ import numpy as np
 from bench_output import emit
 
 from ragkit import Encoder
+from ragkit.evaluation.beir import DatasetError
 from ragkit.evaluation.sts import load_sts
 
 
@@ -44,7 +45,10 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=300)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    texts = sentences(args.sts, args.texts)
+    try:
+        texts = sentences(args.sts, args.texts)
+    except DatasetError as exc:
+        raise SystemExit(f"error: {exc}") from None
     first, second = (Encoder.from_pretrained(name, backend="torch") for name in (args.first, args.second))
     result = {"first": first.fingerprint, "second": second.fingerprint, "texts": len(texts)}
     emit(result | agreement(first, second, texts), args.out)

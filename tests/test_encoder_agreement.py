@@ -45,3 +45,10 @@ def test_queries_carry_the_instruction_and_documents_do_not():
     result = script.agreement(plain, instructed, texts)
     assert result["encode_documents"]["min"] == pytest.approx(1.0, abs=1e-6)
     assert result["encode_queries"]["min"] < 0.999
+
+
+def test_a_missing_sts_file_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    script = load_bench_script("encoder_agreement")
+    monkeypatch.setattr("sys.argv", ["encoder_agreement.py", "a", "b", "--sts", str(tmp_path / "absent.tsv")])
+    with pytest.raises(SystemExit, match="error: STS file .*absent.tsv does not exist"):
+        script.main()
