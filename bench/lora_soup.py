@@ -55,8 +55,7 @@ def check_runs(folders: list[Path]) -> list[str]:
 
 
 def write_soup(folders: list[Path], out: Path, rank: int | None = None) -> dict:
-    """Writes the encoder folder at once (nothing on failure); returns what ``training.json``
-    records under ``soup``."""
+    """Writes the encoder folder at once, nothing on failure; returns the ``soup`` record."""
     names = check_runs(folders)
     if not is_free_folder(out):
         raise SystemExit(f"error: {out} exists and is not an empty folder")
