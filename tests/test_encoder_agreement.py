@@ -50,5 +50,5 @@ def test_queries_carry_the_instruction_and_documents_do_not():
 def test_a_missing_sts_file_is_one_clear_error(tmp_path, monkeypatch, capsys):
     script = load_bench_script("encoder_agreement")
     monkeypatch.setattr("sys.argv", ["encoder_agreement.py", "a", "b", "--sts", str(tmp_path / "absent.tsv")])
-    with pytest.raises(SystemExit, match="error: STS file .*absent.tsv does not exist"):
+    with pytest.raises(SystemExit, match=r"error: STS file .*absent\.tsv does not exist"):
         script.main()
