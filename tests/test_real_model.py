@@ -115,6 +115,29 @@ def test_the_default_loads_light_for_queries_with_the_same_vectors(default: Enco
     assert loaded.stdout.strip() == "[]"
 
 
+def test_eval_on_the_engine_scores_every_query_as_torch_does(
+    scifact_sample, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ragkit eval` embeds the corpus on the fp32 engine: the torch model's numbers, faster."""
+    import ragkit.encoder.vector_cache as vector_cache
+    from ragkit.evaluation.retrieval import evaluate_retrieval
+
+    def run(name: str, **options) -> dict:  # each run its own vector cache: nothing is reused
+        monkeypatch.setattr(
+            vector_cache, "vectors_file", lambda fp, root=None: tmp_path / f"{name}-{fp}.sqlite"
+        )
+        return evaluate_retrieval(scifact_sample, encoder="default", systems="ragkit,hybrid", **options)
+
+    torch_run, engine_run = run("torch"), run("engine", document_dtype="float32")
+    assert engine_run["systems"]["ragkit"]["system"]["document_backend"] == "openvino"
+    assert "document_backend" not in torch_run["systems"]["ragkit"]["system"]
+    for system in ("ragkit", "hybrid"):
+        ours, theirs = engine_run["per_query_ndcg@10"][system], torch_run["per_query_ndcg@10"][system]
+        assert ours.keys() == theirs.keys() and len(ours) == 20
+        assert max(abs(ours[q] - theirs[q]) for q in ours) < 1e-9, system
+    assert torch_run["systems"]["ragkit"]["ndcg@10"] > 0.5  # the trained default on real SciFact
+
+
 def test_warm_load_does_not_convert_again(monkeypatch: pytest.MonkeyPatch, bidirectional) -> None:
     def fail(*args, **kwargs):
         raise AssertionError("converted again although the cache is valid")

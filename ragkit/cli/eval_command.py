@@ -14,6 +14,7 @@ from ragkit.cli.console import err, fail, out, safe
 from ragkit.cli.options import (
     DenseWeightOption,
     DeviceOption,
+    DocumentDtypeOption,
     EncoderOption,
     JsonOption,
     RayOption,
@@ -86,7 +87,7 @@ def _write_results(result: dict, out_dir: Path, command: str | None, *, sts: boo
     return write_outputs(result, out_dir, command)
 
 
-def _check_flags(dataset, sts, ray, ray_workers, dense_weight) -> None:
+def _check_flags(dataset, sts, ray, ray_workers, dense_weight, dtype) -> None:
     """Refuse flags that cannot go together, before any model loads."""
     if dataset is None and sts is None:
         fail("give a BEIR dataset folder, or --sts FILE")
@@ -96,6 +97,14 @@ def _check_flags(dataset, sts, ray, ray_workers, dense_weight) -> None:
         fail("--ray embeds a retrieval corpus; STS-B sentences are encoded here")
     if dense_weight is not None and sts is not None:
         fail("--dense-weight weighs the hybrid system's rankings; STS-B has none")
+    from ragkit.encoder.document_precision import DTYPES
+
+    if dtype not in DTYPES:
+        fail(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    if dtype != "float32" and sts is not None:
+        fail("--dtype sets how a retrieval corpus is embedded; STS-B sentences are encoded in float32")
+    if dtype != "float32" and ray:
+        fail("--ray workers embed the corpus in float32; drop --dtype or --ray")
 
 
 def eval_command(
@@ -116,16 +125,19 @@ def eval_command(
     as_json: JsonOption = False,
     ray: RayOption = None,
     ray_workers: RayWorkersOption = None,
+    dtype: DocumentDtypeOption = "float32",
 ) -> None:
     """Compare the encoder with causal baselines, BM25 and MiniLM: nDCG@10, recall, MRR, MAP.
 
     Every system runs on the same corpus and queries with exact search; each is compared with
     causal-mean per query (bootstrap interval, randomisation-test p). Vectors are cached per
-    encoder fingerprint, so reruns and second encoders skip work already done.
+    encoder fingerprint, so reruns and second encoders skip work already done. The encoder's
+    corpus is embedded as ``ragkit index`` would, on the fastest engine that gives the same
+    vectors; ``--dtype auto`` also picks bf16 where the index would (cached apart from float32).
     """
     from ragkit.evaluation.progress import RichReporter
 
-    _check_flags(dataset, sts, ray, ray_workers, dense_weight)
+    _check_flags(dataset, sts, ray, ray_workers, dense_weight, dtype)
     invoked_as_cli = Path(sys.argv[0]).name in ("ragkit", "__main__.py")
     command = "ragkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if invoked_as_cli else None
     with RichReporter(err) as reporter:
@@ -154,6 +166,7 @@ def eval_command(
                 fusion=dense_weight_fusion(dense_weight),
                 ray=ray,
                 ray_workers=ray_workers,
+                document_dtype=None if ray else dtype,
                 **common,
             )
     if out_dir is not None:

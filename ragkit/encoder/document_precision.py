@@ -194,6 +194,12 @@ def _dtype_of(encoder: Encoder) -> str:
     return str(encoder.describe()["dtype"])
 
 
+def document_dtype(encoder) -> str:
+    """What embeds documents with ``encoder``: its precision choice, or its weights' dtype."""
+    choice = encoder.precision_choice
+    return choice.dtype if choice is not None else _dtype_of(encoder)
+
+
 def load_document_encoder(
     name: str,
     *,
@@ -201,6 +207,7 @@ def load_document_encoder(
     dtype: str | None = "auto",
     features: list[str] | None = None,
     candidate: Callable[[Encoder], Encoder | None] = bf16_engine,
+    max_length: int | None = None,
 ) -> Encoder:
     """The encoder that embeds an index's documents, with ``precision_choice`` set.
 
@@ -210,7 +217,7 @@ def load_document_encoder(
     if dtype is not None and dtype not in DTYPES:
         raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     asked = None if dtype == "auto" else dtype
-    encoder = Encoder.from_pretrained(name, device=device, dtype=asked, backend="auto")
+    encoder = Encoder.from_pretrained(name, device=device, dtype=asked, backend="auto", max_length=max_length)
     if dtype != "auto":
         encoder.precision_choice = PrecisionChoice(_dtype_of(encoder), "asked for")
         return encoder

@@ -14,6 +14,11 @@ from ragkit.encoder.vector_cache import VectorCache, cached_encode
 from ragkit.errors import InvalidInputError
 from ragkit.evaluation.beir import BeirDataset, load_beir, subsample
 from ragkit.evaluation.datasets import resolve_dataset
+from ragkit.evaluation.documents_encoder import (
+    document_precision,
+    documents_cache_name,
+    load_documents_encoder,
+)
 from ragkit.evaluation.metrics import METRICS, drop_identical_ids, mean_metrics, per_query
 from ragkit.evaluation.progress import Reporter, SilentReporter
 from ragkit.evaluation.pseudo_queries import documents_dataset, is_documents_folder
@@ -118,31 +123,36 @@ def _dense_runs(
     batch_size: int,
     reporter: Reporter,
     ray: dict | None = None,
+    documents=None,
 ):
     """Runs for a group of systems sharing one model: one forward pass, several poolings;
-    the corpus on Ray workers when ``ray`` is given (``{"workers": N or None}``)."""
+    the corpus on Ray workers when ``ray`` is given (``{"workers": N or None}``), or by
+    ``documents`` (an encoder of the same fingerprint, as ``ragkit index`` loads it) when given."""
     encoders = load_group(group)
     primary = encoders[0]
+    embedder = documents if documents is not None else primary
     poolings = [e.config.pooling for e in encoders]
     doc_ids, query_ids = list(dataset.corpus), list(dataset.queries)
     caches = [VectorCache(e.fingerprint) for e in encoders]
+    doc_caches = [VectorCache(documents_cache_name(documents))] if documents is not None else caches
     query_instruction = instruction if group[0].use_instruction else ""
     label = " + ".join(s.name for s in group)
     truncated = 0
 
-    def encode(texts: list[str], prefix: str, documents: bool) -> list[np.ndarray]:
+    def encode(texts: list[str], prefix: str, for_documents: bool) -> list[np.ndarray]:
         nonlocal truncated
-        pooled = primary.encode_pooled(
+        model = embedder if for_documents else primary
+        pooled = model.encode_pooled(
             texts,
             poolings,
             instruction=prefix,
             batch_size=batch_size,
             show_progress=False,
             warn_truncated=False,
-            max_length=primary.config.document_max_length if documents else None,
+            max_length=primary.config.document_max_length if for_documents else None,
         )
-        if documents:
-            truncated += primary.last_truncated
+        if for_documents:
+            truncated += model.last_truncated
         return [pooled[p] for p in poolings]
 
     def encode_on_ray(texts: list[str]) -> list[np.ndarray]:
@@ -154,7 +164,7 @@ def _dense_runs(
     try:
         with reporter.task(f"{label} · documents", len(doc_ids)) as advance:
             docs = cached_encode(
-                caches,
+                doc_caches,
                 [dataset.corpus[d] for d in doc_ids],
                 "",
                 encode_on_ray if ray is not None else (lambda t: encode(t, "", True)),
@@ -170,7 +180,7 @@ def _dense_runs(
                 on_progress=advance,
             )
     finally:
-        for cache in caches:
+        for cache in {id(c): c for c in caches + doc_caches}.values():
             cache.close()
     if truncated:
         reporter.note(
@@ -187,6 +197,7 @@ def _dense_runs(
             "max_length": enc.config.max_length,
             "instruction": query_instruction,
             "truncated_documents_encoded_now": truncated,
+            **(document_precision(documents) if documents is not None else {}),
         }
         results[system.name] = (exact_search(doc_vectors, query_vectors, doc_ids, query_ids), info)
     return results
@@ -232,6 +243,7 @@ def evaluate_retrieval(
     keep_identical_ids: bool = False,
     ray: str | None = None,
     ray_workers: int | None = None,
+    document_dtype: str | None = None,
 ) -> dict:
     """Evaluate the systems on a BEIR dataset; returns the JSON-ready result.
 
@@ -240,12 +252,16 @@ def evaluate_retrieval(
     A retrieved document with the query's own id is dropped (BEIR's protocol) unless
     ``keep_identical_ids``. ``fusion`` ranks ``hybrid`` (None: the encoder's, as its index would).
     ``ray`` (an address or ``local``) embeds the corpus on a Ray cluster, ``ray_workers`` actors
-    (:mod:`ragkit.indexer.distributed`)."""
+    (:mod:`ragkit.indexer.distributed`). ``document_dtype`` (``auto``, ``float32``, ...) embeds
+    the encoder's corpus as ``ragkit index --dtype`` would, on the fastest verified engine
+    (:mod:`ragkit.evaluation.documents_encoder`); None: the encoder under test embeds it."""
     from ragkit.encoder import Encoder
 
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
     names = _system_names(systems, reporter)
+    if ray and document_dtype not in (None, "float32"):
+        raise InvalidInputError("Ray workers embed the corpus in float32; drop the document dtype or Ray")
     dataset, full_size = _load_dataset(dataset_dir, split, max_docs, seed)
     dense_wanted = any(n not in ("bm25", "hybrid") for n in names)
     with _ray_session(ray if dense_wanted else None):  # joined before any model loads
@@ -258,6 +274,11 @@ def evaluate_retrieval(
             )
         if instruction is None:
             instruction = under_test.config.instructions.get("query", "") if under_test else ""
+        documents = None
+        if "ragkit" in names and document_dtype is not None and not ray:
+            documents = load_documents_encoder(
+                encoder, document_dtype, max_length=max_length, device=device, like=under_test
+            )
         spec = (
             {"name_or_path": encoder, "max_length": max_length, "device": device}
             if isinstance(encoder, str)
@@ -270,6 +291,7 @@ def evaluate_retrieval(
             "reporter": reporter,
             "encoder_spec": spec,
             "ray": {"workers": ray_workers} if ray else None,
+            "documents": documents,
         }
         runs, details = _run_systems(names, dataset, under_test, instruction, fusion, **settings)
     if not keep_identical_ids:
@@ -348,7 +370,13 @@ def _run_systems(names, dataset, under_test, instruction: str, fusion: Fusion | 
     )
     for group in shared_groups(dense):
         group_runs = _dense_runs(
-            group, dataset, instruction, batch_size=batch_size, reporter=reporter, ray=settings["ray"]
+            group,
+            dataset,
+            instruction,
+            batch_size=batch_size,
+            reporter=reporter,
+            ray=settings["ray"],
+            documents=settings["documents"] if group[0].name == "ragkit" else None,
         )
         for name, (run, info) in group_runs.items():
             runs[name], details[name] = run, info

@@ -24,6 +24,7 @@ import numpy as np
 
 from ragkit.documents.discover import Discovery, discover
 from ragkit.documents.readers import DEFAULT_MAX_BYTES, PARSER_VERSION, SkipFile, parse_document, read_bytes
+from ragkit.encoder.document_precision import document_dtype
 from ragkit.errors import InvalidInputError
 from ragkit.fusion_settings import check_fusion_settings
 from ragkit.indexer import folder as index_folder
@@ -281,12 +282,6 @@ def _load_encoder(options: IndexOptions):
     # The fastest verified way to run this encoder here (the OpenVINO engine where it
     # applies, bf16 where it passes the retrieval check); the fingerprint is the torch model's.
     return load_document_encoder(options.encoder, device=options.device, dtype=options.dtype)
-
-
-def document_dtype(encoder) -> str:
-    """What embeds documents with ``encoder``: its precision choice, or its weights' dtype."""
-    choice = encoder.precision_choice
-    return choice.dtype if choice is not None else str(encoder.describe()["dtype"])
 
 
 def _document_precision(meta: dict, encoder, summary: IndexSummary, fresh_root: bool) -> str:

@@ -58,7 +58,7 @@ class EmbeddedDocument:
     vectors: np.ndarray
     skipped: str
     dtype: str = "float32"
-    """What embedded it on its worker (:func:`ragkit.indexer.builder.document_dtype`)."""
+    """What embedded it on its worker (:func:`ragkit.encoder.document_precision.document_dtype`)."""
 
 
 def installed() -> bool:
