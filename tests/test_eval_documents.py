@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 from pathlib import Path
@@ -50,6 +51,15 @@ def _cached_vectors(name: str, home: Path) -> dict[str, np.ndarray]:
         }
 
 
+def _query_vectors(backbone: Path, dataset: Path) -> np.ndarray:
+    from ragkit.evaluation.beir import load_beir
+
+    encoder = Encoder.from_pretrained(str(backbone))
+    queries = load_beir(dataset, "test").queries
+    instruction = encoder.config.instructions.get("query", "")
+    return encoder.encode(list(queries.values()), instruction=instruction)
+
+
 def test_float32_documents_share_the_fingerprint_cache_and_score_as_before(
     dataset: Path, tiny_backbone_dir: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -64,28 +74,52 @@ def test_float32_documents_share_the_fingerprint_cache_and_score_as_before(
     fingerprint = system["fingerprint"]
     assert _rows(fingerprint, tmp_path / "other") == 24 + 8  # documents and queries, one file
     assert not list((tmp_path / "other" / "vectors").glob("*-documents-*"))
+    again = evaluate_retrieval(
+        dataset, encoder=str(tiny_backbone_dir), systems="ragkit", document_dtype="float32"
+    )  # every vector cached: the corpus encoder is never loaded
+    assert again["systems"]["ragkit"]["system"]["document_dtype_reason"] == "every vector was cached"
 
 
 def test_bf16_documents_are_cached_apart_and_queries_stay_float32(
     dataset: Path, tiny_backbone_dir: Path, home: Path
 ) -> None:
-    fp32 = evaluate_retrieval(dataset, encoder=str(tiny_backbone_dir), systems="ragkit")
-    fingerprint = fp32["systems"]["ragkit"]["system"]["fingerprint"]
-    fp32_vectors = _cached_vectors(fingerprint, home)
     bf16 = evaluate_retrieval(
         dataset, encoder=str(tiny_backbone_dir), systems="ragkit", document_dtype="bfloat16"
     )
     system = bf16["systems"]["ragkit"]["system"]
     assert (system["document_dtype"], system["document_dtype_reason"]) == ("bfloat16", "asked for")
-    assert system["fingerprint"] == fingerprint
-    apart = f"{fingerprint}-documents-bfloat16"
-    bf16_vectors = _cached_vectors(apart, home)
-    assert len(bf16_vectors) == 24  # the documents only: queries come from the float32 cache
-    assert set(_cached_vectors(fingerprint, home)) == set(fp32_vectors)  # nothing bf16 mixed in
-    shared = set(bf16_vectors) & set(fp32_vectors)
-    assert len(shared) == 24
-    cosines = [float(bf16_vectors[k] @ fp32_vectors[k]) for k in shared]
+    fingerprint = system["fingerprint"]
+    queries_only = _cached_vectors(fingerprint, home)
+    assert len(queries_only) == 8  # the queries, embedded in float32 on torch
+    np.testing.assert_allclose(
+        np.stack([queries_only[k] for k in sorted(queries_only)]).sum(0),
+        _query_vectors(tiny_backbone_dir, dataset).sum(0),
+        atol=1e-5,
+    )
+    bf16_vectors = _cached_vectors(f"{fingerprint}-documents-torch-bfloat16", home)
+    assert len(bf16_vectors) == 24
+
+    fp32 = evaluate_retrieval(dataset, encoder=str(tiny_backbone_dir), systems="ragkit")
+    fp32_vectors = _cached_vectors(fingerprint, home)
+    assert len(fp32_vectors) == 24 + 8
+    assert all(np.array_equal(fp32_vectors[k], v) for k, v in queries_only.items())  # reused, not mixed
+    cosines = [float(bf16_vectors[k] @ fp32_vectors[k]) for k in bf16_vectors]
     assert min(cosines) > 0.98 and any(c < 0.999999 for c in cosines)  # close, but not the same vectors
+    assert _cached_vectors(f"{fingerprint}-documents-torch-bfloat16", home).keys() == bf16_vectors.keys()
+    assert fp32["systems"]["ragkit"]["system"]["fingerprint"] == fingerprint
+
+
+def test_auto_embeds_the_corpus_as_the_index_would_choose(
+    dataset: Path, tiny_backbone_dir: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(document_precision, "cpu_bf16_features", lambda: [])
+    result = evaluate_retrieval(
+        dataset, encoder=str(tiny_backbone_dir), systems="ragkit", document_dtype="auto"
+    )
+    system = result["systems"]["ragkit"]["system"]
+    assert system["document_dtype"] == "float32"
+    assert system["document_dtype_reason"] == "the CPU has no native bf16 arithmetic"
+    assert not list((home / "vectors").glob("*-documents-*"))  # float32: the fingerprint's own cache
 
 
 def test_the_fast_engine_embeds_the_corpus_with_torch_s_scores(
@@ -99,7 +133,10 @@ def test_the_fast_engine_embeds_the_corpus_with_torch_s_scores(
     monkeypatch.setenv("RAGKIT_HOME", str(tmp_path / "other"))
     Encoder.from_pretrained(str(saved))
     engine_run = evaluate_retrieval(dataset, encoder=str(saved), systems="ragkit", document_dtype="float32")
-    assert engine_run["systems"]["ragkit"]["system"]["document_backend"] == "openvino"
+    system = engine_run["systems"]["ragkit"]["system"]
+    assert system["document_backend"] == "openvino"
+    assert _rows(system["fingerprint"], tmp_path / "other") == 24 + 8
+    assert not list((tmp_path / "other" / "vectors").glob("*-documents-*"))
     for query, score in torch_run["per_query_ndcg@10"]["ragkit"].items():
         assert engine_run["per_query_ndcg@10"]["ragkit"][query] == pytest.approx(score, abs=1e-9)
 
@@ -120,22 +157,76 @@ def test_a_corpus_encoder_of_another_model_is_refused(
         )
 
 
-def test_a_loaded_encoder_or_a_ray_run_cannot_take_another_document_dtype(
-    dataset: Path, tiny_backbone_dir: Path, home: Path
+def test_what_a_corpus_dtype_cannot_be_is_refused_before_loading(
+    dataset: Path, tiny_backbone_dir: Path, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loaded = Encoder.from_pretrained(str(tiny_backbone_dir))
+
+    def never(*args, **kwargs):
+        raise AssertionError("nothing loads for a refused dtype")
+
+    monkeypatch.setattr(Encoder, "from_pretrained", classmethod(never))
     with pytest.raises(InvalidInputError, match="needs the encoder as a name or folder"):
         evaluate_retrieval(dataset, encoder=loaded, systems="ragkit", document_dtype="bfloat16")
-    with pytest.raises(InvalidInputError, match="Ray workers embed the corpus in float32"):
+    with pytest.raises(InvalidInputError, match="Ray workers embed the corpus as they load the encoder"):
         evaluate_retrieval(dataset, encoder=str(tiny_backbone_dir), ray="local", document_dtype="bfloat16")
+    with pytest.raises(InvalidInputError, match="document dtype must be one of"):
+        evaluate_retrieval(dataset, encoder=str(tiny_backbone_dir), document_dtype="fp8")
+
+
+def test_a_corpus_dtype_off_the_cpu_is_refused_and_the_cli_default_leaves_cuda_alone(
+    dataset: Path, tiny_backbone_dir: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    import ragkit.encoder.encoder as encoder_module
+    from ragkit.evaluation.corpus_encoder import default_corpus_dtype
+
+    assert default_corpus_dtype("cpu") == "float32"
+    monkeypatch.setattr(Encoder, "device", property(lambda self: torch.device("cuda")))
+    with pytest.raises(InvalidInputError, match="on cuda the encoder embeds it in its own precision"):
+        evaluate_retrieval(
+            dataset, encoder=str(tiny_backbone_dir), systems="ragkit", document_dtype="float32"
+        )
+    monkeypatch.setattr(encoder_module, "resolve_device", lambda device: torch.device("cuda"))
+    assert default_corpus_dtype(None) is None
+
+
+def test_the_cli_passes_its_dtype_through(dataset: Path, tiny_backbone_dir: Path, home: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(dataset),
+            "-e",
+            str(tiny_backbone_dir),
+            "--systems",
+            "ragkit",
+            "--dtype",
+            "bfloat16",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    system = json.loads(result.stdout)["systems"]["ragkit"]["system"]
+    assert system["document_dtype"] == "bfloat16"
+    default = runner.invoke(
+        app, ["eval", str(dataset), "-e", str(tiny_backbone_dir), "--systems", "ragkit", "--json"]
+    )
+    assert (
+        json.loads(default.stdout)["systems"]["ragkit"]["system"]["document_dtype"] == "float32"
+    )  # a CPU here
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--dtype", "fp8"], "--dtype must be one of auto, float32, bfloat16, float16, not 'fp8'"),
-        (["--dtype", "bfloat16", "--sts", "x.tsv"], "STS-B sentences are encoded in float32"),
-        (["--dtype", "bfloat16", "--ray", "local"], "--ray workers embed the corpus in float32"),
+        (["--dtype", "bfloat16", "--sts", "x.tsv"], "STS-B sentences are encoded as it loads"),
+        (
+            ["--dtype", "bfloat16", "--ray", "local"],
+            "--ray workers embed the corpus as they load the encoder",
+        ),
     ],
 )
 def test_the_cli_refuses_a_dtype_it_cannot_honour_before_loading(

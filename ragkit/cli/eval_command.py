@@ -14,7 +14,6 @@ from ragkit.cli.console import err, fail, out, safe
 from ragkit.cli.options import (
     DenseWeightOption,
     DeviceOption,
-    DocumentDtypeOption,
     EncoderOption,
     JsonOption,
     RayOption,
@@ -71,6 +70,18 @@ StsOption = Annotated[
     Path | None,
     typer.Option(help="Score an STS file instead (score, sentence1, sentence2; tab-separated)."),
 ]
+CorpusDtypeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dtype",
+        help="How the encoder's corpus is embedded, as ragkit index embeds documents: float32 on the "
+        "fastest engine that agrees with torch (the OpenVINO engine on a CPU; the default on a CPU), "
+        "auto (the precision an index built here would use: bf16 where the CPU has native bf16 and "
+        "the encoder passes the retrieval check), bfloat16 or float16 (as asked). Vectors in another "
+        "precision are cached apart. Queries are float32 on torch. Default on CUDA: the encoder's own.",
+        show_default=False,
+    ),
+]
 OutDirOption = Annotated[
     Path | None, typer.Option("--out", help="Write results.json, report.md and ndcg.png here.")
 ]
@@ -87,6 +98,12 @@ def _write_results(result: dict, out_dir: Path, command: str | None, *, sts: boo
     return write_outputs(result, out_dir, command)
 
 
+def _corpus_dtype(dtype: str | None, device: str | None) -> str | None:
+    from ragkit.evaluation.corpus_encoder import default_corpus_dtype
+
+    return dtype if dtype is not None else default_corpus_dtype(device)
+
+
 def _check_flags(dataset, sts, ray, ray_workers, dense_weight, dtype) -> None:
     """Refuse flags that cannot go together, before any model loads."""
     if dataset is None and sts is None:
@@ -97,14 +114,16 @@ def _check_flags(dataset, sts, ray, ray_workers, dense_weight, dtype) -> None:
         fail("--ray embeds a retrieval corpus; STS-B sentences are encoded here")
     if dense_weight is not None and sts is not None:
         fail("--dense-weight weighs the hybrid system's rankings; STS-B has none")
+    if dtype is None:
+        return
     from ragkit.encoder.document_precision import DTYPES
 
     if dtype not in DTYPES:
         fail(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-    if dtype != "float32" and sts is not None:
-        fail("--dtype sets how a retrieval corpus is embedded; STS-B sentences are encoded in float32")
-    if dtype != "float32" and ray:
-        fail("--ray workers embed the corpus in float32; drop --dtype or --ray")
+    if sts is not None:
+        fail("--dtype sets how a retrieval corpus is embedded; STS-B sentences are encoded as it loads")
+    if ray:
+        fail("--ray workers embed the corpus as they load the encoder; drop --dtype or --ray")
 
 
 def eval_command(
@@ -125,7 +144,7 @@ def eval_command(
     as_json: JsonOption = False,
     ray: RayOption = None,
     ray_workers: RayWorkersOption = None,
-    dtype: DocumentDtypeOption = "float32",
+    dtype: CorpusDtypeOption = None,
 ) -> None:
     """Compare the encoder with causal baselines, BM25 and MiniLM: nDCG@10, recall, MRR, MAP.
 
@@ -166,7 +185,7 @@ def eval_command(
                 fusion=dense_weight_fusion(dense_weight),
                 ray=ray,
                 ray_workers=ray_workers,
-                document_dtype=None if ray else dtype,
+                document_dtype=None if ray else _corpus_dtype(dtype, device),
                 **common,
             )
     if out_dir is not None:

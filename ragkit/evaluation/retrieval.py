@@ -13,12 +13,8 @@ from ragkit.bm25 import bm25_run
 from ragkit.encoder.vector_cache import VectorCache, cached_encode
 from ragkit.errors import InvalidInputError
 from ragkit.evaluation.beir import BeirDataset, load_beir, subsample
+from ragkit.evaluation.corpus_encoder import CorpusEncoder, check_corpus_dtype
 from ragkit.evaluation.datasets import resolve_dataset
-from ragkit.evaluation.documents_encoder import (
-    document_precision,
-    documents_cache_name,
-    load_documents_encoder,
-)
 from ragkit.evaluation.metrics import METRICS, drop_identical_ids, mean_metrics, per_query
 from ragkit.evaluation.progress import Reporter, SilentReporter
 from ragkit.evaluation.pseudo_queries import documents_dataset, is_documents_folder
@@ -123,25 +119,26 @@ def _dense_runs(
     batch_size: int,
     reporter: Reporter,
     ray: dict | None = None,
-    documents=None,
+    corpus: CorpusEncoder | None = None,
 ):
     """Runs for a group of systems sharing one model: one forward pass, several poolings;
     the corpus on Ray workers when ``ray`` is given (``{"workers": N or None}``), or by
-    ``documents`` (an encoder of the same fingerprint, as ``ragkit index`` loads it) when given."""
+    ``corpus`` (the encoder under test as ``ragkit index`` loads it) when given."""
+    if ray is not None and corpus is not None:
+        raise InvalidInputError("Ray workers embed the corpus themselves; a corpus encoder cannot join them")
     encoders = load_group(group)
     primary = encoders[0]
-    embedder = documents if documents is not None else primary
     poolings = [e.config.pooling for e in encoders]
     doc_ids, query_ids = list(dataset.corpus), list(dataset.queries)
     caches = [VectorCache(e.fingerprint) for e in encoders]
-    doc_caches = [VectorCache(documents_cache_name(documents))] if documents is not None else caches
+    doc_caches = [VectorCache(corpus.cache_name())] if corpus is not None else caches
     query_instruction = instruction if group[0].use_instruction else ""
     label = " + ".join(s.name for s in group)
     truncated = 0
 
     def encode(texts: list[str], prefix: str, for_documents: bool) -> list[np.ndarray]:
         nonlocal truncated
-        model = embedder if for_documents else primary
+        model = corpus.encoder if for_documents and corpus is not None else primary
         pooled = model.encode_pooled(
             texts,
             poolings,
@@ -197,9 +194,11 @@ def _dense_runs(
             "max_length": enc.config.max_length,
             "instruction": query_instruction,
             "truncated_documents_encoded_now": truncated,
-            **(document_precision(documents) if documents is not None else {}),
+            **(corpus.record() if corpus is not None else {}),
         }
         results[system.name] = (exact_search(doc_vectors, query_vectors, doc_ids, query_ids), info)
+    if corpus is not None:
+        corpus.release()
     return results
 
 
@@ -254,14 +253,17 @@ def evaluate_retrieval(
     ``ray`` (an address or ``local``) embeds the corpus on a Ray cluster, ``ray_workers`` actors
     (:mod:`ragkit.indexer.distributed`). ``document_dtype`` (``auto``, ``float32``, ...) embeds
     the encoder's corpus as ``ragkit index --dtype`` would, on the fastest verified engine
-    (:mod:`ragkit.evaluation.documents_encoder`); None: the encoder under test embeds it."""
+    (:mod:`ragkit.evaluation.corpus_encoder`; a CPU only); None: the encoder under test embeds it."""
     from ragkit.encoder import Encoder
 
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
     names = _system_names(systems, reporter)
-    if ray and document_dtype not in (None, "float32"):
-        raise InvalidInputError("Ray workers embed the corpus in float32; drop the document dtype or Ray")
+    if ray and document_dtype is not None:
+        raise InvalidInputError(
+            "Ray workers embed the corpus as they load the encoder; drop the document dtype or Ray"
+        )
+    check_corpus_dtype(document_dtype, encoder)
     dataset, full_size = _load_dataset(dataset_dir, split, max_docs, seed)
     dense_wanted = any(n not in ("bm25", "hybrid") for n in names)
     with _ray_session(ray if dense_wanted else None):  # joined before any model loads
@@ -274,11 +276,7 @@ def evaluate_retrieval(
             )
         if instruction is None:
             instruction = under_test.config.instructions.get("query", "") if under_test else ""
-        documents = None
-        if "ragkit" in names and document_dtype is not None and not ray:
-            documents = load_documents_encoder(
-                encoder, document_dtype, max_length=max_length, device=device, like=under_test
-            )
+        corpus = _corpus_encoder(encoder, document_dtype, max_length, under_test, names)
         spec = (
             {"name_or_path": encoder, "max_length": max_length, "device": device}
             if isinstance(encoder, str)
@@ -291,7 +289,7 @@ def evaluate_retrieval(
             "reporter": reporter,
             "encoder_spec": spec,
             "ray": {"workers": ray_workers} if ray else None,
-            "documents": documents,
+            "corpus": corpus,
         }
         runs, details = _run_systems(names, dataset, under_test, instruction, fusion, **settings)
     if not keep_identical_ids:
@@ -317,6 +315,18 @@ def evaluate_retrieval(
         },
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _corpus_encoder(encoder, dtype: str | None, max_length, under_test, names) -> CorpusEncoder | None:
+    """The corpus side of the ``ragkit`` system when a document dtype is asked (a CPU only)."""
+    if dtype is None or "ragkit" not in names:
+        return None
+    if under_test.device.type != "cpu":
+        raise InvalidInputError(
+            f"a document dtype chooses how a CPU embeds the corpus; on {under_test.device} the "
+            "encoder embeds it in its own precision: drop the dtype, or evaluate on the CPU"
+        )
+    return CorpusEncoder(encoder, dtype, max_length=max_length, like=under_test)
 
 
 def _system_names(systems, reporter: Reporter) -> list[str]:
@@ -376,7 +386,7 @@ def _run_systems(names, dataset, under_test, instruction: str, fusion: Fusion | 
             batch_size=batch_size,
             reporter=reporter,
             ray=settings["ray"],
-            documents=settings["documents"] if group[0].name == "ragkit" else None,
+            corpus=settings["corpus"] if group[0].name == "ragkit" else None,
         )
         for name, (run, info) in group_runs.items():
             runs[name], details[name] = run, info

@@ -24,7 +24,7 @@ import numpy as np
 
 from ragkit.documents.discover import Discovery, discover
 from ragkit.documents.readers import DEFAULT_MAX_BYTES, PARSER_VERSION, SkipFile, parse_document, read_bytes
-from ragkit.encoder.document_precision import document_dtype
+from ragkit.encoder.document_precision import document_dtype, load_document_encoder
 from ragkit.errors import InvalidInputError
 from ragkit.fusion_settings import check_fusion_settings
 from ragkit.indexer import folder as index_folder
@@ -277,8 +277,6 @@ def _rebuild(options: IndexOptions, plan: SourcePlan, target: Path, progress) ->
 
 
 def _load_encoder(options: IndexOptions):
-    from ragkit.encoder.document_precision import load_document_encoder
-
     # The fastest verified way to run this encoder here (the OpenVINO engine where it
     # applies, bf16 where it passes the retrieval check); the fingerprint is the torch model's.
     return load_document_encoder(options.encoder, device=options.device, dtype=options.dtype)
