@@ -2,7 +2,7 @@
 
 ``ragkit index`` embeds documents on the fastest verified engine and, with ``--dtype auto`` on a
 CPU with native bf16, in bf16 where a retrieval check passes; queries stay float32. Evaluating
-the same way measures what an index built on this machine would return. In float32 every
+the same way measures what an index built where the evaluation runs would return. In float32 every
 engine agrees with the torch model to rounding (checked when the engine is built) under its
 fingerprint, so they share its vector cache; vectors in another precision are cached apart,
 per engine, so they never mix with float32 ones or with another engine's.
@@ -17,10 +17,14 @@ from ragkit.encoder.document_precision import DTYPES, document_dtype
 from ragkit.errors import InvalidInputError, RagkitError
 
 
-def check_corpus_dtype(dtype: str | None, encoder) -> None:
+def check_corpus_dtype(dtype: str | None, encoder, *, ray: bool = False) -> None:
     """Refuse what a corpus encoder cannot be, before anything loads."""
     if dtype is None:
         return
+    if ray:
+        raise InvalidInputError(
+            "Ray workers embed the corpus as they load the encoder; drop the dtype or Ray"
+        )
     if dtype not in DTYPES:
         raise InvalidInputError(f"document dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     if not isinstance(encoder, str | Path):

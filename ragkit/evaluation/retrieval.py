@@ -186,20 +186,25 @@ def _dense_runs(
         )
     results = {}
     for system, enc, doc_vectors, query_vectors in zip(group, encoders, docs, queries, strict=True):
-        info = {
-            "fingerprint": enc.fingerprint,
-            "backbone": enc.config.backbone,
-            "bidirectional": enc.config.bidirectional,
-            "pooling": enc.config.pooling,
-            "max_length": enc.config.max_length,
-            "instruction": query_instruction,
-            "truncated_documents_encoded_now": truncated,
-            **(corpus.record() if corpus is not None else {}),
-        }
+        info = _system_info(enc, query_instruction, truncated, corpus)
         results[system.name] = (exact_search(doc_vectors, query_vectors, doc_ids, query_ids), info)
     if corpus is not None:
         corpus.release()
     return results
+
+
+def _system_info(encoder, instruction: str, truncated: int, corpus: CorpusEncoder | None) -> dict:
+    """What a dense system was, for the results: its encoder, and what embedded its corpus."""
+    return {
+        "fingerprint": encoder.fingerprint,
+        "backbone": encoder.config.backbone,
+        "bidirectional": encoder.config.bidirectional,
+        "pooling": encoder.config.pooling,
+        "max_length": encoder.config.max_length,
+        "instruction": instruction,
+        "truncated_documents_encoded_now": truncated,
+        **(corpus.record() if corpus is not None else {}),
+    }
 
 
 def _system_entries(per_system: dict, details: dict, query_ids: list[str], seed: int) -> dict:
@@ -259,11 +264,7 @@ def evaluate_retrieval(
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
     names = _system_names(systems, reporter)
-    if ray and document_dtype is not None:
-        raise InvalidInputError(
-            "Ray workers embed the corpus as they load the encoder; drop the document dtype or Ray"
-        )
-    check_corpus_dtype(document_dtype, encoder)
+    check_corpus_dtype(document_dtype, encoder, ray=bool(ray))
     dataset, full_size = _load_dataset(dataset_dir, split, max_docs, seed)
     dense_wanted = any(n not in ("bm25", "hybrid") for n in names)
     with _ray_session(ray if dense_wanted else None):  # joined before any model loads
@@ -296,24 +297,31 @@ def evaluate_retrieval(
         runs = {name: drop_identical_ids(run) for name, run in runs.items()}
     per_system = {name: per_query(dataset.qrels, runs[name]) for name in names}
 
+    result = _result(dataset, per_system, details, seed, keep_identical_ids)
+    return {
+        **result,
+        "full_corpus_size": full_size,
+        "max_docs": max_docs,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _result(dataset, per_system: dict, details: dict, seed: int, keep_identical_ids: bool) -> dict:
+    """The JSON-ready result: what was measured, each system's entry, every query's nDCG@10."""
     query_ids = sorted(dataset.qrels)
-    result_systems = _system_entries(per_system, details, query_ids, seed)
     return {
         "dataset": dataset.name,
         "split": dataset.split,
         "corpus_size": len(dataset.corpus),
-        "full_corpus_size": full_size,
         "num_queries": len(dataset.qrels),
-        "max_docs": max_docs,
         "seed": seed,
         "identical_ids_dropped": not keep_identical_ids,
         "query_kinds": _query_kinds(dataset),
         "metrics": list(METRICS),
-        "systems": result_systems,
+        "systems": _system_entries(per_system, details, query_ids, seed),
         "per_query_ndcg@10": {
             n: {q: rows[q]["ndcg@10"] for q in query_ids} for n, rows in per_system.items()
         },
-        "seconds": round(time.perf_counter() - started, 1),
     }
 
 
