@@ -73,7 +73,7 @@ def test_float32_documents_share_the_fingerprint_cache_and_score_as_before(
     assert system["document_dtype"] == "float32" and system["document_backend"] == "torch"
     fingerprint = system["fingerprint"]
     assert _rows(fingerprint, tmp_path / "other") == 24 + 8  # documents and queries, one file
-    assert not list((tmp_path / "other" / "vectors").glob("*-documents-*"))
+    assert not list((tmp_path / "other" / "vectors").glob("*float16*"))
     again = evaluate_retrieval(
         dataset, encoder=str(tiny_backbone_dir), systems="ragkit", document_dtype="float32"
     )  # every vector cached: the corpus encoder is never loaded
@@ -96,7 +96,7 @@ def test_bf16_documents_are_cached_apart_and_queries_stay_float32(
         _query_vectors(tiny_backbone_dir, dataset).sum(0),
         atol=1e-5,
     )
-    bf16_vectors = _cached_vectors(f"{fingerprint}-documents-torch-bfloat16", home)
+    bf16_vectors = _cached_vectors(f"{fingerprint}-torch-bfloat16", home)
     assert len(bf16_vectors) == 24
 
     fp32 = evaluate_retrieval(dataset, encoder=str(tiny_backbone_dir), systems="ragkit")
@@ -105,8 +105,35 @@ def test_bf16_documents_are_cached_apart_and_queries_stay_float32(
     assert all(np.array_equal(fp32_vectors[k], v) for k, v in queries_only.items())  # reused, not mixed
     cosines = [float(bf16_vectors[k] @ fp32_vectors[k]) for k in bf16_vectors]
     assert min(cosines) > 0.98 and any(c < 0.999999 for c in cosines)  # close, but not the same vectors
-    assert _cached_vectors(f"{fingerprint}-documents-torch-bfloat16", home).keys() == bf16_vectors.keys()
+    assert _cached_vectors(f"{fingerprint}-torch-bfloat16", home).keys() == bf16_vectors.keys()
     assert fp32["systems"]["ragkit"]["system"]["fingerprint"] == fingerprint
+
+
+def test_an_encoder_under_test_in_bf16_never_shares_the_float32_cache(
+    dataset: Path, tiny_backbone_dir: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GPU evaluates in bf16; its vectors must not answer a later float32 evaluation."""
+    from ragkit.evaluation.sts import evaluate_sts
+
+    sts = tmp_path / "sts.tsv"
+    rows = [f"{i % 5}.0\tthe cat {WORDS[i]} sat\ta dog {WORDS[i + 1]} ran" for i in range(6)]
+    sts.write_text("score\tsentence1\tsentence2\n" + "\n".join(rows) + "\n")
+    bf16 = Encoder.from_pretrained(str(tiny_backbone_dir), dtype="bfloat16")
+    evaluate_retrieval(dataset, encoder=bf16, systems="ragkit")
+    evaluate_sts(sts, encoder=bf16, systems="ragkit")
+    fingerprint = bf16.fingerprint
+    assert not (home / "vectors" / f"{fingerprint}.sqlite").exists()
+    bf16_vectors = _cached_vectors(f"{fingerprint}-torch-bfloat16", home)
+    assert len(bf16_vectors) == 24 + 8 + 12  # documents, queries and the STS sentences
+
+    fp32 = evaluate_retrieval(dataset, encoder=str(tiny_backbone_dir), systems="ragkit")
+    fp32_vectors = _cached_vectors(fingerprint, home)
+    assert len(fp32_vectors) == 24 + 8
+    shared = [k for k in bf16_vectors if k in fp32_vectors]
+    assert max(float(np.abs(fp32_vectors[k] - bf16_vectors[k]).max()) for k in shared) > 1e-4
+    monkeypatch.setenv("RAGKIT_HOME", str(tmp_path / "empty-home"))
+    fresh = evaluate_retrieval(dataset, encoder=str(tiny_backbone_dir), systems="ragkit")
+    assert fp32["per_query_ndcg@10"] == fresh["per_query_ndcg@10"]
 
 
 def test_auto_embeds_the_corpus_as_the_index_would_choose(
@@ -119,7 +146,7 @@ def test_auto_embeds_the_corpus_as_the_index_would_choose(
     system = result["systems"]["ragkit"]["system"]
     assert system["document_dtype"] == "float32"
     assert system["document_dtype_reason"] == "the CPU has no native bf16 arithmetic"
-    assert not list((home / "vectors").glob("*-documents-*"))  # float32: the fingerprint's own cache
+    assert not list((home / "vectors").glob("*float16*"))  # float32: the fingerprint's own cache
 
 
 def test_the_fast_engine_embeds_the_corpus_with_torch_s_scores(
@@ -136,7 +163,7 @@ def test_the_fast_engine_embeds_the_corpus_with_torch_s_scores(
     system = engine_run["systems"]["ragkit"]["system"]
     assert system["document_backend"] == "openvino"
     assert _rows(system["fingerprint"], tmp_path / "other") == 24 + 8
-    assert not list((tmp_path / "other" / "vectors").glob("*-documents-*"))
+    assert not list((tmp_path / "other" / "vectors").glob("*float16*"))
     for query, score in torch_run["per_query_ndcg@10"]["ragkit"].items():
         assert engine_run["per_query_ndcg@10"]["ragkit"][query] == pytest.approx(score, abs=1e-9)
 

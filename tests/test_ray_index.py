@@ -267,3 +267,29 @@ def test_workers_that_read_or_embed_differently_never_write(tmp_path, tiny_backb
     assert not (tmp_path / "index" / store.DB_NAME).exists() or not _rows(tmp_path / "index")
     with pytest.raises(Exception, match="--ray-workers 9"):
         distributed._pool(9, "cpu")
+
+
+def test_eval_workers_embed_in_the_precision_of_the_loaded_encoder(tmp_path, tiny_backbone_dir):
+    """A worker that loaded its encoder in another precision would fill the loaded one's cache
+    with vectors of that precision; workers are told the precision instead."""
+    from ragkit.encoder.encoder import Encoder
+    from ragkit.evaluation.retrieval import _encode_on_ray
+    from ragkit.evaluation.systems import DenseSystem
+
+    texts = ["the cat sat on a mat", "rivers ran past green city towers", "old trees and a small dog"]
+    for dtype in ("bfloat16", "float32"):
+        primary = Encoder.from_pretrained(str(tiny_backbone_dir), dtype=dtype)
+        system = DenseSystem(
+            name="ragkit",
+            load=lambda primary=primary: primary,
+            use_instruction=True,
+            pooling=primary.config.pooling,
+            spec=lambda: {"name_or_path": str(tiny_backbone_dir), "device": "cpu"},
+        )
+        (vectors,), _ = _encode_on_ray([system], primary, [primary.config.pooling], texts, 8, 1)
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        here = primary.encode(texts, batch_size=8, max_length=primary.config.document_max_length)
+        np.testing.assert_allclose(vectors, here, atol=1e-6)
+        if dtype == "bfloat16":
+            bf16 = vectors
+    assert np.abs(bf16 - vectors).max() > 1e-4  # the two precisions really differ

@@ -5,7 +5,8 @@ CPU with native bf16, in bf16 where a retrieval check passes; queries stay float
 the same way measures what an index built where the evaluation runs would return. In float32 every
 engine agrees with the torch model to rounding (checked when the engine is built) under its
 fingerprint, so they share its vector cache; vectors in another precision are cached apart,
-per engine, so they never mix with float32 ones or with another engine's.
+per engine (:func:`vector_cache_name`), so they never mix with float32 ones or with another
+engine's.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class CorpusEncoder:
         """Float32 vectors share the fingerprint's cache (known without loading anything)."""
         if self.dtype == "float32":
             return self.like.fingerprint
-        return corpus_cache_name(self.encoder)
+        return vector_cache_name(self.encoder)
 
     def record(self) -> dict:
         """What embedded the corpus, for the results (nothing loaded: every vector was cached)."""
@@ -85,12 +86,13 @@ def _same_model(loaded, like) -> bool:
     return described["backend"] == reference["backend"] and document_dtype(loaded) == document_dtype(like)
 
 
-def corpus_cache_name(encoder) -> str:
-    """A corpus encoder's vector cache: the fingerprint's own in float32, per engine otherwise."""
+def vector_cache_name(encoder) -> str:
+    """The vector cache an encoder's vectors go to: the fingerprint's own in float32, per engine
+    and precision otherwise (bf16 vectors from a GPU evaluation never answer a CPU's float32 one)."""
     dtype = document_dtype(encoder)
     if dtype == "float32":
         return encoder.fingerprint
-    return f"{encoder.fingerprint}-documents-{encoder.describe()['backend']}-{dtype}"
+    return f"{encoder.fingerprint}-{encoder.describe()['backend']}-{dtype}"
 
 
 def corpus_record(encoder) -> dict:

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from ragkit.bm25 import bm25_run
+from ragkit.encoder import document_precision
 from ragkit.encoder.vector_cache import VectorCache, cached_encode
 from ragkit.errors import InvalidInputError
 from ragkit.evaluation.beir import BeirDataset, load_beir, subsample
-from ragkit.evaluation.corpus_encoder import CorpusEncoder, check_corpus_dtype
+from ragkit.evaluation.corpus_encoder import CorpusEncoder, check_corpus_dtype, vector_cache_name
 from ragkit.evaluation.datasets import resolve_dataset
 from ragkit.evaluation.metrics import METRICS, drop_identical_ids, mean_metrics, per_query
 from ragkit.evaluation.progress import Reporter, SilentReporter
@@ -96,7 +97,8 @@ def _encode_on_ray(group, primary, poolings, texts, batch_size: int, workers: in
 
     if group[0].spec is None:
         raise InvalidInputError("--ray needs the encoder as a name or folder that workers can load")
-    spec = group[0].spec()
+    # workers embed in the precision of the cache their vectors go to, whatever their device
+    spec = {**group[0].spec(), "dtype": document_precision.document_dtype(primary)}
     path = Path(spec["name_or_path"]).expanduser()
     if path.exists():  # a folder as workers must find it, whatever their working directory
         spec = {**spec, "name_or_path": str(path.resolve())}
@@ -130,7 +132,7 @@ def _dense_runs(
     primary = encoders[0]
     poolings = [e.config.pooling for e in encoders]
     doc_ids, query_ids = list(dataset.corpus), list(dataset.queries)
-    caches = [VectorCache(e.fingerprint) for e in encoders]
+    caches = [VectorCache(vector_cache_name(e)) for e in encoders]
     doc_caches = [VectorCache(corpus.cache_name())] if corpus is not None else caches
     query_instruction = instruction if group[0].use_instruction else ""
     label = " + ".join(s.name for s in group)

@@ -11,6 +11,7 @@ import numpy as np
 
 from ragkit.encoder.vector_cache import VectorCache, cached_encode
 from ragkit.evaluation.beir import DatasetError
+from ragkit.evaluation.corpus_encoder import vector_cache_name
 from ragkit.evaluation.progress import Reporter, SilentReporter
 from ragkit.evaluation.stats import correlation_difference
 from ragkit.evaluation.systems import (
@@ -82,7 +83,7 @@ def evaluate_sts(
     for group in shared_groups(dense_systems(names, under_test, max_length=max_length, device=device)):
         encoders = load_group(group)
         poolings = [e.config.pooling for e in encoders]
-        caches = [VectorCache(e.fingerprint) for e in encoders]
+        caches = [VectorCache(vector_cache_name(e)) for e in encoders]
 
         def encode(texts: list[str], primary=encoders[0], poolings=poolings) -> list[np.ndarray]:
             pooled = primary.encode_pooled(texts, poolings, batch_size=batch_size, show_progress=False)
