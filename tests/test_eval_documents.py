@@ -96,7 +96,7 @@ def test_bf16_documents_are_cached_apart_and_queries_stay_float32(
         _query_vectors(tiny_backbone_dir, dataset).sum(0),
         atol=1e-5,
     )
-    bf16_vectors = _cached_vectors(f"{fingerprint}-torch-bfloat16", home)
+    bf16_vectors = _cached_vectors(f"{fingerprint}-torch-cpu-bfloat16", home)
     assert len(bf16_vectors) == 24
 
     fp32 = evaluate_retrieval(dataset, encoder=str(tiny_backbone_dir), systems="ragkit")
@@ -105,7 +105,7 @@ def test_bf16_documents_are_cached_apart_and_queries_stay_float32(
     assert all(np.array_equal(fp32_vectors[k], v) for k, v in queries_only.items())  # reused, not mixed
     cosines = [float(bf16_vectors[k] @ fp32_vectors[k]) for k in bf16_vectors]
     assert min(cosines) > 0.98 and any(c < 0.999999 for c in cosines)  # close, but not the same vectors
-    assert _cached_vectors(f"{fingerprint}-torch-bfloat16", home).keys() == bf16_vectors.keys()
+    assert _cached_vectors(f"{fingerprint}-torch-cpu-bfloat16", home).keys() == bf16_vectors.keys()
     assert fp32["systems"]["ragkit"]["system"]["fingerprint"] == fingerprint
 
 
@@ -123,7 +123,7 @@ def test_an_encoder_under_test_in_bf16_never_shares_the_float32_cache(
     evaluate_sts(sts, encoder=bf16, systems="ragkit")
     fingerprint = bf16.fingerprint
     assert not (home / "vectors" / f"{fingerprint}.sqlite").exists()
-    bf16_vectors = _cached_vectors(f"{fingerprint}-torch-bfloat16", home)
+    bf16_vectors = _cached_vectors(f"{fingerprint}-torch-cpu-bfloat16", home)
     assert len(bf16_vectors) == 24 + 8 + 12  # documents, queries and the STS sentences
 
     fp32 = evaluate_retrieval(dataset, encoder=str(tiny_backbone_dir), systems="ragkit")

@@ -293,3 +293,18 @@ def test_eval_workers_embed_in_the_precision_of_the_loaded_encoder(tmp_path, tin
         if dtype == "bfloat16":
             bf16 = vectors
     assert np.abs(bf16 - vectors).max() > 1e-4  # the two precisions really differ
+
+
+def test_eval_workers_that_embed_in_another_precision_are_refused(tmp_path, tiny_backbone_dir, monkeypatch):
+    original = distributed._map_batches
+
+    def elsewhere(dataset, stage, **kwargs):  # a node whose torch ignores the precision asked
+        return original(dataset, stage, **kwargs).map(lambda row: {**row, "dtype": "float16"})
+
+    monkeypatch.setattr(distributed, "_map_batches", elsewhere)
+    spec = {"name_or_path": str(tiny_backbone_dir), "device": "cpu", "dtype": "float32"}
+    from ragkit.encoder.encoder import Encoder
+
+    fingerprint = Encoder.from_pretrained(str(tiny_backbone_dir)).fingerprint
+    with pytest.raises(Exception, match="a Ray worker embedded in float16, this run asked for float32"):
+        distributed.encode_texts(["a cat", "a dog"], spec, ["mean"], fingerprint=fingerprint, workers=1)

@@ -16,8 +16,10 @@ folder                  key                                       holds
                         format + the merged folder's name (so:    for a CPU engine (OpenVINO),
                         its key above)                            checked against torch, and
                                                                   the engine's compiled form
-``vectors/``            encoder fingerprint (a file each);        evaluation vectors, float32
-                        SHA-256 of instruction + text (a row)
+``vectors/``            encoder fingerprint, with engine, device  evaluation vectors, float32
+                        and precision when not float32 (a file
+                        each); SHA-256 of instruction + text (a
+                        row)
 ``teacher/``            teacher fingerprint + pair set content    a training teacher's vectors
                         hash (a file each); text (a row)          of the pairs' texts
 ``negatives/``          a pairs dataset's rows + mining depth +   each row's mined hard

@@ -87,12 +87,14 @@ def _same_model(loaded, like) -> bool:
 
 
 def vector_cache_name(encoder) -> str:
-    """The vector cache an encoder's vectors go to: the fingerprint's own in float32, per engine
-    and precision otherwise (bf16 vectors from a GPU evaluation never answer a CPU's float32 one)."""
+    """The vector cache an encoder's vectors go to: the fingerprint's own in float32, per engine,
+    device and precision otherwise (bf16 vectors from a GPU never answer a CPU's question)."""
     dtype = document_dtype(encoder)
     if dtype == "float32":
         return encoder.fingerprint
-    return f"{encoder.fingerprint}-{encoder.describe()['backend']}-{dtype}"
+    described = encoder.describe()
+    device = str(described["device"]).split(":")[0]
+    return f"{encoder.fingerprint}-{described['backend']}-{device}-{dtype}"
 
 
 def corpus_record(encoder) -> dict:

@@ -369,7 +369,10 @@ class EncodeStage:
 
         torch.set_num_threads(threads)
         openvino_engine.set_num_threads(threads)
+        from ragkit.encoder.document_precision import document_dtype
+
         self.encoder = Encoder.from_pretrained(**spec)
+        self.dtype = document_dtype(self.encoder)
         self.poolings, self.batch_size = poolings, batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -392,6 +395,7 @@ class EncodeStage:
             "position": batch["position"],
             "truncated": truncated,
             "fingerprint": [self.encoder.fingerprint] * len(texts),
+            "dtype": [self.dtype] * len(texts),
         }
 
 
@@ -439,6 +443,11 @@ def encode_texts(
     truncated = 0
     for row in _run_errors(encoded.iter_rows()):
         _check_worker(row["fingerprint"], "", (fingerprint, ""))
+        if spec.get("dtype") and row["dtype"] != spec["dtype"]:
+            raise InvalidInputError(
+                f"a Ray worker embedded in {row['dtype']}, this run asked for {spec['dtype']}: "
+                "install the same ragkit and torch on every node"
+            )
         for i in range(len(poolings)):
             rows[i][int(row["position"])] = np.frombuffer(row[f"pooling_{i}"], dtype=np.float32)
         truncated += int(row["truncated"])
