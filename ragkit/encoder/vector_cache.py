@@ -1,9 +1,9 @@
 """Vectors cached per (encoder fingerprint, instruction, text), so reruns skip encoding.
 
 One SQLite file per encoder under ``$RAGKIT_HOME/vectors``, named by its fingerprint (and, when
-its vectors are not float32, the engine, device and precision that made them). Evaluating a second encoder
-against the same baselines, or rerunning after a crash, encodes only what is missing; work
-is committed in chunks, so an interrupted run keeps what it finished.
+its vectors are not float32, the engine, device and precision that made them). Evaluating a
+second encoder against the same baselines, or rerunning after a crash, encodes only what is
+missing; work is committed in chunks, so an interrupted run keeps what it finished.
 """
 
 from __future__ import annotations
