@@ -22,6 +22,19 @@ def _key(instruction: str, text: str) -> str:
     return hashlib.sha256(f"{instruction}\x00{text}".encode()).hexdigest()
 
 
+def vector_cache_name(encoder) -> str:
+    """The vector cache an encoder's vectors go to: the fingerprint's own in float32, per engine,
+    device and precision otherwise (bf16 vectors from a GPU never answer a CPU's question)."""
+    from ragkit.encoder.document_precision import document_dtype  # it loads models; this module stays light
+
+    dtype = document_dtype(encoder)
+    if dtype == "float32":
+        return encoder.fingerprint
+    described = encoder.describe()
+    device = str(described["device"]).split(":")[0]
+    return f"{encoder.fingerprint}-{described['backend']}-{device}-{dtype}"
+
+
 class VectorCache:
     """A small key-value store of float32 vectors for one encoder fingerprint."""
 

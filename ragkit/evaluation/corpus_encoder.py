@@ -2,11 +2,11 @@
 
 ``ragkit index`` embeds documents on the fastest verified engine and, with ``--dtype auto`` on a
 CPU with native bf16, in bf16 where a retrieval check passes; queries stay float32. Evaluating
-the same way measures what an index built where the evaluation runs would return. In float32 every
-engine agrees with the torch model to rounding (checked when the engine is built) under its
-fingerprint, so they share its vector cache; vectors in another precision are cached apart,
-per engine (:func:`vector_cache_name`), so they never mix with float32 ones or with another
-engine's.
+the same way measures what an index built where the evaluation runs would return. In float32
+every engine agrees with the torch model to rounding (checked when the engine is built) under
+its fingerprint, so they share its vector cache; vectors in another precision are cached apart,
+per engine, device and precision (:func:`ragkit.encoder.vector_cache.vector_cache_name`), so
+they never mix with float32 ones or with another engine's.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ragkit.encoder import document_precision
 from ragkit.encoder.document_precision import DTYPES, document_dtype
+from ragkit.encoder.vector_cache import vector_cache_name
 from ragkit.errors import InvalidInputError, RagkitError
 
 
@@ -84,17 +85,6 @@ class CorpusEncoder:
 def _same_model(loaded, like) -> bool:
     described, reference = loaded.describe(), like.describe()
     return described["backend"] == reference["backend"] and document_dtype(loaded) == document_dtype(like)
-
-
-def vector_cache_name(encoder) -> str:
-    """The vector cache an encoder's vectors go to: the fingerprint's own in float32, per engine,
-    device and precision otherwise (bf16 vectors from a GPU never answer a CPU's question)."""
-    dtype = document_dtype(encoder)
-    if dtype == "float32":
-        return encoder.fingerprint
-    described = encoder.describe()
-    device = str(described["device"]).split(":")[0]
-    return f"{encoder.fingerprint}-{described['backend']}-{device}-{dtype}"
 
 
 def corpus_record(encoder) -> dict:

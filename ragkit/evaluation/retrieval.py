@@ -11,10 +11,10 @@ import numpy as np
 
 from ragkit.bm25 import bm25_run
 from ragkit.encoder import document_precision
-from ragkit.encoder.vector_cache import VectorCache, cached_encode
+from ragkit.encoder.vector_cache import VectorCache, cached_encode, vector_cache_name
 from ragkit.errors import InvalidInputError
 from ragkit.evaluation.beir import BeirDataset, load_beir, subsample
-from ragkit.evaluation.corpus_encoder import CorpusEncoder, check_corpus_dtype, vector_cache_name
+from ragkit.evaluation.corpus_encoder import CorpusEncoder, check_corpus_dtype
 from ragkit.evaluation.datasets import resolve_dataset
 from ragkit.evaluation.metrics import METRICS, drop_identical_ids, mean_metrics, per_query
 from ragkit.evaluation.progress import Reporter, SilentReporter

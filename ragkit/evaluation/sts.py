@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ragkit.encoder.vector_cache import VectorCache, cached_encode
+from ragkit.encoder.vector_cache import VectorCache, cached_encode, vector_cache_name
 from ragkit.evaluation.beir import DatasetError
-from ragkit.evaluation.corpus_encoder import vector_cache_name
 from ragkit.evaluation.progress import Reporter, SilentReporter
 from ragkit.evaluation.stats import correlation_difference
 from ragkit.evaluation.systems import (
